@@ -1,0 +1,1 @@
+"""Offline library of monosemantic: toy data, sparse autoencoders, sweeps and metrics."""

@@ -1,0 +1,213 @@
+"""The common base of every sparse autoencoder: parameters, config, encode/decode, save and load.
+
+Training uses hand-written gradients (``compute_grads``) rather than autograd: the hot path then
+makes exactly the matrix products a step needs and a handful of elementwise passes, and the sparse
+architectures skip the dense decoder products altogether. Each architecture also gives
+``reference_loss``, the same loss in plain differentiable torch, which the tests check the hand-written
+gradients against.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Literal
+
+import torch
+from pydantic import BaseModel, Field
+from safetensors.torch import save_file
+
+from training.init import geometric_median
+
+PARAM_NAMES = ("W_enc", "b_enc", "W_dec", "b_dec")
+
+
+def sae_generator(seed: int, stream: int = 0) -> torch.Generator:
+    """A generator for SAE randomness, decorrelated from data generators that share the same seed."""
+    return torch.Generator().manual_seed((seed * 2_654_435_761 + 97_531 + stream * 7_919) % (2**63 - 1))
+
+
+class SAEConfig(BaseModel):
+    """What defines one sparse autoencoder and how it is trained."""
+
+    arch: str = Field("relu", description="architecture, a key of the registry")
+    d_in: int = Field(..., gt=0, description="dimension of the input activations")
+    dict_size: int = Field(..., gt=0, description="number of latents (dictionary atoms)")
+    l1: float | None = Field(None, ge=0, description="sparsity coefficient: L1 for relu/tied, L0 for jumprelu")
+    k: int | None = Field(None, gt=0, description="active latents per sample for topk/batchtopk")
+    init: Literal["random", "orthogonal", "data"] = Field(
+        "data", description="decoder initialisation: Gaussian, orthogonal, or normalised data samples"
+    )
+    encoder_scale: float = Field(1.0, gt=0, description="encoder starts as this times the decoder transpose")
+    decoder_bias_init: Literal["zero", "mean", "geometric_median"] = Field(
+        "geometric_median", description="starting point of the decoder bias"
+    )
+    lr: float = Field(1e-3, gt=0, description="peak Adam learning rate")
+    seed: int = Field(0, description="seed of the initialisation and of resampling")
+    dead_after: int = Field(
+        200_000, gt=0, description="samples without firing after which a latent counts as dead"
+    )
+    resample: bool = Field(True, description="relu/tied: resample dead latents towards badly explained inputs")
+    resample_until: float = Field(0.6, ge=0, le=1, description="fraction of training after which no resampling")
+    aux_k: int | None = Field(None, gt=0, description="topk family: dead latents used by the aux-k loss")
+    aux_coef: float = Field(1 / 32, ge=0, description="topk family: weight of the aux-k loss")
+    jump_bandwidth: float = Field(0.05, gt=0, description="jumprelu: width of the straight-through kernel")
+    jump_threshold: float = Field(0.1, gt=0, description="jumprelu: initial threshold of every latent")
+
+    @property
+    def sparsity_key(self) -> str:
+        return "k" if self.k is not None and self.l1 is None else "l1"
+
+    @property
+    def sparsity(self) -> float | int:
+        return self.k if self.sparsity_key == "k" else self.l1  # type: ignore[return-value]
+
+    @property
+    def name(self) -> str:
+        return f"{self.arch}_n{self.dict_size}_{self.sparsity_key}{self.sparsity:g}"
+
+
+@dataclass
+class StepStats:
+    """What one training step measured on its batch."""
+
+    loss: float
+    recon: float
+    sparsity: float
+    l0: float
+    fvu: float
+
+
+class SparseAutoencoder:
+    """Parameters and shared behaviour of every architecture; subclasses define the nonlinearity."""
+
+    arch: ClassVar[str]
+
+    def __init__(self, config: SAEConfig) -> None:
+        self.validate(config)
+        self.config = config
+        n, d = config.dict_size, config.d_in
+        self.W_enc = torch.zeros(n, d)
+        self.b_enc = torch.zeros(n)
+        self.W_dec = torch.zeros(n, d)
+        self.b_dec = torch.zeros(d)
+        self.grads = {name: torch.zeros_like(p) for name, p in self.params().items()}
+        self.samples_since_fired = torch.zeros(n, dtype=torch.long)
+        self.random_init()
+
+    @classmethod
+    def validate(cls, config: SAEConfig) -> None:
+        """Raise ValueError when the config lacks what this architecture needs."""
+        if config.l1 is None:
+            raise ValueError(f"arch {cls.arch} needs an l1 coefficient")
+
+    def params(self) -> dict[str, torch.Tensor]:
+        return {name: getattr(self, name) for name in PARAM_NAMES}
+
+    def buffers(self) -> dict[str, torch.Tensor]:
+        """Non-trained state that a checkpoint must keep."""
+        return {"samples_since_fired": self.samples_since_fired}
+
+    # --- initialisation -------------------------------------------------------------------------
+    def random_init(self) -> None:
+        gen = sae_generator(self.config.seed)
+        n, d = self.config.dict_size, self.config.d_in
+        if self.config.init == "orthogonal":
+            q, _ = torch.linalg.qr(torch.randn(max(n, d), max(n, d), generator=gen))
+            dec = q[:n, :d].clone()
+        else:
+            dec = torch.randn(n, d, generator=gen)
+        self.W_dec.copy_(dec / dec.norm(dim=1, keepdim=True).clamp_min(1e-8))
+        self.W_enc.copy_(self.W_dec * self.config.encoder_scale)
+
+    def initialise_from_data(self, sample: torch.Tensor) -> None:
+        """Data-dependent initialisation from a sample of inputs (decoder atoms, decoder bias)."""
+        cfg = self.config
+        if cfg.decoder_bias_init == "geometric_median":
+            self.b_dec.copy_(geometric_median(sample))
+        elif cfg.decoder_bias_init == "mean":
+            self.b_dec.copy_(sample.mean(dim=0))
+        if cfg.init == "data":
+            gen = sae_generator(cfg.seed, 1)
+            rows = torch.randint(0, sample.shape[0], (cfg.dict_size,), generator=gen)
+            atoms = sample[rows] - self.b_dec
+            norms = atoms.norm(dim=1, keepdim=True)
+            fallback = torch.randn(cfg.dict_size, cfg.d_in, generator=gen)
+            atoms = torch.where(norms > 1e-6, atoms, fallback)
+            self.W_dec.copy_(atoms / atoms.norm(dim=1, keepdim=True))
+            self.W_enc.copy_(self.W_dec * cfg.encoder_scale)
+        self.after_init(sample)
+
+    def after_init(self, sample: torch.Tensor) -> None:
+        """Hook for architectures that calibrate on data (e.g. thresholds)."""
+
+    # --- the model --------------------------------------------------------------------------------
+    def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addmm(self.b_enc, x - self.b_dec, self.W_enc.T)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Latent activations (batch x dict_size) as used at inference."""
+        raise NotImplementedError
+
+    def decode(self, c: torch.Tensor) -> torch.Tensor:
+        return torch.addmm(self.b_dec, c, self.W_dec)
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))
+
+    def reference_loss(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """The training loss in plain differentiable torch (for tests of ``compute_grads``)."""
+        raise NotImplementedError
+
+    def compute_grads(self, x: torch.Tensor, want_stats: bool) -> StepStats | None:
+        """Fill ``self.grads`` with the loss gradient on batch x; update firing counters."""
+        raise NotImplementedError
+
+    def after_step(self, x: torch.Tensor, step: int, total_steps: int) -> list[torch.Tensor]:
+        """Maintenance after an optimiser step; returns latent indices whose optimiser state to reset."""
+        return []
+
+    # --- decoder geometry ---------------------------------------------------------------------------
+    def remove_parallel_decoder_grad(self) -> None:
+        """Drop the part of each atom's gradient along the atom, which only changes its norm."""
+        g, w = self.grads["W_dec"], self.W_dec
+        g.sub_((g * w).sum(dim=1, keepdim=True) * w)
+
+    def normalise_decoder(self) -> None:
+        self.W_dec.div_(self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-8))
+
+    def _track_firing(self, fired: torch.Tensor, batch_size: int) -> None:
+        self.samples_since_fired.add_(batch_size).masked_fill_(fired, 0)
+
+    @staticmethod
+    def _stats(x: torch.Tensor, err_sq: float, sparsity: float, l0: float) -> StepStats:
+        b = x.shape[0]
+        total_var = (x - x.mean(dim=0)).pow(2).sum().item()
+        recon = err_sq / b
+        return StepStats(
+            loss=recon + sparsity, recon=recon, sparsity=sparsity, l0=l0, fvu=err_sq / max(total_var, 1e-12)
+        )
+
+    # --- persistence -----------------------------------------------------------------------------
+    def save(self, folder: Path, extra: dict | None = None) -> None:
+        """Write ``sae.safetensors`` and ``config.json`` (plus any extra JSON) into folder."""
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors = {name: t.contiguous() for name, t in {**self.params(), **self.inference_buffers()}.items()}
+        save_file(tensors, str(folder / "sae.safetensors"))
+        meta = {"config": self.config.model_dump(), **(extra or {})}
+        (folder / "config.json").write_text(json.dumps(meta, indent=2))
+
+    def inference_buffers(self) -> dict[str, torch.Tensor]:
+        """Non-parameter tensors that inference needs (e.g. thresholds)."""
+        return {}
+
+    def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        for name, value in tensors.items():
+            target = getattr(self, name, None)
+            if not isinstance(target, torch.Tensor):
+                continue
+            if target.shape != value.shape:
+                raise ValueError(f"tensor {name} has shape {tuple(value.shape)}, expected {tuple(target.shape)}")
+            target.copy_(value)
+

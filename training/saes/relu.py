@@ -1,0 +1,47 @@
+"""The study's SAE: untied, encoder bias, ReLU, unit-norm decoder atoms, loss MSE + l1 * |c|_1.
+
+The loss per sample is ``|x - x_hat|^2 + l1 * |c|_1``, averaged over the batch. Dead latents are
+resampled towards inputs the dictionary explains worst, early in training.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from training.saes.base import SparseAutoencoder, StepStats
+from training.saes.resampling import resample_dead_latents
+
+
+class ReluSAE(SparseAutoencoder):
+    arch = "relu"
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pre_activations(x).relu_()
+
+    def reference_loss(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        c = torch.relu((x - params["b_dec"]) @ params["W_enc"].T + params["b_enc"])
+        x_hat = c @ params["W_dec"] + params["b_dec"]
+        return ((x - x_hat) ** 2).sum(dim=1).mean() + self.config.l1 * c.abs().sum(dim=1).mean()
+
+    def compute_grads(self, x: torch.Tensor, want_stats: bool) -> StepStats | None:
+        b = x.shape[0]
+        g = self.grads
+        xc = x - self.b_dec
+        c = torch.addmm(self.b_enc, xc, self.W_enc.T).relu_()
+        err = torch.addmm(self.b_dec, c, self.W_dec).sub_(x)
+        g_out = err * (2.0 / b)
+        torch.mm(c.T, g_out, out=g["W_dec"])
+        l1_grad = torch.full((1,), self.config.l1 / b)
+        g_pre = torch.ops.aten.threshold_backward(torch.addmm(l1_grad, g_out, self.W_dec.T), c, 0.0)
+        torch.mm(g_pre.T, xc, out=g["W_enc"])
+        torch.sum(g_pre, dim=0, out=g["b_enc"])
+        torch.sub(g_out.sum(dim=0), g["b_enc"] @ self.W_enc, out=g["b_dec"])
+        activity = c.sum(dim=0)
+        self._track_firing(activity > 0, b)
+        if not want_stats:
+            return None
+        l0 = torch.count_nonzero(c).item() / b
+        return self._stats(x, err.pow(2).sum().item(), self.config.l1 * activity.sum().item() / b, l0)
+
+    def after_step(self, x: torch.Tensor, step: int, total_steps: int) -> list[torch.Tensor]:
+        return resample_dead_latents(self, x, step, total_steps)

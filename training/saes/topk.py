@@ -1,0 +1,82 @@
+"""Top-k SAE (Gao et al. 2024): each sample keeps its k largest pre-activations (ReLU'd).
+
+Dead latents (silent for ``dead_after`` samples) are trained by the aux-k loss: the ``aux_k``
+largest dead pre-activations per sample reconstruct the main model's residual, weighted by
+``aux_coef`` and normalised by the residual's energy.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from training.saes import sparse_codes
+from training.saes.base import SAEConfig, SparseAutoencoder, StepStats
+from training.saes.resampling import resample_dead_latents
+from training.saes.sparse_codes import SparseCodes
+
+
+class TopKSAE(SparseAutoencoder):
+    arch = "topk"
+
+    @classmethod
+    def validate(cls, config: SAEConfig) -> None:
+        if config.k is None:
+            raise ValueError(f"arch {cls.arch} needs k")
+        if config.k > config.dict_size:
+            raise ValueError(f"k={config.k} exceeds the dictionary size {config.dict_size}")
+
+    def select(self, pre: torch.Tensor, training: bool) -> SparseCodes:
+        """The active latents of a batch of pre-activations."""
+        vals, idx = pre.topk(self.config.k, dim=1, sorted=False)
+        return SparseCodes.from_topk(vals.relu_(), idx)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.select(self.pre_activations(x), training=False).dense(x.shape[0], self.config.dict_size)
+
+    def reference_loss(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        pre = (x - params["b_dec"]) @ params["W_enc"].T + params["b_enc"]
+        codes = self.select(pre.detach(), training=False)
+        mask = torch.zeros_like(pre, dtype=torch.bool)
+        mask[codes.rows, codes.cols] = True
+        c = torch.relu(pre) * mask
+        x_hat = c @ params["W_dec"] + params["b_dec"]
+        return ((x - x_hat) ** 2).sum(dim=1).mean()
+
+    def compute_grads(self, x: torch.Tensor, want_stats: bool) -> StepStats | None:
+        b = x.shape[0]
+        g = self.grads
+        for t in g.values():
+            t.zero_()
+        xc = x - self.b_dec
+        pre = torch.addmm(self.b_enc, xc, self.W_enc.T)
+        codes = self.select(pre, training=True)
+        err = sparse_codes.decode(codes, self.W_dec, self.b_dec).sub_(x)
+        g_out = err * (2.0 / b)
+        sparse_codes.accumulate_grads(g, codes, self.W_dec, xc, g_out)
+        aux = self._aux_k(pre, xc, err) if self.config.aux_coef > 0 else 0.0
+        g["b_dec"].copy_(g_out.sum(dim=0)).sub_(g["b_enc"] @ self.W_enc)
+        fired = torch.zeros(self.config.dict_size, dtype=torch.bool)
+        fired[codes.cols[codes.vals > 0]] = True
+        self._track_firing(fired, b)
+        if not want_stats:
+            return None
+        l0 = torch.count_nonzero(codes.vals).item() / b
+        return self._stats(x, err.pow(2).sum().item(), aux, l0)
+
+    def _aux_k(self, pre: torch.Tensor, xc: torch.Tensor, err: torch.Tensor) -> float:
+        """Add the aux-k loss gradients (dead latents modelling the residual); return its value."""
+        dead = (self.samples_since_fired >= self.config.dead_after).nonzero().squeeze(1)
+        if dead.numel() == 0:
+            return 0.0
+        k_aux = min(self.config.aux_k or 2 * self.config.k, dead.numel())
+        vals, local = pre[:, dead].topk(k_aux, dim=1, sorted=False)
+        codes = SparseCodes.from_topk(vals.relu_(), dead[local])
+        residual = err.neg()
+        energy = residual.pow(2).sum().clamp_min(1e-12)
+        aux_err = sparse_codes.decode(codes, self.W_dec, None).sub_(residual)
+        g_aux = aux_err * (2.0 * self.config.aux_coef / energy)
+        sparse_codes.accumulate_grads(self.grads, codes, self.W_dec, xc, g_aux)
+        return (self.config.aux_coef * aux_err.pow(2).sum() / energy).item()
+
+    def after_step(self, x: torch.Tensor, step: int, total_steps: int) -> list[torch.Tensor]:
+        return resample_dead_latents(self, x, step, total_steps, encoder_gain=1.0)
