@@ -1,0 +1,1 @@
+"""The monosemantic application: command line (and, later, web app and database)."""

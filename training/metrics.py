@@ -6,6 +6,7 @@ Decoders are passed as (n_atoms x d) tensors whose rows are the dictionary atoms
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 import torch
@@ -141,7 +142,7 @@ FEATURE_COUNT_METHOD = (
 
 def feature_count_curve(sweep: list[SizedDictionary], threshold: float = RECOVERED_COSINE) -> list[int]:
     """Stable-atom counts for each consecutive pair of a size sweep (sorted by size)."""
-    return [stable_feature_count(a, b, threshold) for a, b in zip(sweep, sweep[1:])]
+    return [stable_feature_count(a, b, threshold) for a, b in pairwise(sweep)]
 
 
 def feature_count_estimate(sweeps: dict[str, list[SizedDictionary]]) -> dict:
@@ -157,7 +158,7 @@ def feature_count_estimate(sweeps: dict[str, list[SizedDictionary]]) -> dict:
         return {"value": None, "low": None, "high": None, "method": "needs at least two dictionary sizes"}
 
     def agreement(sweep: list[SizedDictionary]) -> float:
-        return float(np.mean([mmcs_with_larger(a.decoder, b.decoder) for a, b in zip(sweep, sweep[1:])]))
+        return float(np.mean([mmcs_with_larger(a.decoder, b.decoder) for a, b in pairwise(sweep)]))
 
     key = max(usable, key=lambda k: agreement(usable[k]))
     sweep = usable[key]

@@ -4,8 +4,9 @@ Each sample is a sparse non-negative combination of G unit-norm directions in d 
 Feature i is active with probability proportional to ``decay**i``, rescaled so that on average
 ``mean_active`` features are active. With ``correlated`` on, which features are active together is
 coupled through a random correlation matrix and a Gaussian copula (drawn afresh for every sample),
-which leaves each feature's own probability unchanged. Active magnitudes are uniform on [0, 1), and a
-sample with no active feature is given one, drawn by feature probability.
+which keeps each feature's marginal probability. Active magnitudes are uniform on [0, 1), and a
+sample with no active feature is given one, drawn by feature probability; the decay law's target is
+lowered by the measured rate of empty samples so the realised mean count still hits ``mean_active``.
 
 Batches are a pure function of ``(seed, step)``, so a run can stop and resume anywhere and every SAE
 of a sweep sees the same data.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from pydantic import BaseModel, Field
 
 _CALIBRATION_SAMPLES = 65_536
@@ -115,24 +117,31 @@ class ToyData:
         return z < self._thresholds_f
 
     def _generator(self, step: int, stream: int) -> torch.Generator:
-        return torch.Generator().manual_seed(
-            (self.config.seed * 1_000_003 + step * 7 + stream) % (2**63 - 1)
-        )
+        return torch.Generator().manual_seed((self.config.seed * 1_000_003 + step * 7 + stream) % (2**63 - 1))
 
-    def coefficients(self, step: int, batch_size: int) -> torch.Tensor:
-        """Feature coefficients (batch_size x G) of batch number ``step``."""
+    def active_coefficients(self, step: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Active features of batch number ``step`` as (sample, feature, magnitude), sample-major."""
         gen = self._generator(step, 0)
         active = self._active(batch_size, gen)
         empty = ~active.any(dim=1)
         if empty.any():
             picks = torch.multinomial(self.probabilities, int(empty.sum()), replacement=True, generator=gen)
             active[empty.nonzero().squeeze(1), picks] = True
-        magnitudes = torch.rand(batch_size, self.config.n_features, generator=gen)
-        return magnitudes.mul_(active)
+        rows, cols = active.nonzero(as_tuple=True)
+        return rows, cols, torch.rand(rows.numel(), generator=gen)
+
+    def coefficients(self, step: int, batch_size: int) -> torch.Tensor:
+        """Feature coefficients (batch_size x G) of batch number ``step``."""
+        rows, cols, vals = self.active_coefficients(step, batch_size)
+        out = torch.zeros(batch_size, self.config.n_features)
+        out[rows, cols] = vals
+        return out
 
     def batch(self, step: int, batch_size: int) -> torch.Tensor:
         """Batch number ``step`` of the stream: batch_size x d samples."""
-        return self.coefficients(step, batch_size) @ self.features
+        rows, cols, vals = self.active_coefficients(step, batch_size)
+        offsets = torch.searchsorted(rows, torch.arange(batch_size))
+        return F.embedding_bag(cols, self.features, offsets, mode="sum", per_sample_weights=vals)
 
     def evaluation_set(self, n: int) -> torch.Tensor:
         """A fixed held-out set, drawn from a stream no training batch uses."""

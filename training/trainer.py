@@ -63,6 +63,7 @@ class SweepRun:
     def step(self, x: torch.Tensor, step: int, total: int, lr: float, want_stats: bool):
         start = time.perf_counter()
         sae = self.sae
+        sae.set_progress(step, total)
         stats = sae.compute_grads(x, want_stats)
         sae.remove_parallel_decoder_grad()
         self.adam.step(sae.params(), sae.grads, lr)
@@ -117,7 +118,7 @@ def _truncate_log(path: Path, last_step: int) -> None:
     """Drop log lines written after the checkpoint we resume from, so none appears twice."""
     if not path.exists():
         return
-    keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] < last_step]
+    keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= last_step]
     path.write_text("".join(line + "\n" for line in keep))
 
 
@@ -136,13 +137,15 @@ def train_sweep(
     ``stop_after`` ends the pass early at that step, after a checkpoint (used to test resumption).
     With ``ground_truth`` (G x d), the log also records MMCS against it.
     """
+    names = [c.name for c in configs]
+    clashes = sorted({n for n in names if names.count(n) > 1})
+    if clashes:
+        raise ValueError(f"SAEs of one sweep need distinct names; give a tag to tell apart {', '.join(clashes)}")
     out_dir.mkdir(parents=True, exist_ok=True)
     spec = _sweep_spec(configs, train, source_spec or {})
     spec_path = out_dir / "sweep.json"
     if spec_path.exists() and json.loads(spec_path.read_text()) != json.loads(json.dumps(spec)):
-        raise ValueError(
-            f"{out_dir} holds a sweep with different settings: choose another output folder or delete it"
-        )
+        raise ValueError(f"{out_dir} holds a sweep with different settings: choose another output folder or delete it")
     spec_path.write_text(json.dumps(spec, indent=2))
     runs = [SweepRun(c) for c in configs]
     checkpoint = out_dir / "checkpoint"
@@ -159,8 +162,15 @@ def train_sweep(
         log_path.unlink(missing_ok=True)
 
     end = total if stop_after is None else min(stop_after, total)
-    bar = tqdm(range(start_step, end), initial=start_step, total=total, disable=not progress, desc="sweep",
-               unit="step", dynamic_ncols=True)
+    bar = tqdm(
+        range(start_step, end),
+        initial=start_step,
+        total=total,
+        disable=not progress,
+        desc="sweep",
+        unit="step",
+        dynamic_ncols=True,
+    )
     with log_path.open("a") as log:
         for step in bar:
             x = source.batch(step, train.batch_size)
@@ -170,8 +180,14 @@ def train_sweep(
                 lr = learning_rate(step, total, run.config.lr, train.warmup_fraction, train.decay_fraction)
                 stats = run.step(x, step, total, lr, want)
                 if stats is not None:
-                    line = {"run": run.config.name, "index": index, "step": step + 1, "samples": (step + 1) * train.batch_size,
-                            "lr": lr, **stats.__dict__}
+                    line = {
+                        "run": run.config.name,
+                        "index": index,
+                        "step": step + 1,
+                        "samples": (step + 1) * train.batch_size,
+                        "lr": lr,
+                        **stats.__dict__,
+                    }
                     if ground_truth is not None:
                         line["mmcs"] = mmcs(run.sae.W_dec, ground_truth)
                     lines.append(line)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from safetensors.torch import save_file
 
 from training.init import geometric_median
@@ -28,32 +28,63 @@ def sae_generator(seed: int, stream: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 2_654_435_761 + 97_531 + stream * 7_919) % (2**63 - 1))
 
 
+# Per-architecture defaults, found on the study's toy data (see README): the L1 family learns fastest
+# from data-sample atoms with a small encoder; the top-k family from random atoms, a strong aux-k loss
+# and k annealed down from 4k, which lets rare features win a slot before k tightens.
+ARCH_DEFAULTS: dict[str, dict] = {
+    "relu": {"init": "data", "encoder_scale": 0.1, "resample": True, "dead_after": 200_000},
+    "tied": {"init": "data", "encoder_scale": 1.0, "resample": True, "dead_after": 200_000},
+    "jumprelu": {"init": "data", "encoder_scale": 0.1, "resample": False, "dead_after": 200_000},
+    "topk": {"init": "random", "encoder_scale": 1.0, "resample": False, "dead_after": 50_000, "k_start": 4.0},
+    "batchtopk": {"init": "random", "encoder_scale": 1.0, "resample": False, "dead_after": 50_000, "k_start": 4.0},
+}
+
+
 class SAEConfig(BaseModel):
-    """What defines one sparse autoencoder and how it is trained."""
+    """What defines one sparse autoencoder and how it is trained; unset fields take the arch's defaults."""
 
     arch: str = Field("relu", description="architecture, a key of the registry")
     d_in: int = Field(..., gt=0, description="dimension of the input activations")
     dict_size: int = Field(..., gt=0, description="number of latents (dictionary atoms)")
     l1: float | None = Field(None, ge=0, description="sparsity coefficient: L1 for relu/tied, L0 for jumprelu")
     k: int | None = Field(None, gt=0, description="active latents per sample for topk/batchtopk")
-    init: Literal["random", "orthogonal", "data"] = Field(
-        "data", description="decoder initialisation: Gaussian, orthogonal, or normalised data samples"
+    init: Literal["random", "orthogonal", "data"] | None = Field(
+        None, description="decoder initialisation: Gaussian, orthogonal, or normalised data samples"
     )
-    encoder_scale: float = Field(1.0, gt=0, description="encoder starts as this times the decoder transpose")
+    encoder_scale: float | None = Field(None, gt=0, description="encoder starts as this times the decoder")
     decoder_bias_init: Literal["zero", "mean", "geometric_median"] = Field(
         "geometric_median", description="starting point of the decoder bias"
     )
-    lr: float = Field(1e-3, gt=0, description="peak Adam learning rate")
+    lr: float = Field(3e-3, gt=0, description="peak Adam learning rate")
     seed: int = Field(0, description="seed of the initialisation and of resampling")
-    dead_after: int = Field(
-        200_000, gt=0, description="samples without firing after which a latent counts as dead"
-    )
-    resample: bool = Field(True, description="relu/tied: resample dead latents towards badly explained inputs")
+    dead_after: int | None = Field(None, gt=0, description="samples without firing after which a latent counts as dead")
+    resample: bool | None = Field(None, description="resample dead latents towards badly explained inputs")
     resample_until: float = Field(0.6, ge=0, le=1, description="fraction of training after which no resampling")
-    aux_k: int | None = Field(None, gt=0, description="topk family: dead latents used by the aux-k loss")
-    aux_coef: float = Field(1 / 32, ge=0, description="topk family: weight of the aux-k loss")
+    aux_k: int | None = Field(64, gt=0, description="topk family: dead latents used by the aux-k loss")
+    aux_coef: float = Field(1.0, ge=0, description="topk family: weight of the aux-k loss")
+    k_start: float | None = Field(
+        None, ge=1, description="topk family: training starts with k_start * k active latents, annealed to k"
+    )
+    k_anneal: float = Field(0.5, ge=0, le=1, description="topk family: fraction of training spent annealing k")
     jump_bandwidth: float = Field(0.05, gt=0, description="jumprelu: width of the straight-through kernel")
     jump_threshold: float = Field(0.1, gt=0, description="jumprelu: initial threshold of every latent")
+    tag: str = Field("", description="suffix that tells apart SAEs of one sweep that share arch, size and sparsity")
+
+    @model_validator(mode="after")
+    def _fill_arch_defaults(self) -> SAEConfig:
+        for name, value in ARCH_DEFAULTS.get(self.arch, {}).items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        for name, value in {
+            "init": "random",
+            "encoder_scale": 1.0,
+            "dead_after": 200_000,
+            "resample": False,
+            "k_start": 1.0,
+        }.items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        return self
 
     @property
     def sparsity_key(self) -> str:
@@ -65,7 +96,8 @@ class SAEConfig(BaseModel):
 
     @property
     def name(self) -> str:
-        return f"{self.arch}_n{self.dict_size}_{self.sparsity_key}{self.sparsity:g}"
+        base = f"{self.arch}_n{self.dict_size}_{self.sparsity_key}{self.sparsity:g}"
+        return f"{base}_{self.tag}" if self.tag else base
 
 
 @dataclass
@@ -164,6 +196,9 @@ class SparseAutoencoder:
         """Fill ``self.grads`` with the loss gradient on batch x; update firing counters."""
         raise NotImplementedError
 
+    def set_progress(self, step: int, total_steps: int) -> None:
+        """Tell the SAE how far training has come (for schedules of its own, e.g. k annealing)."""
+
     def after_step(self, x: torch.Tensor, step: int, total_steps: int) -> list[torch.Tensor]:
         """Maintenance after an optimiser step; returns latent indices whose optimiser state to reset."""
         return []
@@ -210,4 +245,3 @@ class SparseAutoencoder:
             if target.shape != value.shape:
                 raise ValueError(f"tensor {name} has shape {tuple(value.shape)}, expected {tuple(target.shape)}")
             target.copy_(value)
-

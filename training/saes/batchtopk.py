@@ -40,7 +40,7 @@ class BatchTopKSAE(TopKSAE):
             active = (pre > self.threshold) & (pre > 0)
             rows, cols = active.nonzero(as_tuple=True)
             return SparseCodes.from_flat(rows * n + cols, pre[rows, cols], b, n)
-        vals, flat_idx = sparse_codes.batch_top(pre, self.config.k * b)
+        vals, flat_idx = sparse_codes.batch_top(pre, self.training_k * b)
         vals = vals.relu_()
         positive = vals[vals > 0]
         if positive.numel():

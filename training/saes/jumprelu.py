@@ -76,13 +76,15 @@ class JumpReluSAE(SparseAutoencoder):
         theta = self.log_threshold.exp()
         xc = x - self.b_dec
         pre = torch.addmm(self.b_enc, xc, self.W_enc.T)
-        active = pre > theta
-        c = pre * active
+        shifted = pre - theta
+        # 0/1 masks built from sign() rather than comparisons: branch-free and much faster on CPU.
+        active = shifted.sign().clamp_(min=0)
+        window = shifted.abs_().neg_().add_(eps / 2).sign_().clamp_(min=0)
+        c = pre.mul_(active)
         err = torch.addmm(self.b_dec, c, self.W_dec).sub_(x)
         g_out = err * (2.0 / b)
         torch.mm(c.T, g_out, out=g["W_dec"])
         g_c = g_out @ self.W_dec.T
-        window = (pre - theta).abs_() < eps / 2
         g_theta = (g_c * window).sum(dim=0).mul_(-theta / eps)
         g_theta.sub_(window.sum(dim=0) * (self.config.l1 / (b * eps)))
         torch.mul(g_theta, theta, out=g["log_threshold"])

@@ -30,17 +30,20 @@ class ReluSAE(SparseAutoencoder):
         c = torch.addmm(self.b_enc, xc, self.W_enc.T).relu_()
         err = torch.addmm(self.b_dec, c, self.W_dec).sub_(x)
         g_out = err * (2.0 / b)
+        activity = c.sum(dim=0)
         torch.mm(c.T, g_out, out=g["W_dec"])
+        # sign() of a ReLU output is its 0/1 activity mask; branch-free ops are several times faster
+        # on CPU than comparisons or threshold_backward on data that is half zeros.
+        mask = c.sign_()
         l1_grad = torch.full((1,), self.config.l1 / b)
-        g_pre = torch.ops.aten.threshold_backward(torch.addmm(l1_grad, g_out, self.W_dec.T), c, 0.0)
+        g_pre = torch.addmm(l1_grad, g_out, self.W_dec.T).mul_(mask)
         torch.mm(g_pre.T, xc, out=g["W_enc"])
         torch.sum(g_pre, dim=0, out=g["b_enc"])
         torch.sub(g_out.sum(dim=0), g["b_enc"] @ self.W_enc, out=g["b_dec"])
-        activity = c.sum(dim=0)
         self._track_firing(activity > 0, b)
         if not want_stats:
             return None
-        l0 = torch.count_nonzero(c).item() / b
+        l0 = mask.sum().item() / b
         return self._stats(x, err.pow(2).sum().item(), self.config.l1 * activity.sum().item() / b, l0)
 
     def after_step(self, x: torch.Tensor, step: int, total_steps: int) -> list[torch.Tensor]:

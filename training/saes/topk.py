@@ -25,9 +25,21 @@ class TopKSAE(SparseAutoencoder):
         if config.k > config.dict_size:
             raise ValueError(f"k={config.k} exceeds the dictionary size {config.dict_size}")
 
+    def __init__(self, config: SAEConfig) -> None:
+        super().__init__(config)
+        self.training_k = config.k
+
+    def set_progress(self, step: int, total_steps: int) -> None:
+        """Anneal the training k linearly from k_start * k down to k."""
+        cfg = self.config
+        span = cfg.k_anneal * total_steps
+        left = max(0.0, 1.0 - step / span) if span > 0 else 0.0
+        self.training_k = min(round(cfg.k * (1 + (cfg.k_start - 1) * left)), cfg.dict_size)
+
     def select(self, pre: torch.Tensor, training: bool) -> SparseCodes:
         """The active latents of a batch of pre-activations."""
-        vals, idx = pre.topk(self.config.k, dim=1, sorted=False)
+        k = self.training_k if training else self.config.k
+        vals, idx = pre.topk(k, dim=1, sorted=False)
         return SparseCodes.from_topk(vals.relu_(), idx)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -35,7 +47,7 @@ class TopKSAE(SparseAutoencoder):
 
     def reference_loss(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         pre = (x - params["b_dec"]) @ params["W_enc"].T + params["b_enc"]
-        codes = self.select(pre.detach(), training=False)
+        codes = self.select(pre.detach(), training=True)
         mask = torch.zeros_like(pre, dtype=torch.bool)
         mask[codes.rows, codes.cols] = True
         c = torch.relu(pre) * mask

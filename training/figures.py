@@ -1,0 +1,192 @@
+"""PNG figures of a sweep, drawn from plain records (the dicts of metrics.json and train_log.jsonl).
+
+Figures are made with matplotlib's object interface on the Agg canvas, so no pyplot global state or
+display is involved and they can be drawn from any thread.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+
+HEATMAP_METRICS: dict[str, tuple[str, str, float | None, float | None]] = {
+    "mmcs": ("MMCS vs ground truth", "viridis", 0.0, 1.0),
+    "dead_fraction": ("dead fraction", "magma", 0.0, 1.0),
+    "fvu": ("reconstruction loss (FVU)", "viridis_r", 0.0, None),
+}
+
+
+def sparsity_key(record: dict) -> str:
+    """Which sparsity setting a record carries: "k" for the top-k family, else "l1"."""
+    return "k" if record.get("k") is not None else "l1"
+
+
+def _sparsity_label(key: str, value: float) -> str:
+    return f"{key}={value:g}"
+
+
+def _size_label(size: int) -> str:
+    exponent = math.log2(size)
+    shown = f"{exponent:.0f}" if exponent.is_integer() else f"{exponent:.2f}"
+    return f"$2^{{{shown}}}$\n{size}"
+
+
+def _cell_text(value: float) -> str:
+    return f"{value:.2f}" if abs(value) >= 0.01 or value == 0 else f"{value:.0e}"
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=120)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, bbox_inches="tight")
+    return path
+
+
+def plot_heatmap(runs: list[dict], metric: str, arch: str, path: Path) -> Path:
+    """Heatmap of ``metric`` over dictionary size (x) and sparsity setting (y) for one arch, values annotated."""
+    title, cmap, vmin, vmax = HEATMAP_METRICS.get(metric, (metric, "viridis", None, None))
+    rows = [r for r in runs if r["arch"] == arch]
+    if not rows:
+        raise ValueError(f"no runs of arch {arch!r} to plot")
+    key = sparsity_key(rows[0])
+    sizes = sorted({int(r["dict_size"]) for r in rows})
+    settings = sorted({r[key] for r in rows})
+    grid = np.full((len(settings), len(sizes)), np.nan)
+    for r in rows:
+        value = r.get(metric)
+        if value is not None:
+            grid[settings.index(r[key]), sizes.index(int(r["dict_size"]))] = value
+    finite = grid[np.isfinite(grid)]
+    low = vmin if vmin is not None else (float(finite.min()) if finite.size else 0.0)
+    high = vmax if vmax is not None else (float(finite.max()) if finite.size else 1.0)
+    norm = Normalize(low, high if high > low else low + 1e-9)
+
+    fig = _new_figure(2.2 + 1.0 * len(sizes), 1.6 + 0.55 * len(settings))
+    ax = fig.add_subplot()
+    image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, norm=norm, aspect="auto", origin="lower")
+    colormap = image.get_cmap()
+    for (i, j), value in np.ndenumerate(grid):
+        if np.isfinite(value):
+            red, green, blue, _ = colormap(norm(value))
+            ink = "black" if 0.299 * red + 0.587 * green + 0.114 * blue > 0.5 else "white"
+            ax.text(j, i, _cell_text(value), ha="center", va="center", color=ink, fontsize=8)
+    ax.set_xticks(range(len(sizes)), [_size_label(s) for s in sizes], fontsize=8)
+    ax.set_yticks(range(len(settings)), [f"{s:g}" for s in settings], fontsize=8)
+    ax.set_xlabel("dictionary size")
+    ax.set_ylabel(key)
+    ax.set_title(f"{title}: {arch}", fontsize=10)
+    fig.colorbar(image, ax=ax)
+    return _save(fig, path)
+
+
+def write_heatmaps(runs: list[dict], folder: Path) -> list[Path]:
+    """``heatmap_<metric>_<arch>.png`` in folder for MMCS, dead fraction and FVU, for every arch present."""
+    archs = sorted({r["arch"] for r in runs})
+    return [
+        plot_heatmap(runs, metric, arch, folder / f"heatmap_{metric}_{arch}.png")
+        for arch in archs
+        for metric in HEATMAP_METRICS
+        if any(r.get(metric) is not None for r in runs if r["arch"] == arch)
+    ]
+
+
+def plot_mmcs_with_larger(
+    records: list[dict], path: Path, true_feature_count: int | None = None, estimate: dict | None = None
+) -> Path:
+    """MMCS of each dictionary with the next larger one against dictionary size, one line per arch+sparsity.
+
+    Marks the true number of features and the estimate (with its low-high band) when given.
+    """
+    lines: dict[tuple[str, str], list[tuple[int, float]]] = defaultdict(list)
+    for r in records:
+        key = sparsity_key(r)
+        lines[(r["arch"], _sparsity_label(key, r[key]))].append((int(r["dict_size"]), r["mmcs_with_larger"]))
+    fig = _new_figure(7.0, 4.2)
+    ax = fig.add_subplot()
+    for (arch, setting), points in sorted(lines.items()):
+        points.sort()
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=f"{arch} {setting}")
+    if estimate and estimate.get("value") is not None:
+        ax.axvline(estimate["value"], color="tab:red", linestyle="--", label=f"estimate {estimate['value']}")
+        if estimate.get("low") is not None and estimate.get("high") is not None:
+            ax.axvspan(estimate["low"], max(estimate["high"], estimate["low"] + 1e-9), color="tab:red", alpha=0.1)
+    if true_feature_count is not None:
+        ax.axvline(true_feature_count, color="black", linestyle=":", label=f"true G = {true_feature_count}")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("dictionary size (log2)")
+    ax.set_ylabel("MMCS with next larger dictionary")
+    ax.set_ylim(0, 1.02)
+    ax.set_title("MMCS with larger dictionaries", fontsize=10)
+    ax.grid(alpha=0.3)
+    if lines or true_feature_count is not None:
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return _save(fig, path)
+
+
+def read_train_log(path: Path) -> list[dict]:
+    """The records of a train_log.jsonl file (empty when it does not exist)."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plot_mmcs_vs_samples(log: Iterable[dict], path: Path) -> Path | None:
+    """MMCS vs training samples, one line per run of the log; None (no file) when the log has no MMCS."""
+    curves: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    for line in log:
+        if line.get("mmcs") is not None:
+            curves[line["run"]].append((int(line["samples"]), float(line["mmcs"])))
+    if not curves:
+        return None
+    fig = _new_figure(7.5, 4.2)
+    ax = fig.add_subplot()
+    colours = [f"C{i % 10}" for i in range(len(curves))]
+    styles = ["-", "--", ":", "-."]
+    for i, (name, points) in enumerate(curves.items()):
+        points.sort()
+        ax.plot(
+            [p[0] for p in points],
+            [p[1] for p in points],
+            color=colours[i],
+            linestyle=styles[(i // 10) % 4],
+            linewidth=1.2,
+            label=name,
+        )
+    ax.set_xlabel("training samples")
+    ax.set_ylabel("MMCS vs ground truth")
+    ax.set_ylim(0, 1.02)
+    ax.set_title("MMCS over training", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5), ncol=1 + len(curves) // 24)
+    return _save(fig, path)
+
+
+def write_figures(metrics: dict, folder: Path, train_log: Path | None = None) -> list[Path]:
+    """Every figure of a metrics.json dict (and of its train log, if given) as PNGs in folder."""
+    written = write_heatmaps(metrics.get("runs", []), folder)
+    written.append(
+        plot_mmcs_with_larger(
+            metrics.get("mmcs_with_larger", []),
+            folder / "mmcs_with_larger.png",
+            metrics.get("true_feature_count"),
+            metrics.get("feature_count_estimate"),
+        )
+    )
+    if train_log is not None:
+        curve = plot_mmcs_vs_samples(read_train_log(train_log), folder / "mmcs_vs_samples.png")
+        if curve is not None:
+            written.append(curve)
+    return written

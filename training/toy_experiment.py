@@ -1,0 +1,204 @@
+"""The study's toy experiment: a sweep of SAEs over dictionary sizes and sparsities on data with known features.
+
+``run_toy_experiment`` trains the whole sweep in one pass (``out/sweep/``, resumable), evaluates each
+SAE on a fixed held-out set, and writes ``out/metrics.json`` and ``out/figures/*.png``. Because the true
+number of features G is known here, the feature-count estimate can be checked against it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, model_validator
+
+from training.figures import write_figures
+from training.metrics import (
+    Evaluation,
+    SizedDictionary,
+    evaluate,
+    feature_count_estimate,
+    mmcs,
+    mmcs_with_larger,
+    one_to_one_cosine,
+    recovered_fraction,
+)
+from training.saes import ARCHS, SAEConfig
+from training.toy import ToyConfig, ToyData
+from training.trainer import SweepRun, TrainConfig, samples_per_second, train_sweep
+
+TOPK_ARCHS = ("topk", "batchtopk")
+DEFAULT_L1 = (0.01, 0.03, 0.1)
+DEFAULT_K = 5
+DICT_RATIOS = (0.5, 1.0, 2.0, 4.0)
+
+
+def default_dict_sizes(n_features: int) -> list[int]:
+    """Dictionary sizes 0.5, 1, 2 and 4 times the number of features (at least 1, without repeats)."""
+    return sorted({max(1, int(n_features * ratio)) for ratio in DICT_RATIOS})
+
+
+class ToyExperimentConfig(BaseModel):
+    """One toy sweep: the data, the dictionaries and how long they train.
+
+    Left out, ``dict_sizes`` defaults to ``default_dict_sizes(G)`` and the sparsity to ``DEFAULT_K``
+    (top-k family) or ``DEFAULT_L1`` (the other archs).
+    """
+
+    toy: ToyConfig = Field(default_factory=ToyConfig, description="the toy data generator")
+    dict_sizes: list[int] = Field(..., min_length=1, description="dictionary sizes of the sweep")
+    arch: str = Field("relu", description="SAE architecture, one of training.saes.ARCHS")
+    l1: list[float] | None = Field(None, description="sparsity coefficients (relu, tied, jumprelu)")
+    k: int | None = Field(None, gt=0, description="active latents per sample (topk, batchtopk)")
+    samples: int = Field(2_000_000, gt=0, description="training samples each SAE sees")
+    batch_size: int = Field(256, gt=0, description="samples per training step")
+    seed: int = Field(0, description="seed of the SAEs' initialisation and resampling")
+    eval_samples: int = Field(20_000, gt=0, description="size of the held-out evaluation set")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        arch = data.get("arch", "relu")
+        if data.get("dict_sizes") is None:
+            toy = data.get("toy")
+            toy = toy if isinstance(toy, ToyConfig) else ToyConfig(**(toy or {}))
+            data["dict_sizes"] = default_dict_sizes(toy.n_features)
+        if arch in TOPK_ARCHS and data.get("k") is None and data.get("l1") is None:
+            data["k"] = DEFAULT_K
+        if arch not in TOPK_ARCHS and data.get("l1") is None and data.get("k") is None:
+            data["l1"] = list(DEFAULT_L1)
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> ToyExperimentConfig:
+        if self.arch not in ARCHS:
+            raise ValueError(f"unknown arch {self.arch!r}: choose one of {', '.join(ARCHS)}")
+        if any(size <= 0 for size in self.dict_sizes):
+            raise ValueError(f"dictionary sizes must be positive, got {self.dict_sizes}")
+        if len(set(self.dict_sizes)) != len(self.dict_sizes):
+            raise ValueError(f"dictionary sizes repeat: {self.dict_sizes}")
+        if self.arch in TOPK_ARCHS:
+            if self.l1 is not None:
+                raise ValueError(f"arch {self.arch} takes k, not l1")
+            if self.k is None:
+                raise ValueError(f"arch {self.arch} needs k")
+            if self.k > min(self.dict_sizes):
+                raise ValueError(f"k={self.k} exceeds the smallest dictionary size {min(self.dict_sizes)}")
+        else:
+            if self.k is not None:
+                raise ValueError(f"arch {self.arch} takes l1, not k")
+            if not self.l1:
+                raise ValueError(f"arch {self.arch} needs at least one l1 value")
+            if any(not math.isfinite(v) or v < 0 for v in self.l1):
+                raise ValueError(f"l1 values must be finite and >= 0, got {self.l1}")
+            if len(set(self.l1)) != len(self.l1):
+                raise ValueError(f"l1 values repeat: {self.l1}")
+        if self.toy.mean_active > self.toy.n_features:
+            raise ValueError(
+                f"mean_active {self.toy.mean_active:g} exceeds the number of features {self.toy.n_features}"
+            )
+        return self
+
+    @property
+    def sparsity_key(self) -> str:
+        return "k" if self.arch in TOPK_ARCHS else "l1"
+
+    def sparsities(self) -> list[float] | list[int]:
+        """The sparsity settings of the sweep, ascending."""
+        if self.sparsity_key == "k":
+            return [self.k] if self.k is not None else []
+        return sorted(self.l1 or [])
+
+    def sae_configs(self) -> list[SAEConfig]:
+        """One SAE config per (sparsity, dictionary size), grouped by sparsity, sizes ascending."""
+        return [
+            SAEConfig(arch=self.arch, d_in=self.toy.dim, dict_size=size, seed=self.seed, **{self.sparsity_key: value})
+            for value in self.sparsities()
+            for size in sorted(self.dict_sizes)
+        ]
+
+    def train_config(self) -> TrainConfig:
+        """The trainer settings of the sweep."""
+        return TrainConfig(samples=self.samples, batch_size=self.batch_size)
+
+
+def _run_record(run: SweepRun, train: TrainConfig, toy: ToyData, evaluation: Evaluation) -> dict:
+    cfg = run.config
+    decoder = run.sae.W_dec
+    return {
+        "arch": cfg.arch,
+        "dict_size": cfg.dict_size,
+        cfg.sparsity_key: cfg.sparsity,
+        "mmcs": mmcs(decoder, toy.features),
+        "l0": evaluation.l0,
+        "fvu": evaluation.fvu,
+        "dead_fraction": evaluation.dead_fraction,
+        "samples_per_s": samples_per_second(run, train),
+        "one_to_one_cosine": one_to_one_cosine(decoder, toy.features),
+        "recovered_fraction": recovered_fraction(decoder, toy.features),
+        "samples": train.steps * train.batch_size,
+        "name": cfg.name,
+    }
+
+
+def run_toy_experiment(config: ToyExperimentConfig, out: Path, progress: bool = True) -> dict:
+    """Train, evaluate and plot the sweep of ``config`` under ``out``; the metrics.json dict it wrote.
+
+    Resumes a sweep already started in ``out/sweep``; raises ValueError when that folder holds a sweep
+    with other settings.
+    """
+    toy = ToyData(config.toy)
+    train = config.train_config()
+    runs = train_sweep(
+        config.sae_configs(),
+        toy,
+        train,
+        out / "sweep",
+        source_spec=config.toy.model_dump(),
+        ground_truth=toy.features,
+        progress=progress,
+    )
+    x_eval = toy.evaluation_set(config.eval_samples)
+    key = config.sparsity_key
+    records: list[dict] = []
+    by_setting: dict[float | int, list[tuple[SweepRun, SizedDictionary]]] = defaultdict(list)
+    for run in runs:
+        evaluation = evaluate(run.sae, x_eval)
+        records.append(_run_record(run, train, toy, evaluation))
+        sized = SizedDictionary(run.config.dict_size, run.sae.W_dec.clone(), evaluation.dead)
+        by_setting[run.config.sparsity].append((run, sized))
+
+    larger_records = []
+    for value, group in by_setting.items():
+        group.sort(key=lambda pair: pair[1].dict_size)
+        for (_, small), (_, large) in pairwise(group):
+            larger_records.append(
+                {
+                    "arch": config.arch,
+                    key: value,
+                    "dict_size": small.dict_size,
+                    "larger_size": large.dict_size,
+                    "mmcs_with_larger": mmcs_with_larger(small.decoder, large.decoder),
+                }
+            )
+    estimate = feature_count_estimate(
+        {f"{key}={value:g}": [sized for _, sized in group] for value, group in by_setting.items()}
+    )
+    metrics = {
+        "runs": records,
+        "mmcs_with_larger": larger_records,
+        "feature_count_estimate": estimate,
+        "config": config.model_dump(),
+        "true_feature_count": config.toy.n_features,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_figures(metrics, out / "figures", out / "sweep" / "train_log.jsonl")
+    return metrics
