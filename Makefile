@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: setup
-	$(VENV)/bin/monosemantic toy --out runs/toy
+	$(VENV)/bin/monosemantic run --preset default --workdir runs/default
 
 test: setup
 	$(PYTHON) -m pytest -q

@@ -1,0 +1,84 @@
+"""The LM pipeline end to end on a tiny corpus: artifacts, CE-loss recovered, and resumption."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from app.cli import main
+from tests.text_builders import brown_sample
+from training.pipeline import PipelineConfig, run_pipeline
+
+TINY = PipelineConfig(
+    name="tiny",
+    vocab_size=300,
+    lm_steps=40,
+    lm_batch_size=8,
+    dict_sizes=[16, 32],
+    l1=[0.03],
+    k=[4],
+    sae_samples=30_000,
+    sae_batch_size=512,
+    eval_rows=2_000,
+    splice_tokens=2_048,
+)
+
+
+@pytest.fixture(scope="module")
+def corpus_file(tmp_path_factory):
+    texts = [doc.text for doc in brown_sample().documents]
+    path = tmp_path_factory.mktemp("corpus") / "corpus.jsonl"
+    path.write_text("".join(json.dumps({"text": texts[i % len(texts)]}) + "\n" for i in range(16)))
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished(corpus_file, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("run")
+    return workdir, run_pipeline(TINY, workdir, corpus_file, progress=False)
+
+
+def test_every_sae_of_the_sweep_is_reported(finished):
+    workdir, metrics = finished
+    names = {r["name"] for r in metrics["runs"]}
+    assert names == {"relu_n16_l10.03", "relu_n32_l10.03", "topk_n16_k4", "topk_n32_k4"}
+    for run in metrics["runs"]:
+        assert 0 <= run["dead_fraction"] <= 1 and run["fvu"] >= 0 and run["samples_per_s"] > 0
+        assert (workdir / "saes" / "saes" / run["name"] / "sae.safetensors").exists()
+    assert json.loads((workdir / "metrics.json").read_text()) == metrics
+    assert (workdir / "figures" / "heatmap_ce_recovered_relu.png").exists()
+    assert {r["dict_size"] for r in metrics["mmcs_with_larger"]} == {16}
+
+
+def test_ce_loss_of_a_good_reconstruction_lies_between_clean_and_zero_ablated(finished):
+    _, metrics = finished
+    best = min(metrics["runs"], key=lambda r: r["fvu"])
+    assert best["fvu"] < 0.2
+    assert best["ce_zero_ablated"] > best["ce_clean"]
+    assert best["ce_clean"] - 1e-3 <= best["ce_spliced"] <= best["ce_zero_ablated"]
+    recovered = (best["ce_zero_ablated"] - best["ce_spliced"]) / (best["ce_zero_ablated"] - best["ce_clean"])
+    assert best["ce_recovered"] == pytest.approx(recovered)
+    assert 0 < best["ce_recovered"] <= 1.01
+
+
+def test_a_second_run_reuses_every_finished_step(finished, corpus_file):
+    workdir, metrics = finished
+    artifacts = [
+        workdir / "lm" / "model.safetensors",
+        workdir / "activations" / "activations_train.f32",
+        *sorted((workdir / "saes" / "saes").glob("*/sae.safetensors")),
+    ]
+    assert all(p.exists() for p in artifacts) and len(artifacts) == 6
+    before = {p: p.stat().st_mtime_ns for p in artifacts if "saes" not in p.parts}
+    again = run_pipeline(TINY, workdir, corpus_file, progress=False)
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+    assert [r["l0"] for r in again["runs"]] == [r["l0"] for r in metrics["runs"]]
+
+
+def test_run_with_a_missing_corpus_is_a_one_line_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--preset", "quick", "--workdir", str(tmp_path), "--corpus", str(tmp_path / "nope.txt")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--corpus" in err[0]

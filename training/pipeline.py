@@ -1,0 +1,196 @@
+"""The whole offline experiment on a tiny LM: corpus -> tokenizer -> LM -> activations -> SAE sweep -> metrics.
+
+Every step writes into its own folder of the run directory and is skipped when its output already
+exists for the same settings and inputs (the tokenizer, LM trainer, harvester and sweep trainer each
+check this themselves), so a killed run continues where it stopped. ``metrics.json`` at the top of the
+run directory has the same shape as the toy experiment's, with CE-loss recovered per SAE, so LM and toy
+results can be put side by side.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from itertools import pairwise
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel, Field
+
+from training.activations import ActivationSource, HarvestConfig, harvest_activations
+from training.corpus import Corpus, load_corpus
+from training.figures import plot_heatmap, plot_mmcs_with_larger
+from training.lm import TinyLMConfig, TrainLMConfig, splice_losses, train_lm
+from training.metrics import SizedDictionary, evaluate, feature_count_estimate, mmcs_with_larger
+from training.saes import SAEConfig, SparseAutoencoder
+from training.tokenizer import TokenizeConfig, tokenize_corpus
+from training.trainer import TrainConfig, samples_per_second, train_sweep
+
+
+class PipelineConfig(BaseModel):
+    """One preset of the LM pipeline."""
+
+    name: str = Field(..., description="preset name")
+    max_documents: int | None = Field(None, gt=0, description="use only the first N documents of the corpus")
+    vocab_size: int = Field(4096, gt=0, description="BPE vocabulary size")
+    lm_steps: int = Field(700, gt=0, description="LM training steps")
+    lm_batch_size: int = Field(32, gt=0, description="LM contexts per step")
+    layer: int = Field(2, ge=0, description="block whose post-GELU MLP activations the SAEs learn")
+    dict_sizes: list[int] = Field(..., description="SAE dictionary sizes")
+    l1: list[float] = Field(..., description="L1 coefficients of the relu SAEs")
+    k: list[int] = Field(..., description="k values of the topk SAEs")
+    sae_samples: int = Field(..., gt=0, description="activation rows each SAE trains on")
+    sae_batch_size: int = Field(1024, gt=0, description="rows per SAE step")
+    eval_rows: int = Field(20_000, gt=0, description="held-out rows for L0, FVU and dead latents")
+    splice_tokens: int = Field(32_768, gt=0, description="validation tokens for CE-loss recovered")
+
+
+PRESETS: dict[str, PipelineConfig] = {
+    "quick": PipelineConfig(
+        name="quick",
+        max_documents=40,
+        vocab_size=1024,
+        lm_steps=150,
+        lm_batch_size=16,
+        dict_sizes=[32, 64, 128],
+        l1=[0.1, 0.3],
+        k=[8],
+        sae_samples=150_000,
+        eval_rows=5_000,
+        splice_tokens=8_192,
+    ),
+    "default": PipelineConfig(
+        name="default",
+        lm_steps=700,
+        dict_sizes=[32, 64, 128, 256, 512, 1024, 2048, 4096],
+        l1=[0.1, 0.3],
+        k=[8],
+        sae_samples=1_000_000,
+    ),
+}
+
+
+class ScaledSource:
+    """An activation source rescaled so that rows have unit mean squared norm.
+
+    Sparsity coefficients then mean the same on any model, site or corpus (and on the toy data).
+    """
+
+    def __init__(self, source: ActivationSource) -> None:
+        self.source = source
+        self.dim = source.dim
+        self.scale = float(source.manifest.mean_sq_norm) ** -0.5
+
+    def batch(self, step: int, batch_size: int) -> torch.Tensor:
+        return self.source.batch(step, batch_size).mul_(self.scale)
+
+    def spec(self) -> dict:
+        return {**self.source.spec(), "scale": self.scale}
+
+
+def _subset(corpus: Corpus, max_documents: int | None) -> Corpus:
+    if max_documents is None or len(corpus.documents) <= max_documents:
+        return corpus
+    return Corpus(documents=corpus.documents[:max_documents], source=f"{corpus.source} (first {max_documents})")
+
+
+def sae_configs(config: PipelineConfig, d_in: int) -> list[SAEConfig]:
+    """The sweep: relu over the l1 grid and topk over k, at every dictionary size."""
+    relu = [SAEConfig(arch="relu", d_in=d_in, dict_size=n, l1=l1) for l1 in config.l1 for n in config.dict_sizes]
+    topk = [SAEConfig(arch="topk", d_in=d_in, dict_size=n, k=k) for k in config.k for n in config.dict_sizes if k <= n]
+    return relu + topk
+
+
+def _run_record(sae: SparseAutoencoder, evaluation, losses, sps: float) -> dict:
+    cfg = sae.config
+    return {
+        "arch": cfg.arch,
+        "dict_size": cfg.dict_size,
+        cfg.sparsity_key: cfg.sparsity,
+        "name": cfg.name,
+        "l0": evaluation.l0,
+        "fvu": evaluation.fvu,
+        "dead_fraction": evaluation.dead_fraction,
+        "alive": int((~evaluation.dead).sum()),
+        "samples_per_s": sps,
+        "ce_clean": losses.clean,
+        "ce_spliced": losses.spliced,
+        "ce_zero_ablated": losses.zero_ablated,
+        "ce_recovered": losses.recovered,
+    }
+
+
+def run_pipeline(config: PipelineConfig, workdir: Path, corpus_path: Path | None = None, progress: bool = True) -> dict:
+    """Run (or resume) every step of the LM experiment in workdir; the metrics.json dict it wrote."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    corpus = _subset(load_corpus(corpus_path), config.max_documents)
+    tokens = tokenize_corpus(corpus, workdir / "tokens", TokenizeConfig(vocab_size=config.vocab_size), progress)
+    lm_config = TinyLMConfig(vocab_size=tokens.tokenizer.get_vocab_size())
+    trained = train_lm(
+        lm_config,
+        tokens.train.tokens,
+        tokens.val.tokens,
+        workdir / "lm",
+        TrainLMConfig(steps=config.lm_steps, batch_size=config.lm_batch_size),
+        progress=progress,
+    )
+    model = trained.model
+    harvest = HarvestConfig(layer=config.layer)
+    harvest_activations(model, tokens.train.tokens, workdir / "activations", "train", harvest, progress)
+    source = ScaledSource(ActivationSource(workdir / "activations"))
+    train = TrainConfig(samples=config.sae_samples, batch_size=config.sae_batch_size)
+    runs = train_sweep(
+        sae_configs(config, source.dim),
+        source,
+        train,
+        workdir / "saes",
+        source_spec=source.spec(),
+        progress=progress,
+    )
+
+    held_out = source.batch(-1_000_000, config.eval_rows)
+    splice_stream = torch.as_tensor(tokens.val.tokens[: config.splice_tokens].astype("int64"))
+    records, groups = [], defaultdict(list)
+    for run in runs:
+        sae = run.sae
+        evaluation = evaluate(sae, held_out)
+
+        def reconstruct(hidden: torch.Tensor, sae: SparseAutoencoder = sae) -> torch.Tensor:
+            return sae.reconstruct(hidden * source.scale) / source.scale
+
+        losses = splice_losses(model, splice_stream, config.layer, reconstruct)
+        records.append(_run_record(sae, evaluation, losses, samples_per_second(run, train)))
+        groups[(sae.config.arch, sae.config.sparsity)].append(
+            SizedDictionary(sae.config.dict_size, sae.W_dec.clone(), evaluation.dead)
+        )
+
+    larger = []
+    for (arch, value), sweep in groups.items():
+        key = "k" if arch == "topk" else "l1"
+        for small, large in pairwise(sorted(sweep, key=lambda d: d.dict_size)):
+            larger.append(
+                {
+                    "arch": arch,
+                    key: value,
+                    "dict_size": small.dict_size,
+                    "larger_size": large.dict_size,
+                    "mmcs_with_larger": mmcs_with_larger(small.decoder, large.decoder),
+                }
+            )
+    estimate = feature_count_estimate({f"{arch} {value:g}": sweep for (arch, value), sweep in groups.items()})
+    metrics = {
+        "preset": config.name,
+        "layer": config.layer,
+        "lm": json.loads((workdir / "lm" / "lm_metrics.json").read_text()),
+        "runs": records,
+        "mmcs_with_larger": larger,
+        "feature_count_estimate": estimate,
+        "config": config.model_dump(),
+    }
+    (workdir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    figures = workdir / "figures"
+    for arch in sorted({r["arch"] for r in records}):
+        for metric in ("dead_fraction", "fvu", "ce_recovered"):
+            plot_heatmap(records, metric, arch, figures / f"heatmap_{metric}_{arch}.png")
+    plot_mmcs_with_larger(larger, figures / "mmcs_with_larger.png", None, estimate)
+    return metrics
