@@ -140,6 +140,20 @@ FEATURE_COUNT_METHOD = (
 )
 
 
+def mmcs_with_larger_records(sweep: list[SizedDictionary], labels: dict) -> list[dict]:
+    """One record per consecutive pair of a size sweep: ``labels`` plus sizes and their MMCS-with-larger."""
+    ordered = sorted(sweep, key=lambda d: d.dict_size)
+    return [
+        {
+            **labels,
+            "dict_size": small.dict_size,
+            "larger_size": large.dict_size,
+            "mmcs_with_larger": mmcs_with_larger(small.decoder, large.decoder),
+        }
+        for small, large in pairwise(ordered)
+    ]
+
+
 def feature_count_curve(sweep: list[SizedDictionary], threshold: float = RECOVERED_COSINE) -> list[int]:
     """Stable-atom counts for each consecutive pair of a size sweep (sorted by size)."""
     return [stable_feature_count(a, b, threshold) for a, b in pairwise(sweep)]

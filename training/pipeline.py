@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from itertools import pairwise
 from pathlib import Path
 
 import torch
@@ -21,7 +20,7 @@ from training.activations import ActivationSource, HarvestConfig, harvest_activa
 from training.corpus import Corpus, load_corpus
 from training.figures import plot_heatmap, plot_mmcs_with_larger
 from training.lm import TinyLMConfig, TrainLMConfig, splice_losses, train_lm
-from training.metrics import SizedDictionary, evaluate, feature_count_estimate, mmcs_with_larger
+from training.metrics import SizedDictionary, evaluate, feature_count_estimate, mmcs_with_larger_records
 from training.saes import SAEConfig, SparseAutoencoder
 from training.tokenizer import TokenizeConfig, tokenize_corpus
 from training.trainer import TrainConfig, samples_per_second, train_sweep
@@ -164,19 +163,11 @@ def run_pipeline(config: PipelineConfig, workdir: Path, corpus_path: Path | None
             SizedDictionary(sae.config.dict_size, sae.W_dec.clone(), evaluation.dead)
         )
 
-    larger = []
-    for (arch, value), sweep in groups.items():
-        key = "k" if arch == "topk" else "l1"
-        for small, large in pairwise(sorted(sweep, key=lambda d: d.dict_size)):
-            larger.append(
-                {
-                    "arch": arch,
-                    key: value,
-                    "dict_size": small.dict_size,
-                    "larger_size": large.dict_size,
-                    "mmcs_with_larger": mmcs_with_larger(small.decoder, large.decoder),
-                }
-            )
+    larger = [
+        record
+        for (arch, value), sweep in groups.items()
+        for record in mmcs_with_larger_records(sweep, {"arch": arch, "k" if arch == "topk" else "l1": value})
+    ]
     estimate = feature_count_estimate({f"{arch} {value:g}": sweep for (arch, value), sweep in groups.items()})
     metrics = {
         "preset": config.name,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from training.metrics import (
     evaluate,
     feature_count_estimate,
     mmcs,
-    mmcs_with_larger,
+    mmcs_with_larger_records,
     one_to_one_cosine,
     recovered_fraction,
 )
@@ -175,19 +174,11 @@ def run_toy_experiment(config: ToyExperimentConfig, out: Path, progress: bool = 
         sized = SizedDictionary(run.config.dict_size, run.sae.W_dec.clone(), evaluation.dead)
         by_setting[run.config.sparsity].append((run, sized))
 
-    larger_records = []
-    for value, group in by_setting.items():
-        group.sort(key=lambda pair: pair[1].dict_size)
-        for (_, small), (_, large) in pairwise(group):
-            larger_records.append(
-                {
-                    "arch": config.arch,
-                    key: value,
-                    "dict_size": small.dict_size,
-                    "larger_size": large.dict_size,
-                    "mmcs_with_larger": mmcs_with_larger(small.decoder, large.decoder),
-                }
-            )
+    larger_records = [
+        record
+        for value, group in by_setting.items()
+        for record in mmcs_with_larger_records([sized for _, sized in group], {"arch": config.arch, key: value})
+    ]
     estimate = feature_count_estimate(
         {f"{key}={value:g}": [sized for _, sized in group] for value, group in by_setting.items()}
     )
