@@ -29,14 +29,15 @@ def sae_generator(seed: int, stream: int = 0) -> torch.Generator:
 
 
 # Per-architecture defaults, found on the study's toy data (see README): the L1 family learns fastest
-# from data-sample atoms with a small encoder; the top-k family from random atoms, a strong aux-k loss
-# and k annealed down from 4k, which lets rare features win a slot before k tightens.
+# from data-sample atoms with a small encoder; the top-k family from random atoms, the aux-k loss
+# and k annealed down from 2k over the first quarter of training, which lets rare features win a slot
+# before k tightens (a longer or wider anneal, or a strong aux-k loss, hurts in heavy superposition).
 ARCH_DEFAULTS: dict[str, dict] = {
     "relu": {"init": "data", "encoder_scale": 0.1, "resample": True, "dead_after": 200_000},
     "tied": {"init": "data", "encoder_scale": 1.0, "resample": True, "dead_after": 200_000},
     "jumprelu": {"init": "data", "encoder_scale": 0.1, "resample": False, "dead_after": 200_000},
-    "topk": {"init": "random", "encoder_scale": 1.0, "resample": False, "dead_after": 50_000, "k_start": 4.0},
-    "batchtopk": {"init": "random", "encoder_scale": 1.0, "resample": False, "dead_after": 50_000, "k_start": 4.0},
+    "topk": {"init": "random", "encoder_scale": 1.0, "resample": False, "dead_after": 50_000},
+    "batchtopk": {"init": "random", "encoder_scale": 1.0, "resample": False, "dead_after": 50_000},
 }
 
 
@@ -60,12 +61,12 @@ class SAEConfig(BaseModel):
     dead_after: int | None = Field(None, gt=0, description="samples without firing after which a latent counts as dead")
     resample: bool | None = Field(None, description="resample dead latents towards badly explained inputs")
     resample_until: float = Field(0.6, ge=0, le=1, description="fraction of training after which no resampling")
-    aux_k: int | None = Field(64, gt=0, description="topk family: dead latents used by the aux-k loss")
-    aux_coef: float = Field(1.0, ge=0, description="topk family: weight of the aux-k loss")
-    k_start: float | None = Field(
-        None, ge=1, description="topk family: training starts with k_start * k active latents, annealed to k"
+    aux_k: int | None = Field(None, gt=0, description="topk family: dead latents per sample in aux-k (default 2k)")
+    aux_coef: float = Field(1 / 32, ge=0, description="topk family: weight of the aux-k loss")
+    k_start: float = Field(
+        2.0, ge=1, description="topk family: training starts with k_start * k active latents, annealed to k"
     )
-    k_anneal: float = Field(0.5, ge=0, le=1, description="topk family: fraction of training spent annealing k")
+    k_anneal: float = Field(0.25, ge=0, le=1, description="topk family: fraction of training spent annealing k")
     jump_bandwidth: float = Field(0.05, gt=0, description="jumprelu: width of the straight-through kernel")
     jump_threshold: float = Field(0.1, gt=0, description="jumprelu: initial threshold of every latent")
     tag: str = Field("", description="suffix that tells apart SAEs of one sweep that share arch, size and sparsity")
@@ -80,7 +81,6 @@ class SAEConfig(BaseModel):
             "encoder_scale": 1.0,
             "dead_after": 200_000,
             "resample": False,
-            "k_start": 1.0,
         }.items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
