@@ -143,35 +143,46 @@ def read_train_log(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def plot_mmcs_vs_samples(log: Iterable[dict], path: Path) -> Path | None:
-    """MMCS vs training samples, one line per run of the log; None (no file) when the log has no MMCS."""
+CURVE_LABELS = {"mmcs": "MMCS vs ground truth", "fvu": "FVU (training batch)", "l0": "L0 (training batch)"}
+
+
+def plot_training_curve(log: Iterable[dict], metric: str, path: Path, log_y: bool = False) -> Path | None:
+    """``metric`` of train_log.jsonl against training samples, one line per run; None when never logged."""
     curves: dict[str, list[tuple[int, float]]] = defaultdict(list)
     for line in log:
-        if line.get("mmcs") is not None:
-            curves[line["run"]].append((int(line["samples"]), float(line["mmcs"])))
+        if line.get(metric) is not None:
+            curves[line["run"]].append((int(line["samples"]), float(line[metric])))
     if not curves:
         return None
     fig = _new_figure(7.5, 4.2)
     ax = fig.add_subplot()
-    colours = [f"C{i % 10}" for i in range(len(curves))]
     styles = ["-", "--", ":", "-."]
     for i, (name, points) in enumerate(curves.items()):
         points.sort()
         ax.plot(
             [p[0] for p in points],
             [p[1] for p in points],
-            color=colours[i],
+            color=f"C{i % 10}",
             linestyle=styles[(i // 10) % 4],
             linewidth=1.2,
             label=name,
         )
+    label = CURVE_LABELS.get(metric, metric)
     ax.set_xlabel("training samples")
-    ax.set_ylabel("MMCS vs ground truth")
-    ax.set_ylim(0, 1.02)
-    ax.set_title("MMCS over training", fontsize=10)
+    ax.set_ylabel(label)
+    if log_y:
+        ax.set_yscale("log")
+    elif metric == "mmcs":
+        ax.set_ylim(0, 1.02)
+    ax.set_title(f"{label} over training", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5), ncol=1 + len(curves) // 24)
     return _save(fig, path)
+
+
+def plot_mmcs_vs_samples(log: Iterable[dict], path: Path) -> Path | None:
+    """MMCS vs training samples, one line per run of the log; None (no file) when the log has no MMCS."""
+    return plot_training_curve(log, "mmcs", path)
 
 
 def write_figures(metrics: dict, folder: Path, train_log: Path | None = None) -> list[Path]:

@@ -10,6 +10,7 @@ results can be put side by side.
 from __future__ import annotations
 
 import json
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from training.activations import ActivationSource, HarvestConfig, harvest_activations
 from training.corpus import Corpus, load_corpus
-from training.figures import plot_heatmap, plot_mmcs_with_larger
+from training.figures import plot_heatmap, plot_mmcs_with_larger, plot_training_curve, read_train_log
 from training.lm import TinyLMConfig, TrainLMConfig, splice_losses, train_lm
 from training.metrics import SizedDictionary, evaluate, feature_count_estimate, mmcs_with_larger_records
 from training.saes import SAEConfig, SparseAutoencoder
@@ -122,8 +123,18 @@ def _run_record(sae: SparseAutoencoder, evaluation, losses, sps: float) -> dict:
 def run_pipeline(config: PipelineConfig, workdir: Path, corpus_path: Path | None = None, progress: bool = True) -> dict:
     """Run (or resume) every step of the LM experiment in workdir; the metrics.json dict it wrote."""
     workdir.mkdir(parents=True, exist_ok=True)
+    stage_seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        stage_seconds[stage] = now - clock
+        clock = now
+
     corpus = _subset(load_corpus(corpus_path), config.max_documents)
     tokens = tokenize_corpus(corpus, workdir / "tokens", TokenizeConfig(vocab_size=config.vocab_size), progress)
+    lap("corpus_and_tokenizer")
     lm_config = TinyLMConfig(vocab_size=tokens.tokenizer.get_vocab_size())
     trained = train_lm(
         lm_config,
@@ -134,8 +145,10 @@ def run_pipeline(config: PipelineConfig, workdir: Path, corpus_path: Path | None
         progress=progress,
     )
     model = trained.model
+    lap("lm")
     harvest = HarvestConfig(layer=config.layer)
     harvest_activations(model, tokens.train.tokens, workdir / "activations", "train", harvest, progress)
+    lap("harvest")
     source = ScaledSource(ActivationSource(workdir / "activations"))
     train = TrainConfig(samples=config.sae_samples, batch_size=config.sae_batch_size)
     runs = train_sweep(
@@ -147,6 +160,7 @@ def run_pipeline(config: PipelineConfig, workdir: Path, corpus_path: Path | None
         progress=progress,
     )
 
+    lap("sae_sweep")
     held_out = source.batch(-1_000_000, config.eval_rows)
     splice_stream = torch.as_tensor(tokens.val.tokens[: config.splice_tokens].astype("int64"))
     records, groups = [], defaultdict(list)
@@ -168,6 +182,7 @@ def run_pipeline(config: PipelineConfig, workdir: Path, corpus_path: Path | None
         for (arch, value), sweep in groups.items()
         for record in mmcs_with_larger_records(sweep, {"arch": arch, "k" if arch == "topk" else "l1": value})
     ]
+    lap("evaluation")
     estimate = feature_count_estimate({f"{arch} {value:g}": sweep for (arch, value), sweep in groups.items()})
     metrics = {
         "preset": config.name,
@@ -177,6 +192,7 @@ def run_pipeline(config: PipelineConfig, workdir: Path, corpus_path: Path | None
         "mmcs_with_larger": larger,
         "feature_count_estimate": estimate,
         "config": config.model_dump(),
+        "stage_seconds": stage_seconds,
     }
     (workdir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     figures = workdir / "figures"
@@ -184,4 +200,7 @@ def run_pipeline(config: PipelineConfig, workdir: Path, corpus_path: Path | None
         for metric in ("dead_fraction", "fvu", "ce_recovered"):
             plot_heatmap(records, metric, arch, figures / f"heatmap_{metric}_{arch}.png")
     plot_mmcs_with_larger(larger, figures / "mmcs_with_larger.png", None, estimate)
+    log = read_train_log(workdir / "saes" / "train_log.jsonl")
+    plot_training_curve(log, "fvu", figures / "fvu_vs_samples.png", log_y=True)
+    plot_training_curve(log, "l0", figures / "l0_vs_samples.png", log_y=True)
     return metrics
