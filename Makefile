@@ -23,6 +23,7 @@ test: setup
 
 bench: setup
 	$(PYTHON) bench/bench_training.py
+	$(PYTHON) bench/bench_pipeline.py --preset quick
 
 lint: setup
 	$(VENV)/bin/ruff check .
