@@ -179,9 +179,10 @@ RECOVERY_CONFIGS = {
     "topk": sae_config("topk", d_in=32, dict_size=64, k=5),
     "batchtopk": sae_config("batchtopk", d_in=32, dict_size=64, k=5),
 }
-# Measured at 250k samples on seeds 0 and 1: relu 0.96-0.97, jumprelu 0.86-0.90, tied 0.84-0.86,
-# topk 0.85, batchtopk 0.76-0.82; the floors leave a margin below those.
-RECOVERY_FLOOR = {"relu": 0.9, "tied": 0.75, "jumprelu": 0.75, "topk": 0.75, "batchtopk": 0.65}
+# Measured at 250k samples on seeds 0 and 1: relu 0.96-0.97, tied 0.84-0.86, topk 0.85, batchtopk
+# 0.76-0.82; jumprelu 0.75 from its default random atoms (0.90 from data-sample atoms here, but 0.79
+# against 0.92 on the study's larger setting, which decided the default); the floors leave a margin.
+RECOVERY_FLOOR = {"relu": 0.9, "tied": 0.75, "jumprelu": 0.68, "topk": 0.75, "batchtopk": 0.65}
 
 
 @pytest.fixture(scope="module")

@@ -28,14 +28,14 @@ def sae_generator(seed: int, stream: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 2_654_435_761 + 97_531 + stream * 7_919) % (2**63 - 1))
 
 
-# Per-architecture defaults, found on the study's toy data (see README): the L1 family learns fastest
-# from data-sample atoms with a small encoder; the top-k family from random atoms, the aux-k loss
+# Per-architecture defaults, found on the study's toy data (see README): relu learns fastest from
+# data-sample atoms with a small encoder, while tied and jumprelu do far better from random atoms; the top-k family from random atoms, the aux-k loss
 # and k annealed down from 2k over the first quarter of training, which lets rare features win a slot
 # before k tightens (a longer or wider anneal, or a strong aux-k loss, hurts in heavy superposition).
 ARCH_DEFAULTS: dict[str, dict] = {
     "relu": {"init": "data", "encoder_scale": 0.1, "resample": True, "dead_after": 200_000},
-    "tied": {"init": "data", "encoder_scale": 1.0, "resample": True, "dead_after": 200_000},
-    "jumprelu": {"init": "data", "encoder_scale": 0.1, "resample": False, "dead_after": 200_000},
+    "tied": {"init": "random", "encoder_scale": 1.0, "resample": True, "dead_after": 200_000},
+    "jumprelu": {"init": "random", "encoder_scale": 1.0, "resample": False, "dead_after": 200_000},
     "topk": {"init": "random", "encoder_scale": 1.0, "resample": False, "dead_after": 50_000},
     "batchtopk": {"init": "random", "encoder_scale": 1.0, "resample": False, "dead_after": 50_000},
 }
