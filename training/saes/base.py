@@ -29,9 +29,10 @@ def sae_generator(seed: int, stream: int = 0) -> torch.Generator:
 
 
 # Per-architecture defaults, found on the study's toy data (see README): relu learns fastest from
-# data-sample atoms with a small encoder, while tied and jumprelu do far better from random atoms; the top-k family from random atoms, the aux-k loss
-# and k annealed down from 2k over the first quarter of training, which lets rare features win a slot
-# before k tightens (a longer or wider anneal, or a strong aux-k loss, hurts in heavy superposition).
+# data-sample atoms with a small encoder, while tied and jumprelu do far better from random atoms. The
+# top-k family starts from random atoms, with the aux-k loss and k annealed down from 2k over the first
+# quarter of training, which lets rare features win a slot before k tightens (a longer or wider
+# anneal, or a strong aux-k loss, hurts in heavy superposition).
 ARCH_DEFAULTS: dict[str, dict] = {
     "relu": {"init": "data", "encoder_scale": 0.1, "resample": True, "dead_after": 200_000},
     "tied": {"init": "random", "encoder_scale": 1.0, "resample": True, "dead_after": 200_000},
