@@ -15,19 +15,22 @@ from training.saes.resampling import resample_dead_latents
 class ReluSAE(SparseAutoencoder):
     arch = "relu"
 
+    encoder_param = "W_enc"  # the tied variant encodes with the decoder itself
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pre_activations(x).relu_()
+        return torch.addmm(self.b_enc, x - self.b_dec, getattr(self, self.encoder_param).T).relu_()
 
     def reference_loss(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        c = torch.relu((x - params["b_dec"]) @ params["W_enc"].T + params["b_enc"])
+        c = torch.relu((x - params["b_dec"]) @ params[self.encoder_param].T + params["b_enc"])
         x_hat = c @ params["W_dec"] + params["b_dec"]
         return ((x - x_hat) ** 2).sum(dim=1).mean() + self.config.l1 * c.abs().sum(dim=1).mean()
 
     def compute_grads(self, x: torch.Tensor, want_stats: bool) -> StepStats | None:
         b = x.shape[0]
         g = self.grads
+        encoder = getattr(self, self.encoder_param)
         xc = x - self.b_dec
-        c = torch.addmm(self.b_enc, xc, self.W_enc.T).relu_()
+        c = torch.addmm(self.b_enc, xc, encoder.T).relu_()
         err = torch.addmm(self.b_dec, c, self.W_dec).sub_(x)
         g_out = err * (2.0 / b)
         activity = c.sum(dim=0)
@@ -37,9 +40,12 @@ class ReluSAE(SparseAutoencoder):
         mask = c.sign_()
         l1_grad = torch.full((1,), self.config.l1 / b)
         g_pre = torch.addmm(l1_grad, g_out, self.W_dec.T).mul_(mask)
-        torch.mm(g_pre.T, xc, out=g["W_enc"])
+        if self.encoder_param == "W_dec":
+            g["W_dec"].addmm_(g_pre.T, xc)
+        else:
+            torch.mm(g_pre.T, xc, out=g["W_enc"])
         torch.sum(g_pre, dim=0, out=g["b_enc"])
-        torch.sub(g_out.sum(dim=0), g["b_enc"] @ self.W_enc, out=g["b_dec"])
+        torch.sub(g_out.sum(dim=0), g["b_enc"] @ encoder, out=g["b_dec"])
         self._track_firing(activity > 0, b)
         if not want_stats:
             return None
