@@ -65,7 +65,8 @@ PRESETS: dict[str, PipelineConfig] = {
         dict_sizes=[32, 64, 128, 256, 512, 1024, 2048, 4096],
         l1=[0.1, 0.3],
         k=[8],
-        sae_samples=1_000_000,
+        sae_samples=2_000_000,
+        sae_batch_size=2048,
     ),
 }
 
