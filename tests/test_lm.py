@@ -156,3 +156,11 @@ def test_model_rejects_overlong_sequences() -> None:
     with pytest.raises(ValueError, match="context"):
         TinyLM(tiny_lm_config(context=8))(torch.zeros(1, 9, dtype=torch.int64))
     assert tiny_lm_config().vocab_size == TINY_VOCAB
+
+
+def test_splice_losses_reuse_given_baselines() -> None:
+    model = tiny_lm()
+    windows = eval_windows(tiny_tokens(), 16, max_windows=8)
+    full = splice_losses(model, windows, 2, lambda h: 0.5 * h)
+    reused = splice_losses(model, windows, 2, lambda h: 0.5 * h, baselines=(full.clean, full.zero_ablated))
+    assert reused == full

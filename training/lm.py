@@ -290,21 +290,26 @@ def splice_losses(
     layer: int,
     reconstruct: HiddenEdit,
     batch_size: int = 64,
+    baselines: tuple[float, float] | None = None,
 ) -> SpliceLosses:
     """Next-token losses clean, with layer ``layer``'s MLP hidden state replaced by ``reconstruct``, and zeroed.
 
     ``tokens`` is either windows (n x (seq + 1) token ids) or a 1-D token stream, cut by ``eval_windows``.
     ``reconstruct`` receives the hidden state as rows (n_positions x d_mlp), as an SAE takes it, and
-    returns rows of the same shape; e.g. ``sae.reconstruct``.
+    returns rows of the same shape; e.g. ``sae.reconstruct``. ``baselines`` (clean, zero-ablated) from an
+    earlier call on the same model, tokens and layer skips recomputing them when many SAEs are compared.
     """
     windows = eval_windows(tokens, model.config.context) if tokens.ndim == 1 else torch.as_tensor(tokens)
 
     def splice(hidden: torch.Tensor) -> torch.Tensor:
         return reconstruct(hidden.reshape(-1, hidden.shape[-1])).reshape(hidden.shape)
 
-    clean = mean_loss(model, windows, batch_size=batch_size)
+    if baselines is None:
+        clean = mean_loss(model, windows, batch_size=batch_size)
+        zero = mean_loss(model, windows, layer, torch.zeros_like, batch_size)
+    else:
+        clean, zero = baselines
     spliced = mean_loss(model, windows, layer, splice, batch_size)
-    zero = mean_loss(model, windows, layer, torch.zeros_like, batch_size)
     gap = zero - clean
     recovered = (zero - spliced) / gap if abs(gap) > 1e-12 else float("nan")
     return SpliceLosses(clean=clean, spliced=spliced, zero_ablated=zero, recovered=recovered)

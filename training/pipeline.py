@@ -165,6 +165,7 @@ def run_pipeline(config: PipelineConfig, workdir: Path, corpus_path: Path | None
     held_out = source.batch(-1_000_000, config.eval_rows)
     splice_stream = torch.as_tensor(tokens.val.tokens[: config.splice_tokens].astype("int64"))
     records, groups = [], defaultdict(list)
+    baselines: tuple[float, float] | None = None
     for run in runs:
         sae = run.sae
         evaluation = evaluate(sae, held_out)
@@ -172,7 +173,8 @@ def run_pipeline(config: PipelineConfig, workdir: Path, corpus_path: Path | None
         def reconstruct(hidden: torch.Tensor, sae: SparseAutoencoder = sae) -> torch.Tensor:
             return sae.reconstruct(hidden * source.scale) / source.scale
 
-        losses = splice_losses(model, splice_stream, config.layer, reconstruct)
+        losses = splice_losses(model, splice_stream, config.layer, reconstruct, baselines=baselines)
+        baselines = (losses.clean, losses.zero_ablated)
         records.append(_run_record(sae, evaluation, losses, samples_per_second(run, train)))
         groups[(sae.config.arch, sae.config.sparsity)].append(
             SizedDictionary(sae.config.dict_size, sae.W_dec.clone(), evaluation.dead)
