@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from app.cli import main
 from tests.text_builders import brown_sample
+from training.feature_index import feature_index_folders, index_run, load_feature_index, load_vocab
 from training.pipeline import PipelineConfig, run_pipeline
 
 TINY = PipelineConfig(
@@ -49,7 +51,14 @@ def test_every_sae_of_the_sweep_is_reported(finished):
     assert json.loads((workdir / "metrics.json").read_text()) == metrics
     assert (workdir / "figures" / "heatmap_ce_recovered_relu.png").exists()
     assert (workdir / "figures" / "fvu_vs_samples.png").exists()
-    assert set(metrics["stage_seconds"]) == {"corpus_and_tokenizer", "lm", "harvest", "sae_sweep", "evaluation"}
+    assert set(metrics["stage_seconds"]) == {
+        "corpus_and_tokenizer",
+        "lm",
+        "harvest",
+        "sae_sweep",
+        "evaluation",
+        "feature_index",
+    }
     assert {r["dict_size"] for r in metrics["mmcs_with_larger"]} == {16}
 
 
@@ -84,3 +93,23 @@ def test_run_with_a_missing_corpus_is_a_one_line_error(tmp_path, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--corpus" in err[0]
+
+
+def test_every_sae_gets_a_feature_index_with_real_contexts_and_a_rerun_skips_them(finished):
+    workdir, metrics = finished
+    folders = feature_index_folders(workdir)
+    assert {f.name for f in folders} == {r["name"] for r in metrics["runs"]}
+    tokens, _ = load_vocab(workdir)
+    index = load_feature_index(workdir / "features" / "relu_n32_l10.03")
+    assert index.meta.neighbours["smaller"]["name"] == "relu_n16_l10.03"
+    assert index.meta.neighbours["larger"] is None
+    alive = index.arrays["fire_count"] > 0
+    assert alive.sum() > 16
+    best = int(np.argmax(index.arrays["max_activation"]))
+    window = index.arrays["top_window_ids"][best, 0]
+    text = "".join(tokens[i] for i in window if i >= 0)
+    assert len(text.strip()) > 10
+    assert index.arrays["top_window_acts"][best, 0, 24] == pytest.approx(index.arrays["max_activation"][best], rel=1e-3)
+    stamps = {f: (f / "feature_index.safetensors").stat().st_mtime_ns for f in folders}
+    assert index_run(workdir, progress=False) == folders
+    assert {f: (f / "feature_index.safetensors").stat().st_mtime_ns for f in folders} == stamps

@@ -4,7 +4,8 @@ Every step writes into its own folder of the run directory and is skipped when i
 exists for the same settings and inputs (the tokenizer, LM trainer, harvester and sweep trainer each
 check this themselves), so a killed run continues where it stopped. ``metrics.json`` at the top of the
 run directory has the same shape as the toy experiment's, with CE-loss recovered per SAE, so LM and toy
-results can be put side by side.
+results can be put side by side. The last step indexes every SAE's features (``training.feature_index``)
+for the app to ingest.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pydantic import BaseModel, Field
 
 from training.activations import ActivationSource, HarvestConfig, harvest_activations
 from training.corpus import Corpus, load_corpus
+from training.feature_index import FeatureIndexConfig, index_run
 from training.figures import plot_heatmap, plot_mmcs_with_larger, plot_training_curve, read_train_log
 from training.lm import TinyLMConfig, TrainLMConfig, splice_losses, train_lm
 from training.metrics import SizedDictionary, evaluate, feature_count_estimate, mmcs_with_larger_records
@@ -206,4 +208,8 @@ def run_pipeline(config: PipelineConfig, workdir: Path, corpus_path: Path | None
     log = read_train_log(workdir / "saes" / "train_log.jsonl")
     plot_training_curve(log, "fvu", figures / "fvu_vs_samples.png", log_y=True)
     plot_training_curve(log, "l0", figures / "l0_vs_samples.png", log_y=True)
+    clock = time.perf_counter()
+    index_run(workdir, FeatureIndexConfig(), progress)
+    metrics["stage_seconds"]["feature_index"] = time.perf_counter() - clock
+    (workdir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics

@@ -1,0 +1,38 @@
+"""Engines and sessions for the app's database: SQLite by default (WAL, busy timeout), any SQLAlchemy URL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def default_database_url(workdir: Path) -> str:
+    """The SQLite file the app uses inside a run directory when no URL is given."""
+    return f"sqlite:///{(Path(workdir) / 'monosemantic.db').resolve()}"
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for url; SQLite connections get WAL journaling, a busy timeout and foreign keys."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection, _record) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    """Sessions bound to engine that keep loaded attributes readable after commit."""
+    return sessionmaker(engine, expire_on_commit=False)

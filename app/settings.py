@@ -1,0 +1,27 @@
+"""Settings of the server, read from the environment (prefix ``MONOSEMANTIC_``) or passed in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.db.session import default_database_url
+
+
+class Settings(BaseSettings):
+    """Where the run and the database are, how the server listens, and what guards writes."""
+
+    model_config = SettingsConfigDict(env_prefix="MONOSEMANTIC_")
+
+    workdir: Path = Field(Path("runs/default"), description="run directory whose artifacts the app reads")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default a SQLite file in the workdir")
+    host: str = Field("127.0.0.1", description="address the server binds")
+    port: int = Field(8000, ge=1, le=65535, description="port the server listens on")
+    write_token: str | None = Field(None, description="when set, API writes need it as a Bearer token")
+    inspector_max_chars: int = Field(2000, gt=0, description="longest text the live inspector accepts")
+
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to ``monosemantic.db`` inside the workdir."""
+        return self.database_url or default_database_url(self.workdir)

@@ -1,0 +1,178 @@
+"""Streaming statistics of SAE latents over a long activation file, in bounded memory.
+
+Each pass reads the activation rows in chunks, encodes them and folds the chunk into running per-feature
+accumulators that merge exactly: counts and sums add, maxima take the max, top-k keeps the k best of the
+running and the chunk's best, and quantile samples keep, per (feature, interval), the entries with the
+smallest random keys, which is a uniform sample without replacement of everything seen so far.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from training.saes.base import SparseAutoencoder
+
+
+@dataclass
+class Chunk:
+    """The latent codes (rows x features) of activation rows start .. start + len."""
+
+    start: int
+    codes: torch.Tensor
+
+
+def encoded_chunks(
+    sae: SparseAutoencoder,
+    rows: np.ndarray,
+    scale: float,
+    chunk_rows: int,
+    desc: str = "",
+    progress: bool = True,
+) -> Iterator[Chunk]:
+    """The SAE's codes for consecutive chunks of rows (rows multiplied by scale first, as in training)."""
+    n = len(rows)
+    with torch.no_grad(), tqdm(total=n, desc=desc, unit="tok", unit_scale=True, disable=not progress) as bar:
+        for start in range(0, n, chunk_rows):
+            x = torch.from_numpy(np.array(rows[start : start + chunk_rows], dtype=np.float32)).mul_(scale)
+            yield Chunk(start, sae.encode(x))
+            bar.update(x.shape[0])
+
+
+class RunningTopK:
+    """The k largest values per feature over all rows seen, with the row positions they came from."""
+
+    def __init__(self, n_features: int, k: int) -> None:
+        self.k = k
+        self.values = torch.full((n_features, k), -torch.inf)
+        self.positions = torch.full((n_features, k), -1, dtype=torch.int64)
+
+    def update(self, chunk: Chunk) -> None:
+        """Fold in one chunk's codes."""
+        k = min(self.k, chunk.codes.shape[0])
+        values, rows = chunk.codes.T.topk(k, dim=1)
+        merged_values = torch.cat([self.values, values], dim=1)
+        merged_positions = torch.cat([self.positions, rows + chunk.start], dim=1)
+        best, order = merged_values.topk(self.k, dim=1)
+        self.values = best
+        self.positions = merged_positions.gather(1, order)
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """(positions, values), each features x k, best first; position -1 where the feature never fired."""
+        fired = self.values > 0
+        return (
+            torch.where(fired, self.positions, -1).numpy(),
+            torch.where(fired, self.values, 0.0).numpy().astype(np.float32),
+        )
+
+
+class QuantileSampler:
+    """Up to ``per_interval`` uniformly sampled firing positions per (feature, activation interval).
+
+    The intervals split (0, max_activation] of each feature into ``n_intervals`` equal widths. Every firing
+    entry gets a random key from a generator seeded by (seed, chunk start), so the sample is reproducible;
+    keeping the smallest keys per interval makes merging chunks exact.
+    """
+
+    def __init__(self, max_activation: torch.Tensor, n_intervals: int, per_interval: int, seed: int) -> None:
+        self.max_activation = max_activation.clamp_min(1e-30)
+        self.n_intervals = n_intervals
+        self.per_interval = per_interval
+        self.seed = seed
+        self.groups = torch.zeros(0, dtype=torch.int64)
+        self.keys = torch.zeros(0, dtype=torch.float64)
+        self.positions = torch.zeros(0, dtype=torch.int64)
+        self.values = torch.zeros(0, dtype=torch.float32)
+
+    def interval_of(self, features: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """Interval index (0 .. n_intervals - 1) of each (feature, value) pair."""
+        scaled = values / self.max_activation[features] * self.n_intervals
+        return scaled.ceil().long().sub_(1).clamp_(0, self.n_intervals - 1)
+
+    def update(self, chunk: Chunk) -> None:
+        """Fold in the firing entries of one chunk."""
+        rows, features = (chunk.codes > 0).nonzero(as_tuple=True)
+        values = chunk.codes[rows, features]
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + chunk.start)
+        groups = features * self.n_intervals + self.interval_of(features, values)
+        keys = torch.rand(len(values), generator=generator, dtype=torch.float64)
+        self._keep_smallest(
+            torch.cat([self.groups, groups]),
+            torch.cat([self.keys, keys]),
+            torch.cat([self.positions, rows + chunk.start]),
+            torch.cat([self.values, values]),
+        )
+
+    def _keep_smallest(self, groups, keys, positions, values) -> None:
+        by_key = torch.argsort(keys, stable=True)
+        order = by_key[torch.argsort(groups[by_key], stable=True)]
+        sorted_groups = groups[order]
+        rank = torch.arange(len(order)) - torch.searchsorted(sorted_groups, sorted_groups)
+        keep = order[rank < self.per_interval]
+        self.groups, self.keys = groups[keep], keys[keep]
+        self.positions, self.values = positions[keep], values[keep]
+
+    def result(self, n_features: int) -> tuple[np.ndarray, np.ndarray]:
+        """(positions, values), each features x intervals x per_interval; position -1 where empty."""
+        shape = (n_features * self.n_intervals, self.per_interval)
+        positions = torch.full(shape, -1, dtype=torch.int64)
+        values = torch.zeros(shape, dtype=torch.float32)
+        first = torch.searchsorted(self.groups, self.groups)
+        slot = torch.arange(len(self.groups)) - first
+        positions[self.groups, slot] = self.positions
+        values[self.groups, slot] = self.values
+        return (
+            positions.view(n_features, self.n_intervals, self.per_interval).numpy(),
+            values.view(n_features, self.n_intervals, self.per_interval).numpy(),
+        )
+
+
+def window_positions(
+    centers: np.ndarray, before: int, after: int, document_offsets: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Token positions of the window around every center (centers.shape + (window,)), -1 outside its document.
+
+    Centers of -1 give all -1 windows.
+    """
+    offsets = np.arange(-before, after + 1)
+    flat = centers.reshape(-1)
+    doc = np.searchsorted(document_offsets, flat, side="right") - 1
+    doc = np.clip(doc, 0, len(document_offsets) - 2)
+    lo, hi = document_offsets[doc], document_offsets[doc + 1]
+    positions = flat[:, None] + offsets[None, :]
+    valid = (flat[:, None] >= 0) & (positions >= lo[:, None]) & (positions < hi[:, None])
+    positions = np.where(valid, positions, -1)
+    return positions.reshape(*centers.shape, len(offsets)), valid.reshape(*centers.shape, len(offsets))
+
+
+class WindowGatherer:
+    """The activation of one feature at every token of many windows, gathered chunk by chunk.
+
+    ``positions`` (n_windows x window, -1 for none) and ``features`` (n_windows) name what to gather; every
+    needed (position, feature) pair is read from the chunk that holds its row.
+    """
+
+    def __init__(self, positions: np.ndarray, features: np.ndarray) -> None:
+        self.shape = positions.shape
+        flat = positions.reshape(-1)
+        slots = np.flatnonzero(flat >= 0)
+        order = np.argsort(flat[slots], kind="stable")
+        self.slots = torch.from_numpy(slots[order])
+        self.positions = torch.from_numpy(flat[slots][order])
+        self.features = torch.from_numpy(np.repeat(features, positions.shape[1])[slots][order])
+        self.values = torch.zeros(flat.shape[0], dtype=torch.float32)
+
+    def update(self, chunk: Chunk) -> None:
+        """Read the needed entries that lie in this chunk."""
+        end = chunk.start + chunk.codes.shape[0]
+        lo, hi = torch.searchsorted(self.positions, torch.tensor([chunk.start, end])).tolist()
+        if hi > lo:
+            rows = self.positions[lo:hi] - chunk.start
+            self.values[self.slots[lo:hi]] = chunk.codes[rows, self.features[lo:hi]]
+
+    def result(self) -> np.ndarray:
+        return self.values.view(self.shape).numpy()
