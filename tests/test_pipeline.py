@@ -10,7 +10,7 @@ import pytest
 from app.cli import main
 from tests.text_builders import brown_sample
 from training.feature_index import feature_index_folders, index_run, load_feature_index, load_vocab
-from training.pipeline import PipelineConfig, run_pipeline
+from training.pipeline import PRESETS, PipelineConfig, run_pipeline
 
 TINY = PipelineConfig(
     name="tiny",
@@ -70,7 +70,8 @@ def test_ce_loss_of_a_good_reconstruction_lies_between_clean_and_zero_ablated(fi
     assert best["ce_clean"] - 1e-3 <= best["ce_spliced"] <= best["ce_zero_ablated"]
     recovered = (best["ce_zero_ablated"] - best["ce_spliced"]) / (best["ce_zero_ablated"] - best["ce_clean"])
     assert best["ce_recovered"] == pytest.approx(recovered)
-    assert 0 < best["ce_recovered"] <= 1.01
+    gap = best["ce_zero_ablated"] - best["ce_clean"]
+    assert 0 < best["ce_recovered"] <= 1 + 1e-3 / gap  # spliced may beat clean by the tolerance above
 
 
 def test_a_second_run_reuses_every_finished_step(finished, corpus_file):
@@ -113,3 +114,28 @@ def test_every_sae_gets_a_feature_index_with_real_contexts_and_a_rerun_skips_the
     stamps = {f: (f / "feature_index.safetensors").stat().st_mtime_ns for f in folders}
     assert index_run(workdir, progress=False) == folders
     assert {f: (f / "feature_index.safetensors").stat().st_mtime_ns for f in folders} == stamps
+
+
+def test_run_loads_the_features_into_the_database_and_serves_them(finished, corpus_file, monkeypatch, capsys):
+    """`monosemantic run` resumes the finished run, loads it into the app's database, then serves it."""
+    import uvicorn
+    from fastapi.testclient import TestClient
+
+    workdir, metrics = finished
+    monkeypatch.setitem(PRESETS, "quick", TINY)
+    served = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: served.append((app, kwargs)))
+    assert (
+        main(["run", "--preset", "quick", "--workdir", str(workdir), "--corpus", str(corpus_file), "--port", "8765"])
+        == 0
+    )
+    assert "4 dictionaries" in capsys.readouterr().out or (workdir / "monosemantic.db").exists()
+    ((app, kwargs),) = served
+    assert kwargs["port"] == 8765 and kwargs["host"] == "127.0.0.1"
+    with TestClient(app) as client:
+        dictionaries = client.get("/api/dictionaries").json()
+        assert sorted(d["name"] for d in dictionaries) == sorted(r["name"] for r in metrics["runs"])
+        relu = next(d for d in dictionaries if d["name"] == "relu_n32_l10.03")
+        feature = client.get(f"/api/dictionaries/{relu['id']}/next-feature", params={"labeller": "ann"}).json()
+        assert feature["top_contexts"] and len(feature["top_contexts"][0]["tokens"]) > 5
+        assert client.get(f"/dictionaries/{relu['id']}/features/{feature['index']}").status_code == 200

@@ -9,6 +9,7 @@ gradients against.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +24,15 @@ from training.init import geometric_median
 PARAM_NAMES = ("W_enc", "b_enc", "W_dec", "b_dec")
 
 
-def sae_generator(seed: int, stream: int = 0) -> torch.Generator:
-    """A generator for SAE randomness, decorrelated from data generators that share the same seed."""
-    return torch.Generator().manual_seed((seed * 2_654_435_761 + 97_531 + stream * 7_919) % (2**63 - 1))
+def sae_generator(seed: int, stream: int = 0, dict_size: int = 0) -> torch.Generator:
+    """A generator for SAE randomness, decorrelated from data generators that share the same seed.
+
+    The dictionary size is mixed in so that dictionaries of different sizes in one sweep start from
+    independent atoms: with a shared stream the first atoms of every size would be the same, which
+    inflates how similar neighbouring sizes look (MMCS with larger) wherever atoms barely move.
+    """
+    key = f"sae:{seed}:{stream}:{dict_size}".encode()
+    return torch.Generator().manual_seed(int.from_bytes(hashlib.sha256(key).digest()[:8], "little") >> 1)
 
 
 # Per-architecture defaults, found on the study's toy data (see README): relu learns fastest from
@@ -144,7 +151,7 @@ class SparseAutoencoder:
 
     # --- initialisation -------------------------------------------------------------------------
     def random_init(self) -> None:
-        gen = sae_generator(self.config.seed)
+        gen = sae_generator(self.config.seed, 0, self.config.dict_size)
         n, d = self.config.dict_size, self.config.d_in
         if self.config.init == "orthogonal":
             q, _ = torch.linalg.qr(torch.randn(max(n, d), max(n, d), generator=gen))
@@ -162,7 +169,7 @@ class SparseAutoencoder:
         elif cfg.decoder_bias_init == "mean":
             self.b_dec.copy_(sample.mean(dim=0))
         if cfg.init == "data":
-            gen = sae_generator(cfg.seed, 1)
+            gen = sae_generator(cfg.seed, 1, cfg.dict_size)
             rows = torch.randint(0, sample.shape[0], (cfg.dict_size,), generator=gen)
             atoms = sample[rows] - self.b_dec
             norms = atoms.norm(dim=1, keepdim=True)

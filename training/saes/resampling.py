@@ -29,7 +29,7 @@ def resample_dead_latents(
     loss = residual.pow(2).sum(dim=1)
     if loss.sum() <= 0:
         return []
-    gen = sae_generator(cfg.seed, 2 + step)
+    gen = sae_generator(cfg.seed, 2 + step, cfg.dict_size)
     picks = torch.multinomial(loss.pow(2), dead.numel(), replacement=True, generator=gen)
     directions = residual[picks]
     directions = directions / directions.norm(dim=1, keepdim=True).clamp_min(1e-8)
