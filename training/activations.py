@@ -60,6 +60,7 @@ class ActivationManifest:
     mean_sq_norm: float
     seconds: float
     tokens_per_s: float
+    model: str = "tinylm"  # name of the model harvested (a transformers model's folder name)
 
 
 def site_module(layer: int, site: str) -> str:
@@ -107,6 +108,47 @@ def module_activations(model: nn.Module, module_name: str, tokens: torch.Tensor)
     return captured[0]
 
 
+def write_module_rows(
+    model: nn.Module,
+    module_name: str,
+    tokens: np.ndarray,
+    path: Path,
+    context: int,
+    chunk_contexts: int = 64,
+    progress: bool = True,
+    desc: str = "",
+) -> tuple[int, float]:
+    """Write the float32 output rows of ``module_name`` for every token to ``path``; (dim, sum of squared norms).
+
+    Tokens are cut into consecutive windows of ``context`` from the first (the last may be shorter), so
+    a slice of the stream that starts on a window boundary gives the same rows as the whole stream. The
+    file appears only when complete (written under a temporary name, then renamed).
+    """
+    tmp_path = Path(path).with_name(Path(path).name + ".tmp")
+    model.eval()
+    chunk = chunk_contexts * context
+    dim = 0
+    sq_norm = 0.0
+    with tmp_path.open("wb") as out:
+        for begin in tqdm(
+            range(0, len(tokens), chunk), disable=not progress, desc=f"harvest {desc}", unit="chunk", dynamic_ncols=True
+        ):
+            piece = torch.from_numpy(np.asarray(tokens[begin : begin + chunk], dtype=np.int64))
+            full = len(piece) // context * context
+            parts = []
+            if full:
+                acts = module_activations(model, module_name, piece[:full].view(-1, context))
+                parts.append(acts.reshape(full, -1))
+            if full < len(piece):
+                parts.append(module_activations(model, module_name, piece[full:][None])[0])
+            rows = torch.cat(parts).float().numpy()
+            dim = rows.shape[1]
+            sq_norm += float(np.square(rows, dtype=np.float64).sum())
+            out.write(np.ascontiguousarray(rows).tobytes())
+    tmp_path.replace(path)
+    return dim, sq_norm
+
+
 def _manifest_path(out_dir: Path, name: str) -> Path:
     return Path(out_dir) / f"activations_{name}.json"
 
@@ -124,12 +166,13 @@ def harvest_module(
 ) -> ActivationManifest:
     """Harvest the output of ``module_name`` for every token of ``tokens`` into ``out_dir``; see the module doc.
 
-    ``identity`` (layer, site, model_config_hash) goes into the manifest. If ``out_dir`` already holds a
-    harvest of the same module, model weights and tokens, its manifest is returned without running the model.
+    ``identity`` (layer, site, model_config_hash, model name) goes into the manifest. If ``out_dir``
+    already holds a harvest of the same module, model weights and tokens, its manifest is returned without
+    running the model.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    identity = {"layer": None, "site": module_name, "model_config_hash": "", **(identity or {})}
+    identity = {"layer": None, "site": module_name, "model_config_hash": "", "model": "tinylm", **(identity or {})}
     key = (module_name, weights_hash(model), token_fingerprint(tokens), context)
     manifest_path = _manifest_path(out_dir, name)
     if manifest_path.exists():
@@ -138,30 +181,9 @@ def harvest_module(
             return old
         manifest_path.unlink()
     data_path = out_dir / f"activations_{name}.f32"
-    tmp_path = data_path.with_suffix(".f32.tmp")
-    model.eval()
-    chunk = chunk_contexts * context
-    dim = 0
-    sq_norm = 0.0
     start = time.perf_counter()
-    with tmp_path.open("wb") as out:
-        for begin in tqdm(
-            range(0, len(tokens), chunk), disable=not progress, desc=f"harvest {name}", unit="chunk", dynamic_ncols=True
-        ):
-            piece = torch.from_numpy(np.asarray(tokens[begin : begin + chunk], dtype=np.int64))
-            full = len(piece) // context * context
-            parts = []
-            if full:
-                acts = module_activations(model, module_name, piece[:full].view(-1, context))
-                parts.append(acts.reshape(full, -1))
-            if full < len(piece):
-                parts.append(module_activations(model, module_name, piece[full:][None])[0])
-            rows = torch.cat(parts).float().numpy()
-            dim = rows.shape[1]
-            sq_norm += float(np.square(rows, dtype=np.float64).sum())
-            out.write(np.ascontiguousarray(rows).tobytes())
+    dim, sq_norm = write_module_rows(model, module_name, tokens, data_path, context, chunk_contexts, progress, name)
     seconds = time.perf_counter() - start
-    tmp_path.replace(data_path)
     manifest = ActivationManifest(
         file=data_path.name,
         shape=[len(tokens), dim],
@@ -176,6 +198,7 @@ def harvest_module(
         mean_sq_norm=sq_norm / max(len(tokens), 1),
         seconds=seconds,
         tokens_per_s=len(tokens) / max(seconds, 1e-9),
+        model=identity["model"],
     )
     manifest_path.write_text(json.dumps(asdict(manifest), indent=2))
     return manifest

@@ -93,14 +93,21 @@ def plot_heatmap(runs: list[dict], metric: str, arch: str, path: Path) -> Path:
 
 
 def write_heatmaps(runs: list[dict], folder: Path) -> list[Path]:
-    """``heatmap_<metric>_<arch>.png`` in folder for MMCS, dead fraction and FVU, for every arch present."""
-    archs = sorted({r["arch"] for r in runs})
-    return [
-        plot_heatmap(runs, metric, arch, folder / f"heatmap_{metric}_{arch}.png")
-        for arch in archs
-        for metric in HEATMAP_METRICS
-        if any(r.get(metric) is not None for r in runs if r["arch"] == arch)
-    ]
+    """``heatmap_<metric>_<arch>.png`` in folder for MMCS, dead fraction and FVU, for every arch present.
+
+    Runs told apart by a ``tag`` (e.g. their init scheme) get one heatmap per tag, ``..._<arch>_<tag>.png``.
+    """
+    groups = sorted({(r["arch"], r.get("tag") or "") for r in runs})
+    written = []
+    for arch, tag in groups:
+        rows = [r for r in runs if (r.get("tag") or "") == tag]
+        suffix = f"_{tag}" if tag else ""
+        written += [
+            plot_heatmap(rows, metric, arch, folder / f"heatmap_{metric}_{arch}{suffix}.png")
+            for metric in HEATMAP_METRICS
+            if any(r.get(metric) is not None for r in rows if r["arch"] == arch)
+        ]
+    return written
 
 
 def plot_mmcs_with_larger(
@@ -113,7 +120,8 @@ def plot_mmcs_with_larger(
     lines: dict[tuple[str, str], list[tuple[int, float]]] = defaultdict(list)
     for r in records:
         key = sparsity_key(r)
-        lines[(r["arch"], _sparsity_label(key, r[key]))].append((int(r["dict_size"]), r["mmcs_with_larger"]))
+        setting = _sparsity_label(key, r[key]) + (f" init={r['init']}" if r.get("init") else "")
+        lines[(r["arch"], setting)].append((int(r["dict_size"]), r["mmcs_with_larger"]))
     fig = _new_figure(7.0, 4.2)
     ax = fig.add_subplot()
     for (arch, setting), points in sorted(lines.items()):

@@ -113,8 +113,10 @@ def _write_split(
     split: str,
     tag_index: dict[str, int] | None,
     progress: bool,
+    start_id: int | None = None,
 ) -> dict:
-    eos_id = tokenizer.token_to_id(EOS)
+    """Encode ``docs`` into the split's files; each document starts with ``start_id`` (default: EOS)."""
+    eos_id = tokenizer.token_to_id(EOS) if start_id is None else start_id
     offsets = [0]
     token_file = directory / f"tokens_{split}.u16"
     tag_file = directory / f"tags_{split}.u16"

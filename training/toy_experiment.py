@@ -3,6 +3,10 @@
 ``run_toy_experiment`` trains the whole sweep in one pass (``out/sweep/``, resumable), evaluates each
 SAE on a fixed held-out set, and writes ``out/metrics.json`` and ``out/figures/*.png``. Because the true
 number of features G is known here, the feature-count estimate can be checked against it.
+
+With ``inits``, every (size, sparsity) is trained once per decoder initialisation scheme on the same
+batches, and ``init_comparison`` says how fast each reaches a given MMCS; with ``track_recovery``, a
+``RecoveryTracker`` records when each ground-truth feature is first found (``out/recovery.json``).
 """
 
 from __future__ import annotations
@@ -11,11 +15,12 @@ import json
 import math
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, Field, model_validator
 
-from training.figures import write_figures
+from training.figures import read_train_log, write_figures
+from training.init_comparison import init_comparison
 from training.metrics import (
     Evaluation,
     SizedDictionary,
@@ -26,6 +31,8 @@ from training.metrics import (
     one_to_one_cosine,
     recovered_fraction,
 )
+from training.recovery import RECOVERY_LOG, RecoveryTracker, read_recovery_log, recovery_metrics, recovery_report
+from training.recovery_figures import write_recovery_figures
 from training.saes import ARCHS, SAEConfig
 from training.toy import ToyConfig, ToyData
 from training.trainer import SweepRun, TrainConfig, samples_per_second, train_sweep
@@ -34,6 +41,9 @@ TOPK_ARCHS = ("topk", "batchtopk")
 DEFAULT_L1 = (0.01, 0.03, 0.1)
 DEFAULT_K = 5
 DICT_RATIOS = (0.5, 1.0, 2.0, 4.0)
+RECOVERY_FILE = "recovery.json"
+InitScheme = Literal["random", "orthogonal", "data"]
+INIT_SCHEMES: tuple[str, ...] = get_args(InitScheme)
 
 
 def default_dict_sizes(n_features: int) -> list[int]:
@@ -57,6 +67,12 @@ class ToyExperimentConfig(BaseModel):
     batch_size: int = Field(256, gt=0, description="samples per training step")
     seed: int = Field(0, description="seed of the SAEs' initialisation and resampling")
     eval_samples: int = Field(20_000, gt=0, description="size of the held-out evaluation set")
+    inits: list[InitScheme] | None = Field(
+        None, description="decoder initialisation schemes, one SAE each (tagged with it); None: the arch's default"
+    )
+    track_recovery: int | None = Field(
+        None, gt=0, description="steps between records of each feature's best cosine; None: no recovery tracking"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -99,6 +115,8 @@ class ToyExperimentConfig(BaseModel):
                 raise ValueError(f"l1 values must be finite and >= 0, got {self.l1}")
             if len(set(self.l1)) != len(self.l1):
                 raise ValueError(f"l1 values repeat: {self.l1}")
+        if self.inits is not None and (not self.inits or len(set(self.inits)) != len(self.inits)):
+            raise ValueError(f"initialisation schemes must be distinct and at least one, got {self.inits}")
         if self.toy.mean_active > self.toy.n_features:
             raise ValueError(
                 f"mean_active {self.toy.mean_active:g} exceeds the number of features {self.toy.n_features}"
@@ -116,9 +134,21 @@ class ToyExperimentConfig(BaseModel):
         return sorted(self.l1 or [])
 
     def sae_configs(self) -> list[SAEConfig]:
-        """One SAE config per (sparsity, dictionary size), grouped by sparsity, sizes ascending."""
+        """One SAE config per (init scheme, sparsity, size), grouped by scheme then sparsity, sizes ascending.
+
+        Without ``inits`` each SAE takes its arch's default initialisation and no tag.
+        """
+        schemes = [{"init": init, "tag": init} for init in self.inits] if self.inits else [{}]
         return [
-            SAEConfig(arch=self.arch, d_in=self.toy.dim, dict_size=size, seed=self.seed, **{self.sparsity_key: value})
+            SAEConfig(
+                arch=self.arch,
+                d_in=self.toy.dim,
+                dict_size=size,
+                seed=self.seed,
+                **{self.sparsity_key: value},
+                **scheme,
+            )
+            for scheme in schemes
             for value in self.sparsities()
             for size in sorted(self.dict_sizes)
         ]
@@ -144,6 +174,8 @@ def _run_record(run: SweepRun, train: TrainConfig, toy: ToyData, evaluation: Eva
         "recovered_fraction": recovered_fraction(decoder, toy.features),
         "samples": train.steps * train.batch_size,
         "name": cfg.name,
+        "init": cfg.init,
+        "tag": cfg.tag,
     }
 
 
@@ -155,6 +187,10 @@ def run_toy_experiment(config: ToyExperimentConfig, out: Path, progress: bool = 
     """
     toy = ToyData(config.toy)
     train = config.train_config()
+    recovery_log = out / "sweep" / RECOVERY_LOG
+    tracker = None
+    if config.track_recovery is not None:
+        tracker = RecoveryTracker(toy.features, train.batch_size, config.track_recovery, recovery_log)
     runs = train_sweep(
         config.sae_configs(),
         toy,
@@ -163,33 +199,52 @@ def run_toy_experiment(config: ToyExperimentConfig, out: Path, progress: bool = 
         source_spec=config.toy.model_dump(),
         ground_truth=toy.features,
         progress=progress,
+        observer=tracker,
     )
     x_eval = toy.evaluation_set(config.eval_samples)
     key = config.sparsity_key
     records: list[dict] = []
-    by_setting: dict[float | int, list[tuple[SweepRun, SizedDictionary]]] = defaultdict(list)
+    # SAEs that differ only in their tag (init scheme) are separate size sweeps
+    by_setting: dict[tuple[float | int, str], list[tuple[SweepRun, SizedDictionary]]] = defaultdict(list)
     for run in runs:
         evaluation = evaluate(run.sae, x_eval)
         records.append(_run_record(run, train, toy, evaluation))
         sized = SizedDictionary(run.config.dict_size, run.sae.W_dec.clone(), evaluation.dead)
-        by_setting[run.config.sparsity].append((run, sized))
+        by_setting[(run.config.sparsity, run.config.tag)].append((run, sized))
+
+    def labels(value: float | int, tag: str) -> dict:
+        return {"arch": config.arch, key: value, **({"init": tag} if tag else {})}
 
     larger_records = [
         record
-        for value, group in by_setting.items()
-        for record in mmcs_with_larger_records([sized for _, sized in group], {"arch": config.arch, key: value})
+        for (value, tag), group in by_setting.items()
+        for record in mmcs_with_larger_records([sized for _, sized in group], labels(value, tag))
     ]
     estimate = feature_count_estimate(
-        {f"{key}={value:g}": [sized for _, sized in group] for value, group in by_setting.items()}
+        {
+            f"{key}={value:g}" + (f" init={tag}" if tag else ""): [sized for _, sized in group]
+            for (value, tag), group in by_setting.items()
+        }
     )
+    train_log = read_train_log(out / "sweep" / "train_log.jsonl")
+    report = None
+    if tracker is not None:
+        report = recovery_report(read_recovery_log(recovery_log), toy.probabilities.tolist())
     metrics = {
         "runs": records,
         "mmcs_with_larger": larger_records,
         "feature_count_estimate": estimate,
         "config": config.model_dump(),
         "true_feature_count": config.toy.n_features,
+        "init_comparison": init_comparison(runs, train_log, toy, train, toy.features),
+        "recovery": None if report is None else recovery_metrics(report, RECOVERY_FILE),
     }
     out.mkdir(parents=True, exist_ok=True)
+    if report is not None:
+        (out / RECOVERY_FILE).write_text(json.dumps(report))
+    else:
+        (out / RECOVERY_FILE).unlink(missing_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     write_figures(metrics, out / "figures", out / "sweep" / "train_log.jsonl")
+    write_recovery_figures(metrics["init_comparison"], train_log, report, out / "figures")
     return metrics

@@ -10,8 +10,10 @@ was never interrupted.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -22,7 +24,7 @@ from tqdm import tqdm
 
 from training.metrics import mmcs
 from training.optim import Adam, learning_rate
-from training.saes import SAEConfig, SparseAutoencoder, build_sae
+from training.saes import SAEConfig, SparseAutoencoder, StepStats, build_sae
 
 INIT_STEP = -2  # the batch index reserved for data-dependent initialisation
 
@@ -33,6 +35,18 @@ class BatchSource(Protocol):
     dim: int
 
     def batch(self, step: int, batch_size: int) -> torch.Tensor: ...
+
+
+class SweepObserver(Protocol):
+    """Watches a sweep from outside the SAEs' steps (e.g. to record recovery); must not change any state."""
+
+    def start(self, step: int, total: int, runs: list[SweepRun]) -> None:
+        """Called once before the first step of this pass: ``step`` steps are done (0 fresh, else resumed)."""
+        ...
+
+    def after_step(self, step: int, runs: list[SweepRun]) -> None:
+        """Called after every step with the number of steps done, before any checkpoint of that step."""
+        ...
 
 
 class TrainConfig(BaseModel):
@@ -60,11 +74,15 @@ class SweepRun:
         self.adam = Adam(self.sae.params())
         self.seconds = 0.0
 
+    def compute_grads(self, x: torch.Tensor, want_stats: bool) -> StepStats | None:
+        """The SAE's loss gradients on batch x (a data-parallel run averages them over its processes)."""
+        return self.sae.compute_grads(x, want_stats)
+
     def step(self, x: torch.Tensor, step: int, total: int, lr: float, want_stats: bool):
         start = time.perf_counter()
         sae = self.sae
         sae.set_progress(step, total)
-        stats = sae.compute_grads(x, want_stats)
+        stats = self.compute_grads(x, want_stats)
         sae.remove_parallel_decoder_grad()
         self.adam.step(sae.params(), sae.grads, lr)
         sae.normalise_decoder()
@@ -94,6 +112,15 @@ def _sweep_spec(configs: list[SAEConfig], train: TrainConfig, source_spec: dict)
         "source": source_spec,
         "saes": [c.model_dump() for c in configs],
     }
+
+
+def sweep_conflict(configs: list[SAEConfig], train: TrainConfig, out_dir: Path, source_spec: dict | None) -> str | None:
+    """Why ``out_dir`` cannot hold this sweep (it holds one with other settings), or None when it can."""
+    spec_path = out_dir / "sweep.json"
+    spec = _sweep_spec(configs, train, source_spec or {})
+    if spec_path.exists() and json.loads(spec_path.read_text()) != json.loads(json.dumps(spec)):
+        return f"{out_dir} holds a sweep with different settings: choose another output folder or delete it"
+    return None
 
 
 def _write_checkpoint(folder: Path, step: int, runs: list[SweepRun]) -> None:
@@ -131,47 +158,57 @@ def train_sweep(
     ground_truth: torch.Tensor | None = None,
     progress: bool = True,
     stop_after: int | None = None,
+    observer: SweepObserver | None = None,
+    make_run: Callable[[SAEConfig], SweepRun] = SweepRun,
+    writer: bool = True,
 ) -> list[SweepRun]:
     """Train every SAE in ``configs`` on the same batches from ``source``; resume if a checkpoint exists.
 
     ``stop_after`` ends the pass early at that step, after a checkpoint (used to test resumption).
-    With ``ground_truth`` (G x d), the log also records MMCS against it.
+    With ``ground_truth`` (G x d), the log also records MMCS against it. An ``observer`` is told where
+    the pass starts and is called after every step; it sees the SAEs but its time is not counted in theirs.
+    ``make_run`` builds each SAE's run (a data-parallel sweep passes its own); with ``writer`` False this
+    process writes nothing (not the first process of a data-parallel sweep) and only trains.
     """
     names = [c.name for c in configs]
     clashes = sorted({n for n in names if names.count(n) > 1})
     if clashes:
         raise ValueError(f"SAEs of one sweep need distinct names; give a tag to tell apart {', '.join(clashes)}")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    spec = _sweep_spec(configs, train, source_spec or {})
-    spec_path = out_dir / "sweep.json"
-    if spec_path.exists() and json.loads(spec_path.read_text()) != json.loads(json.dumps(spec)):
-        raise ValueError(f"{out_dir} holds a sweep with different settings: choose another output folder or delete it")
-    spec_path.write_text(json.dumps(spec, indent=2))
-    runs = [SweepRun(c) for c in configs]
+    if writer:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        conflict = sweep_conflict(configs, train, out_dir, source_spec)
+        if conflict:
+            raise ValueError(conflict)
+        (out_dir / "sweep.json").write_text(json.dumps(_sweep_spec(configs, train, source_spec or {}), indent=2))
+    runs = [make_run(c) for c in configs]
     checkpoint = out_dir / "checkpoint"
     log_path = out_dir / "train_log.jsonl"
     total = train.steps
     start_step = 0
     if (checkpoint / "state.json").exists():
         start_step = _read_checkpoint(checkpoint, runs)
-        _truncate_log(log_path, start_step)
+        if writer:
+            _truncate_log(log_path, start_step)
     else:
         init_batch = source.batch(INIT_STEP, train.init_samples)
         for run in runs:
             run.sae.initialise_from_data(init_batch)
-        log_path.unlink(missing_ok=True)
+        if writer:
+            log_path.unlink(missing_ok=True)
 
+    if observer is not None:
+        observer.start(start_step, total, runs)
     end = total if stop_after is None else min(stop_after, total)
     bar = tqdm(
         range(start_step, end),
         initial=start_step,
         total=total,
-        disable=not progress,
+        disable=not (progress and writer),
         desc="sweep",
         unit="step",
         dynamic_ncols=True,
     )
-    with log_path.open("a") as log:
+    with log_path.open("a") if writer else open(os.devnull, "w") as log:
         for step in bar:
             x = source.batch(step, train.batch_size)
             want = (step + 1) % train.log_every == 0 or step + 1 == total
@@ -198,10 +235,12 @@ def train_sweep(
                 bar.set_postfix_str(
                     f"L0 {min(l0s):.1f}-{max(l0s):.1f} FVU {min(fvus):.3f}-{max(fvus):.3f}", refresh=False
                 )
-            if (step + 1) % train.checkpoint_every == 0 or step + 1 == end:
+            if observer is not None:
+                observer.after_step(step + 1, runs)
+            if writer and ((step + 1) % train.checkpoint_every == 0 or step + 1 == end):
                 _write_checkpoint(checkpoint, step + 1, runs)
     bar.close()
-    if end == total:
+    if end == total and writer:
         for run in runs:
             run.sae.save(
                 out_dir / "saes" / run.config.name,
