@@ -3,10 +3,13 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TORCH := torch==2.13.0
+HTMX := static/vendor/htmx.min.js
+SWAGGER_UI := static/vendor/swagger-ui/swagger-ui-bundle.js static/vendor/swagger-ui/swagger-ui.css
+CHROMIUM := /usr/bin/chromium
 
 .PHONY: setup run test bench lint
 
-setup: $(STAMP)
+setup: $(STAMP) $(HTMX) $(SWAGGER_UI)
 
 # The stamp records a finished install; it is redone only when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -15,10 +18,19 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m pip install --quiet -e '.[dev]' '$(TORCH)'
 	touch $(STAMP)
 
+# htmx and Swagger UI (for /docs) are served from our own origin (static/vendor/, ignored), fetched from their
+# npm packages; one grouped rule, so the fetch runs once when any of the files is missing.
+$(HTMX) $(SWAGGER_UI) &: | $(STAMP)
+	$(PYTHON) -m app.vendor
+
+# The browser tests drive Debian's Chromium; only `make test` needs it (the install runs as root in CI).
+$(CHROMIUM):
+	apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver
+
 run: setup
 	$(VENV)/bin/monosemantic run --preset default --workdir runs/default
 
-test: setup
+test: setup $(CHROMIUM)
 	$(PYTHON) -m pytest -q
 
 bench: setup

@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn
 
@@ -22,6 +23,7 @@ from training.toy import ToyConfig
 from training.toy_experiment import (
     DEFAULT_K,
     DEFAULT_L1,
+    INIT_SCHEMES,
     TOPK_ARCHS,
     ToyExperimentConfig,
     default_dict_sizes,
@@ -88,6 +90,15 @@ def comma_list(item: Callable[[str], int | float]) -> Callable[[str], list]:
     return parse
 
 
+def init_schemes(text: str) -> list[str]:
+    """An argparse type for ``random,data,..``: decoder init schemes in the order given, repeats dropped."""
+    parts = [part.strip() for part in text.split(",")]
+    unknown = [part for part in parts if part not in INIT_SCHEMES]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown init scheme {unknown[0]!r}: choose from {','.join(INIT_SCHEMES)}")
+    return list(dict.fromkeys(parts))
+
+
 def _add_toy(commands: argparse._SubParsersAction) -> None:
     defaults = ToyConfig()
     toy = commands.add_parser(
@@ -152,6 +163,21 @@ def _add_toy(commands: argparse._SubParsersAction) -> None:
     sweep.add_argument(
         "--eval-samples", type=positive_int, default=20_000, help="held-out evaluation samples (default %(default)s)"
     )
+    sweep.add_argument(
+        "--init",
+        type=init_schemes,
+        default=None,
+        metavar="a,b,..",
+        help=f"decoder initialisation schemes ({','.join(INIT_SCHEMES)}): one SAE per scheme on the same batches, "
+        "compared in metrics.json init_comparison (default: the arch's own scheme)",
+    )
+    sweep.add_argument(
+        "--track-recovery",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="every N steps record each true feature's best cosine with every SAE; writes DIR/recovery.json",
+    )
     toy.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
     toy.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     toy.set_defaults(command=_toy, parser=toy)
@@ -192,6 +218,8 @@ def _toy_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> To
             batch_size=args.batch_size,
             seed=args.seed,
             eval_samples=args.eval_samples,
+            inits=args.init,
+            track_recovery=args.track_recovery,
         )
     except ValidationError as exc:
         parser.error("; ".join(str(err["msg"]).removeprefix("Value error, ") for err in exc.errors()))
@@ -210,8 +238,32 @@ def _toy(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             f"feature count estimate {estimate['value']} ({estimate['low']}-{estimate['high']}, "
             f"at {estimate.get('sparsity', key)}); true G = {metrics['true_feature_count']}"
         )
+    if config.inits:
+        _print_init_comparison(metrics["init_comparison"])
+    if metrics["recovery"] is not None:
+        _print_recovery(metrics["recovery"], args.out)
     print(f"metrics: {args.out / 'metrics.json'}")
     return 0
+
+
+def _print_init_comparison(rows: list[dict]) -> None:
+    """MMCS at initialisation and samples each SAE needed to reach each MMCS threshold ("-": never)."""
+    thresholds = list(rows[0]["samples_to_mmcs"]) if rows else []
+    print(f"{'name':<32} {'start':>7} " + " ".join(f"{'to ' + t:>9}" for t in thresholds))
+    for row in rows:
+        cells = " ".join(f"{'-' if n is None else n:>9}" for n in row["samples_to_mmcs"].values())
+        print(f"{row['name']:<32} {row['initial_mmcs']:7.3f} {cells}")
+
+
+def _print_recovery(recovery: dict, out: Path) -> None:
+    """Per SAE: features recovered and the rank correlation of probability with recovery time."""
+    for sae in recovery["saes"]:
+        rho = "n/a" if sae["spearman"] is None else f"{sae['spearman']:+.3f}"
+        print(
+            f"{sae['name']:<32} recovered {sae['recovered']}, never {sae['never_recovered']}, "
+            f"Spearman(probability, samples to cosine {recovery['threshold']:g}) {rho}"
+        )
+    print(f"recovery: {out / recovery['file']}")
 
 
 def _add_run(commands: argparse._SubParsersAction) -> None:
@@ -223,8 +275,8 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--preset", choices=sorted(PRESETS), default="default", help="(default %(default)s)")
     run.add_argument("--workdir", type=Path, default=None, metavar="DIR", help="run folder (default runs/<preset>)")
     run.add_argument("--corpus", type=Path, default=None, metavar="PATH", help=".txt, folder of .txt, or .jsonl")
-    run.add_argument("--no-serve", action="store_true", help="stop after the pipeline")
-    run.add_argument("--port", type=positive_int, default=8000, help="port of the app (default %(default)s)")
+    run.add_argument("--no-serve", action="store_true", help="stop after the pipeline and the database load")
+    run.add_argument("--port", type=port_number, default=8000, help="port of the app (default %(default)s)")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
     run.set_defaults(command=_run, parser=run)
 
@@ -232,6 +284,8 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.corpus is not None and not args.corpus.exists():
         parser.error(f"corpus {args.corpus} does not exist: pass --corpus PATH to a .txt, folder or .jsonl")
+    from app.settings import Settings
+
     workdir = args.workdir or Path("runs") / args.preset
     metrics = run_pipeline(PRESETS[args.preset], workdir, args.corpus, progress=not args.no_progress)
     lm = metrics["lm"]
@@ -248,8 +302,285 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     estimate = metrics["feature_count_estimate"]
     print(f"feature count estimate {estimate['value']} ({estimate['low']}-{estimate['high']})")
     print(f"metrics: {workdir / 'metrics.json'}")
-    if not args.no_serve:
-        print("serving the app is not built yet (see the web-app issue); the pipeline's artifacts are ready")
+    settings = Settings(workdir=workdir, port=args.port)
+    _ingest(workdir, settings.resolved_database_url())
+    if args.no_serve:
+        return 0
+    return _serve_app(settings)
+
+
+def _add_database_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workdir", type=Path, default=None, metavar="DIR", help="run folder (default runs/default)")
+    parser.add_argument(
+        "--db",
+        default=None,
+        metavar="URL",
+        help="SQLAlchemy database URL (default $MONOSEMANTIC_DATABASE_URL, else monosemantic.db in the workdir)",
+    )
+
+
+def _workdir_and_database(args: argparse.Namespace) -> tuple[Path, str]:
+    """The run folder and database URL the arguments name, defaults from the app's settings."""
+    from app.settings import Settings
+
+    settings = Settings(workdir=args.workdir) if args.workdir is not None else Settings()
+    return settings.workdir, args.db or settings.resolved_database_url()
+
+
+def _shown_url(url: str) -> str:
+    """A database URL fit to print: any password masked."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL at all: the error that follows says so
+        return url
+
+
+@contextmanager
+def _database_errors(url: str) -> Iterator[None]:
+    """Turn a database driver's error into a one-line ValueError naming the database (password hidden)."""
+    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+    try:
+        yield
+    except ArgumentError as exc:
+        raise ValueError(f"--db {url!r} is not a database URL ({exc}): use e.g. sqlite:///path/to.db") from None
+    except SQLAlchemyError as exc:
+        raise ValueError(f"database {_shown_url(url)}: {getattr(exc, 'orig', None) or exc}") from None
+    except ModuleNotFoundError as exc:
+        raise ValueError(
+            f"database {_shown_url(url)}: its driver {exc.name} is not installed: pip install {exc.name}"
+        ) from None
+
+
+def _require_sqlite_folder(url: str, must_exist: bool) -> None:
+    """Refuse a SQLite file in a missing folder (or, with must_exist, a missing file) before SQLite does."""
+    from app.db.backup import sqlite_path
+
+    try:
+        path = sqlite_path(url)
+    except ValueError:
+        return
+    if must_exist and not path.is_file():
+        raise ValueError(f"no database at {path}: run `monosemantic index` first or pass --db URL")
+    if not path.parent.is_dir():
+        raise ValueError(
+            f"folder {path.parent} of the database does not exist: run `monosemantic run` or pass --db URL"
+        )
+
+
+def _add_index(commands: argparse._SubParsersAction) -> None:
+    index = commands.add_parser(
+        "index",
+        help="compute every SAE's feature statistics and load them into the app's database",
+        description=(
+            "Compute the feature index (top contexts, quantile samples, histograms, top tokens, logit effects) "
+            "of every SAE in the workdir, skipping finished ones, migrate the database to the newest schema and "
+            "load the features into it. Labels are kept: they name a dictionary's weights hash and a feature index."
+        ),
+    )
+    _add_database_options(index)
+    index.add_argument("--force", action="store_true", help="reload dictionaries whose index is unchanged")
+    index.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    index.set_defaults(command=_index, parser=index)
+
+
+def _ingest(workdir: Path, url: str, force: bool = False) -> list:
+    """Migrate the database at url and load the feature index of workdir into it, a line per dictionary."""
+    from app.db.migrate import upgrade_to_head
+    from app.db.session import make_engine
+    from app.ingest import DictionarySummary, ingest_run
+
+    def report(summary: DictionarySummary) -> None:
+        head = f"{summary.name:<28} {summary.dict_size:>6} features {summary.alive:>6} alive {summary.dead:>6} dead"
+        if summary.unchanged:
+            print(f"{head} {summary.examples:>9,} examples  unchanged")
+        else:
+            print(
+                f"{head} {summary.examples:>9,} examples  {summary.seconds:5.1f} s ({summary.rows_per_s:,.0f} rows/s)"
+            )
+
+    _require_sqlite_folder(url, must_exist=False)
+    with _database_errors(url):
+        upgrade_to_head(url)
+        engine = make_engine(url)
+        try:
+            return ingest_run(engine, workdir, force=force, on_dictionary=report)
+        finally:
+            engine.dispose()
+
+
+def _index(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from training import feature_index
+
+    workdir, url = _workdir_and_database(args)
+    if not workdir.is_dir():
+        raise ValueError(
+            f"workdir {workdir} does not exist: run `monosemantic run --workdir {workdir}` or pass --workdir"
+        )
+    feature_index.index_run(workdir, progress=not args.no_progress)
+    summaries = _ingest(workdir, url, args.force)
+    print(f"{len(summaries)} dictionaries in {_shown_url(url)}")
+    return 0
+
+
+def _add_labels(commands: argparse._SubParsersAction) -> None:
+    labels = commands.add_parser("labels", help="export or import labels (CSV or JSONL)")
+    actions = labels.add_subparsers(title="actions", dest="labels_action", metavar="ACTION", required=True)
+    export = actions.add_parser(
+        "export",
+        help="write every label to a file",
+        description="Write every label (dictionary hash, index, labeller, verdict, description, confidence, "
+        "created_at) to FILE, as CSV or JSONL.",
+    )
+    export.add_argument("--out", type=Path, required=True, metavar="FILE", help="file to write")
+    export.add_argument(
+        "--format", choices=("csv", "jsonl"), default=None, help="(default: from the suffix of --out, else csv)"
+    )
+    _add_database_options(export)
+    export.set_defaults(command=_labels_export, parser=export)
+    load = actions.add_parser(
+        "import",
+        help="add the labels of a CSV or JSONL file",
+        description="Validate every row of FILE, then add them all in one transaction (or none); rows already "
+        "stored exactly are skipped, so importing an export twice adds nothing.",
+    )
+    load.add_argument("file", type=Path, metavar="FILE", help="CSV or JSONL file as written by `labels export`")
+    load.add_argument("--format", choices=("csv", "jsonl"), default=None, help="(default: from the suffix of FILE)")
+    _add_database_options(load)
+    load.set_defaults(command=_labels_import, parser=load)
+
+
+def _labels_export(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from app.db.session import make_engine
+    from app.labels_io import export_labels_file, format_of
+
+    _, url = _workdir_and_database(args)
+    fmt = args.format or (format_of(args.out) if args.out.suffix.lower() in (".csv", ".jsonl", ".ndjson") else "csv")
+    _require_sqlite_folder(url, must_exist=True)
+    with _database_errors(url):
+        engine = make_engine(url)
+        try:
+            count = export_labels_file(engine, args.out, fmt)
+        finally:
+            engine.dispose()
+    print(f"exported {count} labels to {args.out} ({fmt})")
+    return 0
+
+
+def _labels_import(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from app.db.migrate import upgrade_to_head
+    from app.db.session import make_engine
+    from app.labels_io import format_of, import_labels_file
+
+    _, url = _workdir_and_database(args)
+    if not args.file.is_file():
+        raise ValueError(f"no file {args.file}: pass a CSV or JSONL file written by `monosemantic labels export`")
+    fmt = format_of(args.file, args.format)
+    _require_sqlite_folder(url, must_exist=False)
+    with _database_errors(url):
+        upgrade_to_head(url)
+        engine = make_engine(url)
+        try:
+            result = import_labels_file(engine, args.file, fmt)
+        finally:
+            engine.dispose()
+    print(f"imported {result.added} labels from {args.file}; {result.skipped} already stored were skipped")
+    return 0
+
+
+def _add_db(commands: argparse._SubParsersAction) -> None:
+    db = commands.add_parser("db", help="migrate or back up the app's database")
+    actions = db.add_subparsers(title="actions", dest="db_action", metavar="ACTION", required=True)
+    upgrade = actions.add_parser(
+        "upgrade", help="migrate the database to the newest schema", description="Apply every pending migration."
+    )
+    _add_database_options(upgrade)
+    upgrade.set_defaults(command=_db_upgrade, parser=upgrade)
+    backup = actions.add_parser(
+        "backup",
+        help="copy the SQLite database to a file, consistently, while the app may run",
+        description="Copy the SQLite database with SQLite's online backup API and check the copy's integrity. "
+        "For PostgreSQL use pg_dump.",
+    )
+    backup.add_argument("--out", type=Path, required=True, metavar="FILE", help="file to write")
+    _add_database_options(backup)
+    backup.set_defaults(command=_db_backup, parser=backup)
+
+
+def _db_upgrade(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from app.db.migrate import upgrade_to_head
+
+    _, url = _workdir_and_database(args)
+    _require_sqlite_folder(url, must_exist=False)
+    with _database_errors(url):
+        revision = upgrade_to_head(url)
+    print(f"database {_shown_url(url)} is at revision {revision} (head)")
+    return 0
+
+
+def _db_backup(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from app.db.backup import backup_sqlite
+
+    _, url = _workdir_and_database(args)
+    with _database_errors(url):
+        result = backup_sqlite(url, args.out)
+    counts = ", ".join(f"{table} {n:,}" for table, n in result.rows.items() if table != "alembic_version")
+    print(f"backed up {_shown_url(url)} to {result.path} ({result.bytes:,} bytes, integrity ok): {counts}")
+    return 0
+
+
+def port_number(text: str) -> int:
+    """A TCP port, 1 to 65535."""
+    value = positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 1 to 65535, got {text!r}")
+    return value
+
+
+def _add_serve(commands: argparse._SubParsersAction) -> None:
+    serve = commands.add_parser(
+        "serve",
+        help="serve the web app: browse features, label them, see the estimates (REST API under /api)",
+        description=(
+            "Serve the pages and the REST API over the run's database (migrated to the newest schema on start). "
+            "Unset options come from MONOSEMANTIC_* environment variables; set MONOSEMANTIC_WRITE_TOKEN to make "
+            "API writes need 'Authorization: Bearer <token>'."
+        ),
+    )
+    _add_database_options(serve)
+    serve.add_argument("--host", default=None, help="address to bind (default $MONOSEMANTIC_HOST, else 127.0.0.1)")
+    serve.add_argument("--port", type=port_number, default=None, help="port (default $MONOSEMANTIC_PORT, else 8000)")
+    serve.set_defaults(command=_serve, parser=serve)
+
+
+def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from app.settings import Settings
+
+    given = {"workdir": args.workdir, "database_url": args.db, "host": args.host, "port": args.port}
+    settings = Settings(**{name: value for name, value in given.items() if value is not None})
+    if settings.database_url is None and not Path(settings.workdir).is_dir():
+        parser.error(f"workdir {settings.workdir} does not exist: build it with `monosemantic run` or pass --workdir")
+    return _serve_app(settings)
+
+
+def _serve_app(settings) -> int:
+    """Serve the web app with settings until interrupted; warn when it listens beyond loopback unguarded."""
+    import uvicorn
+
+    from app.main import create_app
+    from app.security import open_server_warning
+
+    url = settings.resolved_database_url()
+    _require_sqlite_folder(url, must_exist=False)
+    warning = open_server_warning(settings)
+    if warning:
+        print(warning, file=sys.stderr)
+    with _database_errors(url):
+        app = create_app(settings)
+    print(f"serving {_shown_url(url)} on http://{settings.host}:{settings.port}/ (API reference at /docs)")
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
     return 0
 
 
@@ -259,6 +590,15 @@ def build_parser() -> CommandParser:
     commands = parser.add_subparsers(title="commands", dest="command_name", metavar="COMMAND", required=True)
     _add_toy(commands)
     _add_run(commands)
+    from app.cli_steps import add_harvest, add_train, add_train_lm  # it imports this module's argument types
+
+    add_harvest(commands)
+    add_train_lm(commands)
+    add_train(commands)
+    _add_index(commands)
+    _add_labels(commands)
+    _add_db(commands)
+    _add_serve(commands)
     return parser
 
 

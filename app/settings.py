@@ -16,6 +16,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MONOSEMANTIC_")
 
     workdir: Path = Field(Path("runs/default"), description="run directory whose artifacts the app reads")
+    toy_workdir: Path | None = Field(
+        None,
+        description="a `monosemantic toy` --out folder whose figures the overview shows beside the LM's; "
+        "default <workdir>/toy",
+    )
     database_url: str | None = Field(None, description="SQLAlchemy URL; default a SQLite file in the workdir")
     host: str = Field("127.0.0.1", description="address the server binds")
     port: int = Field(8000, ge=1, le=65535, description="port the server listens on")

@@ -1,0 +1,328 @@
+"""The JSON REST API under ``/api`` (paths and fields as in DESIGN.md; OpenAPI at ``/docs``).
+
+Errors are ``{"detail": ...}`` with a 4xx status; validation errors are FastAPI's 422 naming the field.
+Writes (labels, label import) need ``Authorization: Bearer <token>`` when the server has a write token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from importlib.metadata import PackageNotFoundError, version
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from app import labels_io, queries
+from app.db.models import Dictionary
+from app.inspector import ActivationInspector, InspectorUnavailable
+from app.schemas import (
+    MAX_SQL_INT,
+    ActivationsIn,
+    ActivationsOut,
+    AgreementOut,
+    DictionaryOut,
+    EstimateOut,
+    FeatureCountOut,
+    FeatureDetail,
+    FeaturePage,
+    FeatureSort,
+    Health,
+    LabelIn,
+    LabellerName,
+    LabelOut,
+    LabelsImportOut,
+    SortOrder,
+)
+from app.security import require_write_token
+from app.settings import Settings
+
+MAX_PAGE = 200
+LABEL_MEDIA_TYPES = {"csv": "text/csv", "jsonl": "application/x-ndjson"}
+
+router = APIRouter(prefix="/api", tags=["api"])
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """A database session for one request, from the sessionmaker on ``app.state``; closed afterwards."""
+    with request.app.state.sessionmaker() as session:
+        yield session
+
+
+def get_settings(request: Request) -> Settings:
+    """The settings the app was created with."""
+    return request.app.state.settings
+
+
+def get_inspector(request: Request) -> ActivationInspector:
+    """The app's inspector, which keeps loaded models between requests."""
+    return request.app.state.inspector
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+DictionaryId = Annotated[int, Path(ge=1, le=MAX_SQL_INT, description="id from /api/dictionaries")]
+FeatureIndexParam = Annotated[
+    int, Path(ge=0, le=MAX_SQL_INT, description="the feature's (latent's) index in the dictionary")
+]
+
+
+def dictionary_or_404(dictionary_id: DictionaryId, session: SessionDep) -> Dictionary:
+    """The dictionary with this id, or a 404 that says where to find the ids."""
+    dictionary = queries.get_dictionary(session, dictionary_id)
+    if dictionary is None:
+        raise HTTPException(status_code=404, detail=f"no dictionary {dictionary_id}: see /api/dictionaries")
+    return dictionary
+
+
+DictionaryDep = Annotated[Dictionary, Depends(dictionary_or_404)]
+
+
+def _feature_not_found(dictionary: Dictionary, index: int) -> HTTPException:
+    return HTTPException(
+        status_code=404,
+        detail=f"dictionary {dictionary.id} has no feature {index}: indices run from 0 to {dictionary.dict_size - 1}",
+    )
+
+
+@router.get("/health", response_model=Health)
+def health(session: SessionDep) -> Health:
+    """Whether the server and its database answer."""
+    try:
+        package_version = version("monosemantic")
+    except PackageNotFoundError:
+        package_version = "unknown"
+    count = session.scalar(select(func.count()).select_from(Dictionary)) or 0
+    return Health(version=package_version, dictionaries=count)
+
+
+@router.get("/dictionaries", response_model=list[DictionaryOut])
+def dictionaries(session: SessionDep) -> list[DictionaryOut]:
+    """Every indexed dictionary with its size, architecture, sparsity setting and summary metrics."""
+    return queries.list_dictionaries(session)
+
+
+@router.get("/dictionaries/{dictionary_id}/features", response_model=FeaturePage)
+def features(
+    dictionary: DictionaryDep,
+    session: SessionDep,
+    sort: FeatureSort = "index",
+    order: SortOrder = "asc",
+    q: Annotated[str | None, Query(max_length=200, description="substring of the top tokens' text")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+    offset: Annotated[int, Query(ge=0, le=MAX_SQL_INT)] = 0,
+) -> FeaturePage:
+    """A page of features; ``sort=label_status`` puts unlabelled first (asc) or labelled first (desc)."""
+    return queries.feature_page(session, dictionary, sort, order, q or None, limit, offset)
+
+
+@router.get("/dictionaries/{dictionary_id}/features/{index}", response_model=FeatureDetail)
+def feature(dictionary: DictionaryDep, index: FeatureIndexParam, session: SessionDep) -> FeatureDetail:
+    """Everything known about one feature: contexts, quantile samples, histogram, tokens, logits, labels."""
+    detail = queries.feature_detail(session, dictionary, index)
+    if detail is None:
+        raise _feature_not_found(dictionary, index)
+    return detail
+
+
+@router.post(
+    "/dictionaries/{dictionary_id}/features/{index}/labels",
+    response_model=LabelOut,
+    status_code=201,
+    dependencies=[Depends(require_write_token)],
+)
+def add_label(dictionary: DictionaryDep, index: FeatureIndexParam, label: LabelIn, session: SessionDep) -> LabelOut:
+    """Store a label of this feature; labelling again adds a row, and the newest row per labeller counts."""
+    if queries.get_feature(session, dictionary, index) is None:
+        raise _feature_not_found(dictionary, index)
+    return queries.add_label(session, dictionary, index, label)
+
+
+@router.get("/dictionaries/{dictionary_id}/next-feature", response_model=FeatureDetail)
+def next_feature(
+    dictionary: DictionaryDep,
+    session: SessionDep,
+    request: Request,
+    labeller: Annotated[LabellerName, Query(description="who is labelling")],
+) -> FeatureDetail:
+    """A uniformly random alive feature this labeller has not labelled yet (404 when none is left)."""
+    detail = queries.next_unlabelled_feature(session, dictionary, labeller, request.app.state.rng)
+    if detail is None:
+        raise HTTPException(
+            status_code=404,
+            detail=f"{labeller} has labelled every alive feature of dictionary {dictionary.id}: nothing is left",
+        )
+    return detail
+
+
+@router.get("/dictionaries/{dictionary_id}/estimate", response_model=EstimateOut)
+def estimate(
+    dictionary: DictionaryDep,
+    session: SessionDep,
+    by: Annotated[
+        list[Literal["density", "persistence"]] | None,
+        Query(description="density: also per density quartile; persistence: persistent vs not; repeatable"),
+    ] = None,
+    persistence_threshold: Annotated[
+        float, Query(ge=0, le=1, description="mmcs_with_larger at or above which a feature counts as persistent")
+    ] = queries.PERSISTENCE_THRESHOLD,
+) -> EstimateOut:
+    """Labellable features = alive x monosemantic fraction (Wilson 95%), with labeller agreement.
+
+    ``?by=density`` adds ``quartiles``: the same numbers per quartile of the alive features' densities
+    (1 rarest to 4 densest). ``?by=persistence`` adds ``persistence``: the monosemantic fraction (Wilson
+    95%) of alive features whose best decoder cosine with the next larger dictionary of the sweep
+    (``mmcs_with_larger``) is at least ``persistence_threshold`` (default 0.9) against those below it,
+    their difference with Newcombe's hybrid score 95% interval, Fisher's exact p-value, and ``significant``
+    (the interval excludes zero and p < 0.05: both, since with few labels they can disagree). Features with
+    no larger dictionary are left out and counted in ``no_larger``; a group without labels gives nulls.
+    Pass ``by`` twice (``?by=density&by=persistence``) for both; without ``by`` both are null.
+    """
+    wanted = set(by or ())
+    return queries.dictionary_estimate(
+        session,
+        dictionary,
+        by_density="density" in wanted,
+        by_persistence="persistence" in wanted,
+        persistence_threshold=persistence_threshold,
+    )
+
+
+@router.get("/dictionaries/{dictionary_id}/agreement", response_model=AgreementOut)
+def dictionary_agreement(dictionary: DictionaryDep, session: SessionDep) -> AgreementOut:
+    """Cohen's (two labellers) or Fleiss' (three or more) kappa over this dictionary's shared features."""
+    return queries.dictionary_estimate(session, dictionary).agreement
+
+
+@router.get("/agreement", response_model=AgreementOut)
+def agreement(session: SessionDep) -> AgreementOut:
+    """Labeller agreement pooled over every dictionary's features (dead ones included)."""
+    return queries.agreement_out(queries.latest_verdicts(session))
+
+
+@router.get("/feature-count", response_model=FeatureCountOut)
+def feature_count(settings: Annotated[Settings, Depends(get_settings)]) -> FeatureCountOut:
+    """The MMCS-with-larger curve and the estimated number of features, from the run's metrics.json."""
+    try:
+        result = queries.feature_count(settings.workdir)
+    except ValueError as exc:
+        raise HTTPException(status_code=500, detail=str(exc)) from exc
+    if result is None:
+        raise HTTPException(
+            status_code=404,
+            detail=f"no {queries.METRICS_FILE} in {settings.workdir}: build the run with `monosemantic run`",
+        )
+    return result
+
+
+@router.post("/activations", response_model=ActivationsOut)
+def activations(
+    body: ActivationsIn,
+    session: SessionDep,
+    settings: Annotated[Settings, Depends(get_settings)],
+    inspector: Annotated[ActivationInspector, Depends(get_inspector)],
+) -> ActivationsOut:
+    """The strongest features on every token of a text, run live through the dictionary's LM and SAE.
+
+    A POST only because the text can be long; it writes nothing, so it needs no write token.
+    """
+    if len(body.text) > settings.inspector_max_chars:
+        raise HTTPException(
+            status_code=422,
+            detail=[
+                {
+                    "loc": ["body", "text"],
+                    "msg": f"text has {len(body.text)} characters; the inspector takes at most "
+                    f"{settings.inspector_max_chars}",
+                    "type": "string_too_long",
+                }
+            ],
+        )
+    dictionary = dictionary_or_404(body.dictionary_id, session)
+    if body.feature is not None and body.feature >= dictionary.dict_size:
+        raise HTTPException(
+            status_code=422,
+            detail=[
+                {
+                    "loc": ["body", "feature"],
+                    "msg": f"dictionary {dictionary.id} has features 0 to {dictionary.dict_size - 1}",
+                    "type": "less_than",
+                }
+            ],
+        )
+    try:
+        return inspector.inspect(dictionary, body.text, body.feature)
+    except InspectorUnavailable as exc:
+        raise HTTPException(status_code=409, detail=str(exc)) from exc
+
+
+@router.get(
+    "/labels/export",
+    response_class=Response,
+    responses={200: {"content": {media: {"schema": {"type": "string"}} for media in LABEL_MEDIA_TYPES.values()}}},
+)
+def export_labels(
+    request: Request, format: Annotated[labels_io.LabelFormat, Query(description="csv or jsonl")] = "jsonl"
+) -> Response:
+    """Every label, one row each: dictionary (content hash), index, labeller, verdict, description, confidence,
+    created_at."""
+    text = labels_io.format_labels(labels_io.read_labels(request.app.state.sessionmaker), format)
+    return Response(
+        text,
+        media_type=LABEL_MEDIA_TYPES[format],
+        headers={"Content-Disposition": f'attachment; filename="labels.{format}"'},
+    )
+
+
+@router.post(
+    "/labels/import",
+    response_model=LabelsImportOut,
+    dependencies=[Depends(require_write_token)],
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {media: {"schema": {"type": "string"}} for media in LABEL_MEDIA_TYPES.values()},
+        }
+    },
+)
+async def import_labels(
+    request: Request,
+    format: Annotated[
+        labels_io.LabelFormat | None, Query(description="csv or jsonl; default from Content-Type")
+    ] = None,
+) -> LabelsImportOut:
+    """Import labels in the export's format: every row is validated first, then all are written in one
+    transaction; a malformed row is a 400 naming its line and field, and nothing is written."""
+    fmt = format or _format_of_content_type(request.headers.get("content-type", ""))
+    if fmt is None:
+        raise HTTPException(
+            status_code=422,
+            detail=[
+                {
+                    "loc": ["query", "format"],
+                    "msg": "pass ?format=csv or ?format=jsonl, or a Content-Type of text/csv or application/x-ndjson",
+                    "type": "missing",
+                }
+            ],
+        )
+    try:
+        text = (await request.body()).decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        detail = f"the body is not UTF-8 text: {exc.reason} at byte {exc.start}"
+        raise HTTPException(status_code=400, detail=detail) from None
+    try:
+        records = await run_in_threadpool(labels_io.parse_labels, text, fmt, "body")
+    except ValueError as exc:
+        raise HTTPException(status_code=400, detail=str(exc)) from exc
+    result = await run_in_threadpool(labels_io.import_labels, request.app.state.sessionmaker, records)
+    return LabelsImportOut(imported=result.added, skipped=result.skipped)
+
+
+def _format_of_content_type(content_type: str) -> labels_io.LabelFormat | None:
+    media = content_type.split(";")[0].strip().lower()
+    if media == "text/csv":
+        return "csv"
+    if media in ("application/x-ndjson", "application/jsonl", "application/json-lines"):
+        return "jsonl"
+    return None

@@ -1,0 +1,91 @@
+"""What guards the app: a bearer token on API writes, and security headers on every response.
+
+The headers forbid inline script and framing, so a description a labeller typed can never run as code
+in another labeller's browser, and pages load scripts only from our own origin.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+
+from fastapi import HTTPException, Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.settings import Settings
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "frame-ancestors 'none'; base-uri 'self'; form-action 'self'"
+)
+SECURITY_HEADERS: dict[str, str] = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "X-Frame-Options": "DENY",
+}
+
+
+def token_matches(expected: str | None, authorization: str | None) -> bool:
+    """Whether an Authorization header carries ``Bearer <expected>``; any header passes when no token is set."""
+    if not expected:
+        return True
+    scheme, _, sent = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return secrets.compare_digest(sent.strip().encode(), expected.encode())
+
+
+def require_write_token(request: Request) -> None:
+    """A dependency of every API write: 401 unless the request bears the configured write token."""
+    expected = request.app.state.settings.write_token
+    if not token_matches(expected, request.headers.get("authorization")):
+        raise HTTPException(
+            status_code=401,
+            detail="this server needs a write token: send the header 'Authorization: Bearer <token>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a bind address only accepts connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def open_server_warning(settings: Settings) -> str | None:
+    """A loud warning when the server listens beyond this machine and anyone reaching it may write labels."""
+    if settings.write_token or is_loopback(settings.host):
+        return None
+    bar = "!" * 100
+    return (
+        f"{bar}\nWARNING: serving on {settings.host}:{settings.port} with no write token: anyone who can reach this "
+        "address can add and import labels.\nSet MONOSEMANTIC_WRITE_TOKEN=<a long random secret> (API writes then "
+        f"need 'Authorization: Bearer <token>'), or bind to 127.0.0.1.\n{bar}"
+    )
+
+
+class SecurityHeadersMiddleware:
+    """Adds ``SECURITY_HEADERS`` to every HTTP response, errors and static files included."""
+
+    def __init__(self, app: ASGIApp, headers: dict[str, str] | None = None) -> None:
+        self.app = app
+        self.headers = [(k.lower().encode(), v.encode()) for k, v in (headers or SECURITY_HEADERS).items()]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                extra = [(name, value) for name, value in self.headers if name not in present]
+                message["headers"] = [*message.get("headers", []), *extra]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
