@@ -104,7 +104,8 @@ def sae_configs(config: PipelineConfig, d_in: int) -> list[SAEConfig]:
     return relu + topk
 
 
-def _run_record(sae: SparseAutoencoder, evaluation, losses, sps: float) -> dict:
+def run_record(sae: SparseAutoencoder, evaluation, sps: float, losses=None) -> dict:
+    """One SAE's line of ``metrics.json``: L0, FVU, dead fraction, throughput and CE losses (None without an LM)."""
     cfg = sae.config
     return {
         "arch": cfg.arch,
@@ -116,10 +117,10 @@ def _run_record(sae: SparseAutoencoder, evaluation, losses, sps: float) -> dict:
         "dead_fraction": evaluation.dead_fraction,
         "alive": int((~evaluation.dead).sum()),
         "samples_per_s": sps,
-        "ce_clean": losses.clean,
-        "ce_spliced": losses.spliced,
-        "ce_zero_ablated": losses.zero_ablated,
-        "ce_recovered": losses.recovered,
+        "ce_clean": None if losses is None else losses.clean,
+        "ce_spliced": None if losses is None else losses.spliced,
+        "ce_zero_ablated": None if losses is None else losses.zero_ablated,
+        "ce_recovered": None if losses is None else losses.recovered,
     }
 
 
@@ -177,7 +178,7 @@ def run_pipeline(config: PipelineConfig, workdir: Path, corpus_path: Path | None
 
         losses = splice_losses(model, splice_stream, config.layer, reconstruct, baselines=baselines)
         baselines = (losses.clean, losses.zero_ablated)
-        records.append(_run_record(sae, evaluation, losses, samples_per_second(run, train)))
+        records.append(run_record(sae, evaluation, samples_per_second(run, train), losses))
         groups[(sae.config.arch, sae.config.sparsity)].append(
             SizedDictionary(sae.config.dict_size, sae.W_dec.clone(), evaluation.dead)
         )

@@ -27,9 +27,9 @@ from training.feature_index import FeatureIndexConfig, index_run
 from training.figures import plot_mmcs_with_larger, plot_training_curve, read_train_log
 from training.lm import load_lm
 from training.metrics import SizedDictionary, evaluate, feature_count_estimate, mmcs_with_larger_records
-from training.pipeline import PRESETS, PipelineConfig, ScaledSource, sae_configs
+from training.pipeline import PRESETS, PipelineConfig, ScaledSource, run_record, sae_configs
 from training.tokenizer import load_tokenized
-from training.trainer import SweepRun, TrainConfig, samples_per_second, train_sweep
+from training.trainer import TrainConfig, samples_per_second, train_sweep
 
 
 class SweepSettings(BaseModel):
@@ -104,25 +104,6 @@ def activation_source(workdir: Path) -> ActivationSource:
     raise FileNotFoundError(f"{workdir} holds no activations: run `monosemantic harvest --workdir` first")
 
 
-def _run_record(run: SweepRun, evaluation, train: TrainConfig) -> dict:
-    cfg = run.sae.config
-    return {
-        "arch": cfg.arch,
-        "dict_size": cfg.dict_size,
-        cfg.sparsity_key: cfg.sparsity,
-        "name": cfg.name,
-        "l0": evaluation.l0,
-        "fvu": evaluation.fvu,
-        "dead_fraction": evaluation.dead_fraction,
-        "alive": int((~evaluation.dead).sum()),
-        "samples_per_s": samples_per_second(run, train),
-        "ce_clean": None,
-        "ce_spliced": None,
-        "ce_zero_ablated": None,
-        "ce_recovered": None,
-    }
-
-
 def train_run(
     workdir: Path, settings: SweepSettings, replica: Replica | None = None, progress: bool = True
 ) -> dict | None:
@@ -160,7 +141,7 @@ def train_run(
     records, groups = [], defaultdict(list)
     for run in runs:
         evaluation = evaluate(run.sae, held_out)
-        records.append(_run_record(run, evaluation, train))
+        records.append(run_record(run.sae, evaluation, samples_per_second(run, train)))
         cfg = run.sae.config
         groups[(cfg.arch, cfg.sparsity)].append(SizedDictionary(cfg.dict_size, run.sae.W_dec.clone(), evaluation.dead))
     larger = [
