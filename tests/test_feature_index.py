@@ -182,3 +182,16 @@ def test_saved_index_round_trips_and_a_truncated_file_is_a_clear_error(case, tmp
     (tmp_path / "x" / "feature_index.safetensors").write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match="corrupt"):
         load_feature_index(tmp_path / "x")
+
+
+def test_top_k_windows_come_from_a_full_encoding_and_match_it(case):
+    _, rows, corpus, *_ = case
+    sae = build_sae(sae_config("topk", d_in=D, dict_size=F, k=3))
+    arrays = compute_feature_index(sae, rows, 2.0, corpus, VOCAB, CONFIG, progress=False)
+    codes = sae.encode(torch.from_numpy(rows) * 2.0).numpy()
+    assert (codes > 0).sum(1).max() <= 3
+    for f in range(F):
+        for r, center in enumerate(arrays["top_positions"][f]):
+            if center >= 0:
+                assert arrays["top_window_acts"][f, r, CONFIG.before] == pytest.approx(codes[center, f], rel=2e-3)
+                np.testing.assert_allclose(arrays["top_values"][f, r], codes[center, f], rtol=1e-6)

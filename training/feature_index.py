@@ -133,11 +133,48 @@ def load_feature_index(folder: Path) -> FeatureIndex:
         arrays = load_file(str(arrays_path))
     except Exception as exc:  # json, dataclass and safetensors errors all mean a corrupt index
         raise ValueError(f"feature index in {folder} is unreadable or corrupt: {exc}") from exc
-    n = meta.dict_size
-    for name, array in arrays.items():
-        if array.shape[:1] != (n,):
-            raise ValueError(f"feature index in {folder}: {name} has shape {array.shape}, expected {n} features")
+    for name, shape in expected_shapes(meta).items():
+        if name not in arrays:
+            if name in REQUIRED_ARRAYS:
+                raise ValueError(
+                    f"feature index in {folder} is corrupt: it lacks the array {name}; delete it and index again"
+                )
+            continue
+        got = arrays[name].shape
+        if len(got) != len(shape) or any(e is not None and g != e for g, e in zip(got, shape, strict=True)):
+            want = "x".join("*" if e is None else str(e) for e in shape)
+            raise ValueError(
+                f"feature index in {folder} is corrupt: {name} has shape {got}, expected {want}; "
+                "delete it and index again"
+            )
     return FeatureIndex(meta=meta, arrays=arrays)
+
+
+REQUIRED_ARRAYS = frozenset(
+    "density mean_activation max_activation fire_count histogram top_positions top_values top_window_ids "
+    "top_window_acts quantile_positions quantile_values quantile_window_ids quantile_window_acts top_token_ids "
+    "top_token_counts top_token_mean mmcs_with_larger".split()
+)
+
+
+def expected_shapes(meta: FeatureIndexMeta) -> dict[str, tuple[int | None, ...]]:
+    """The shape every array of an index must have (None: any length), from its meta record and config."""
+    config = FeatureIndexConfig(**meta.config)
+    f, w = meta.dict_size, config.window
+    top, quantiles = (f, config.n_top), (f, config.n_quantiles, config.per_quantile)
+    shapes: dict[str, tuple[int | None, ...]] = {
+        name: (f,) for name in ("density", "mean_activation", "max_activation", "fire_count", "mmcs_with_larger")
+    }
+    shapes |= {"histogram": (f, config.hist_bins), "top_positions": top, "top_values": top}
+    shapes |= {"top_window_ids": (*top, w), "top_window_acts": (*top, w)}
+    shapes |= {"quantile_positions": quantiles, "quantile_values": quantiles}
+    shapes |= {"quantile_window_ids": (*quantiles, w), "quantile_window_acts": (*quantiles, w)}
+    shapes |= {name: (f, None) for name in ("top_token_ids", "top_token_counts", "top_token_mean", "pos_counts")}
+    for side in ("smaller", "larger"):
+        shapes |= {f"neighbour_{side}_ids": (f, None), f"neighbour_{side}_cos": (f, None)}
+    for name in ("promoted_ids", "promoted_values", "suppressed_ids", "suppressed_values"):
+        shapes[name] = (f, config.n_logits)
+    return shapes
 
 
 def feature_index_folders(run_dir: Path) -> list[Path]:
@@ -199,18 +236,17 @@ def nearest_atoms(decoder: torch.Tensor, other: torch.Tensor, n: int) -> tuple[n
     return best.indices.int().numpy(), best.values.float().numpy()
 
 
-def _token_counts(chunk: Chunk, tokens: np.ndarray, n_features: int, vocab: int, counts, sums) -> None:
-    rows, features = (chunk.codes > 0).nonzero(as_tuple=True)
-    ids = torch.from_numpy(tokens[chunk.start + rows.numpy()].astype(np.int64))
-    flat = features * vocab + ids
-    counts += torch.bincount(flat, minlength=n_features * vocab)
-    sums += torch.bincount(flat, weights=chunk.codes[rows, features].double(), minlength=n_features * vocab)
-
-
-def _tag_counts(chunk: Chunk, tags: np.ndarray, n_features: int, n_tags: int, counts) -> None:
-    rows, features = (chunk.codes > 0).nonzero(as_tuple=True)
-    ids = torch.from_numpy(tags[chunk.start + rows.numpy()].astype(np.int64))
-    counts += torch.bincount(features * n_tags + ids, minlength=n_features * n_tags)
+def _add_pair_counts(
+    chunk: Chunk, ids: np.ndarray, width: int, counts: torch.Tensor, sums: torch.Tensor | None = None
+) -> None:
+    """Add, per (feature, id of the firing token), the number of firings (and their activation sum)."""
+    token_ids = torch.from_numpy(ids[chunk.positions.numpy()].astype(np.int64))
+    pairs, inverse, n = torch.unique(chunk.features * width + token_ids, return_inverse=True, return_counts=True)
+    counts.index_add_(0, pairs, n)
+    if sums is not None:
+        sums.index_add_(
+            0, pairs, torch.zeros(len(pairs), dtype=torch.float64).index_add_(0, inverse, chunk.values.double())
+        )
 
 
 def _top_tokens(counts: torch.Tensor, sums: torch.Tensor, n: int) -> dict[str, np.ndarray]:
@@ -248,7 +284,8 @@ def compute_feature_index(
 
     Three streaming passes: (1) counts, sums, maxima, top activations, token and tag counts; (2) histogram
     and quantile samples, which need each feature's maximum; (3) the feature's activation at every token
-    of the chosen windows. ``lm_direct_path`` is (MLP output weight, final norm gain, unembedding).
+    of the chosen windows, read pair by pair where latents do not compete, else from a third encoding.
+    ``lm_direct_path`` is (MLP output weight, final norm gain, unembedding).
     """
     n, f = len(rows), sae.config.dict_size
     step = config.chunk_tokens
@@ -260,24 +297,21 @@ def compute_feature_index(
     token_sums = torch.zeros(f * vocab_size, dtype=torch.float64)
     tag_counts = torch.zeros(f * corpus.n_tags, dtype=torch.int64) if corpus.tags is not None else None
     for chunk in encoded_chunks(sae, rows, scale, step, f"{desc} 1/3 stats", progress):
-        codes = chunk.codes
-        fire_count += (codes > 0).sum(0)
-        act_sum += codes.sum(0, dtype=torch.float64)
-        torch.maximum(max_act, codes.max(0).values, out=max_act)
+        fire_count += torch.bincount(chunk.features, minlength=f)
+        act_sum += torch.bincount(chunk.features, weights=chunk.values.double(), minlength=f)
+        max_act.scatter_reduce_(0, chunk.features, chunk.values, "amax")
         top.update(chunk)
-        _token_counts(chunk, corpus.ids, f, vocab_size, token_counts, token_sums)
+        _add_pair_counts(chunk, corpus.ids, vocab_size, token_counts, token_sums)
         if tag_counts is not None:
-            _tag_counts(chunk, corpus.tags, f, corpus.n_tags, tag_counts)
+            _add_pair_counts(chunk, corpus.tags, corpus.n_tags, tag_counts)
 
     bins = config.hist_bins
     histogram = torch.zeros(f * bins, dtype=torch.int64)
     sampler = QuantileSampler(max_act, config.n_quantiles, config.per_quantile, config.seed)
     binner = QuantileSampler(max_act, bins, 1, 0)
     for chunk in encoded_chunks(sae, rows, scale, step, f"{desc} 2/3 quantiles", progress):
-        rows_, features = (chunk.codes > 0).nonzero(as_tuple=True)
-        histogram += torch.bincount(
-            features * bins + binner.interval_of(features, chunk.codes[rows_, features]), minlength=f * bins
-        )
+        bin_of = binner.interval_of(chunk.features, chunk.values)
+        histogram += torch.bincount(chunk.features * bins + bin_of, minlength=f * bins)
         sampler.update(chunk)
 
     top_positions, top_values = top.result()
@@ -307,8 +341,9 @@ def compute_feature_index(
         [np.repeat(np.arange(f), config.n_top), np.repeat(np.arange(f), config.n_quantiles * config.per_quantile)]
     )
     gatherer = WindowGatherer(all_windows, owners)
-    for chunk in encoded_chunks(sae, rows, scale, step, f"{desc} 3/3 contexts", progress):
-        gatherer.update(chunk)
+    if not gatherer.read_pairs(sae, rows, scale):
+        for chunk in encoded_chunks(sae, rows, scale, step, f"{desc} 3/3 contexts", progress):
+            gatherer.update(chunk)
     acts = gatherer.result().astype(np.float16)
     split = f * config.n_top
     arrays["top_window_acts"] = acts[:split].reshape(f, config.n_top, width)
@@ -399,6 +434,13 @@ def index_run(run_dir: Path, config: FeatureIndexConfig | None = None, progress:
         direct_path = (block.mlp.fc_out.weight.detach(), lm.ln_f.weight.detach(), lm.unembed.weight.detach())
     model_name = getattr(manifest, "model", "tinylm")
     saes = {folder: load_sae(folder) for folder in folders}
+    width = int(manifest.shape[1])
+    for folder, sae in saes.items():
+        if sae.config.d_in != width:
+            raise ValueError(
+                f"{folder} was trained on {sae.config.d_in}-dimensional inputs but the activations in "
+                f"{run_dir / 'activations'} have {width}: the SAEs come from another run; delete saes/ and rerun"
+            )
     hashes = {folder: file_hash(folder / "sae.safetensors") for folder in folders}
     activations = {"file": manifest.file, "weights_hash": manifest.weights_hash, "tokens": manifest.tokens_fingerprint}
     written = []

@@ -9,7 +9,7 @@ smallest random keys, which is a uniform sample without replacement of everythin
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -18,12 +18,33 @@ from tqdm import tqdm
 from training.saes.base import SparseAutoencoder
 
 
-@dataclass
 class Chunk:
-    """The latent codes (rows x features) of activation rows start .. start + len."""
+    """The latent codes of activation rows start .. start + n_rows, dense and as firing (row, feature, value)."""
 
-    start: int
-    codes: torch.Tensor
+    def __init__(self, start: int, codes: torch.Tensor) -> None:
+        self.start = start
+        self.codes = codes
+        self.n_rows = codes.shape[0]
+
+    @cached_property
+    def _firing(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        rows, features = (self.codes > 0).nonzero(as_tuple=True)
+        return rows, features, self.codes[rows, features]
+
+    @property
+    def features(self) -> torch.Tensor:
+        """Latent index of each firing entry (row-major order)."""
+        return self._firing[1]
+
+    @property
+    def values(self) -> torch.Tensor:
+        """Activation of each firing entry."""
+        return self._firing[2]
+
+    @property
+    def positions(self) -> torch.Tensor:
+        """Row positions (in the whole activation file) of the firing entries."""
+        return self._firing[0] + self.start
 
 
 def encoded_chunks(
@@ -43,31 +64,45 @@ def encoded_chunks(
             bar.update(x.shape[0])
 
 
+def first_per_group(groups: torch.Tensor, keys: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices of the n entries with the smallest keys in every group, grouped and in key order; their ranks."""
+    by_key = torch.argsort(keys, stable=True)
+    order = by_key[torch.argsort(groups[by_key], stable=True)]
+    sorted_groups = groups[order]
+    rank = torch.arange(len(order)) - torch.searchsorted(sorted_groups, sorted_groups)
+    keep = rank < n
+    return order[keep], rank[keep]
+
+
 class RunningTopK:
-    """The k largest values per feature over all rows seen, with the row positions they came from."""
+    """The k largest values per feature over all rows seen, with the row positions they came from.
+
+    Only firing entries compete, so a chunk costs time in its number of firing entries, not its size.
+    """
 
     def __init__(self, n_features: int, k: int) -> None:
         self.k = k
-        self.values = torch.full((n_features, k), -torch.inf)
-        self.positions = torch.full((n_features, k), -1, dtype=torch.int64)
+        self.n_features = n_features
+        self.features = torch.zeros(0, dtype=torch.int64)
+        self.values = torch.zeros(0)
+        self.positions = torch.zeros(0, dtype=torch.int64)
 
     def update(self, chunk: Chunk) -> None:
-        """Fold in one chunk's codes."""
-        k = min(self.k, chunk.codes.shape[0])
-        values, rows = chunk.codes.T.topk(k, dim=1)
-        merged_values = torch.cat([self.values, values], dim=1)
-        merged_positions = torch.cat([self.positions, rows + chunk.start], dim=1)
-        best, order = merged_values.topk(self.k, dim=1)
-        self.values = best
-        self.positions = merged_positions.gather(1, order)
+        """Fold in one chunk's firing entries."""
+        features = torch.cat([self.features, chunk.features])
+        values = torch.cat([self.values, chunk.values])
+        positions = torch.cat([self.positions, chunk.positions])
+        keep, _ = first_per_group(features, -values, self.k)
+        self.features, self.values, self.positions = features[keep], values[keep], positions[keep]
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
         """(positions, values), each features x k, best first; position -1 where the feature never fired."""
-        fired = self.values > 0
-        return (
-            torch.where(fired, self.positions, -1).numpy(),
-            torch.where(fired, self.values, 0.0).numpy().astype(np.float32),
-        )
+        positions = torch.full((self.n_features, self.k), -1, dtype=torch.int64)
+        values = torch.zeros(self.n_features, self.k)
+        slot = torch.arange(len(self.features)) - torch.searchsorted(self.features, self.features)
+        positions[self.features, slot] = self.positions
+        values[self.features, slot] = self.values
+        return positions.numpy(), values.numpy()
 
 
 class QuantileSampler:
@@ -95,24 +130,13 @@ class QuantileSampler:
 
     def update(self, chunk: Chunk) -> None:
         """Fold in the firing entries of one chunk."""
-        rows, features = (chunk.codes > 0).nonzero(as_tuple=True)
-        values = chunk.codes[rows, features]
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + chunk.start)
-        groups = features * self.n_intervals + self.interval_of(features, values)
-        keys = torch.rand(len(values), generator=generator, dtype=torch.float64)
-        self._keep_smallest(
-            torch.cat([self.groups, groups]),
-            torch.cat([self.keys, keys]),
-            torch.cat([self.positions, rows + chunk.start]),
-            torch.cat([self.values, values]),
-        )
-
-    def _keep_smallest(self, groups, keys, positions, values) -> None:
-        by_key = torch.argsort(keys, stable=True)
-        order = by_key[torch.argsort(groups[by_key], stable=True)]
-        sorted_groups = groups[order]
-        rank = torch.arange(len(order)) - torch.searchsorted(sorted_groups, sorted_groups)
-        keep = order[rank < self.per_interval]
+        groups = chunk.features * self.n_intervals + self.interval_of(chunk.features, chunk.values)
+        keys = torch.rand(len(chunk.values), generator=generator, dtype=torch.float64)
+        groups, keys = torch.cat([self.groups, groups]), torch.cat([self.keys, keys])
+        positions = torch.cat([self.positions, chunk.positions])
+        values = torch.cat([self.values, chunk.values])
+        keep, _ = first_per_group(groups, keys, self.per_interval)
         self.groups, self.keys = groups[keep], keys[keep]
         self.positions, self.values = positions[keep], values[keep]
 
@@ -173,6 +197,18 @@ class WindowGatherer:
         if hi > lo:
             rows = self.positions[lo:hi] - chunk.start
             self.values[self.slots[lo:hi]] = chunk.codes[rows, self.features[lo:hi]]
+
+    def read_pairs(self, sae: SparseAutoencoder, rows: np.ndarray, scale: float, block: int = 1 << 18) -> bool:
+        """Read every needed activation with ``sae.encode_pairs`` (no full encoding); False if the SAE can't."""
+        probe = sae.encode_pairs(torch.zeros(1, sae.config.d_in), torch.zeros(1, dtype=torch.int64))
+        if probe is None:
+            return False
+        with torch.no_grad():
+            for lo in range(0, len(self.positions), block):
+                positions = self.positions[lo : lo + block].numpy()
+                x = torch.from_numpy(np.asarray(rows[positions], dtype=np.float32)).mul_(scale)
+                self.values[self.slots[lo : lo + block]] = sae.encode_pairs(x, self.features[lo : lo + block])
+        return True
 
     def result(self) -> np.ndarray:
         return self.values.view(self.shape).numpy()

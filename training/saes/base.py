@@ -190,6 +190,18 @@ class SparseAutoencoder:
         """Latent activations (batch x dict_size) as used at inference."""
         raise NotImplementedError
 
+    def encode_pairs(self, x: torch.Tensor, latents: torch.Tensor) -> torch.Tensor | None:
+        """The activation of latent ``latents[i]`` on input ``x[i]``, or None where latents compete (top-k).
+
+        Architectures whose latents are independent at inference give it without the full encoder product,
+        which makes reading a few activations of many latents cheap.
+        """
+        return None
+
+    def pair_pre_activations(self, x: torch.Tensor, latents: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """Pre-activation of latent ``latents[i]`` on ``x[i]`` with encoder rows ``weight``."""
+        return torch.einsum("pd,pd->p", x - self.b_dec, weight[latents]) + self.b_enc[latents]
+
     def decode(self, c: torch.Tensor) -> torch.Tensor:
         return torch.addmm(self.b_dec, c, self.W_dec)
 

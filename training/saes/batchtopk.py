@@ -34,6 +34,10 @@ class BatchTopKSAE(TopKSAE):
         if "threshold" in tensors:
             self.threshold = tensors["threshold"].clone().reshape(())
 
+    def encode_pairs(self, x: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        pre = self.pair_pre_activations(x, latents, self.W_enc)
+        return pre.mul_((pre > self.threshold) & (pre > 0))
+
     def select(self, pre: torch.Tensor, training: bool) -> SparseCodes:
         b, n = pre.shape
         if not training:

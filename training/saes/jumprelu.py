@@ -60,6 +60,10 @@ class JumpReluSAE(SparseAutoencoder):
         pre = self.pre_activations(x)
         return pre.mul_(pre > self.log_threshold.exp())
 
+    def encode_pairs(self, x: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        pre = self.pair_pre_activations(x, latents, self.W_enc)
+        return pre.mul_(pre > self.log_threshold.exp()[latents])
+
     def reference_loss(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         eps = self.config.jump_bandwidth
         theta = params["log_threshold"].exp()

@@ -20,6 +20,9 @@ class ReluSAE(SparseAutoencoder):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return torch.addmm(self.b_enc, x - self.b_dec, getattr(self, self.encoder_param).T).relu_()
 
+    def encode_pairs(self, x: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        return self.pair_pre_activations(x, latents, getattr(self, self.encoder_param)).relu_()
+
     def reference_loss(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         c = torch.relu((x - params["b_dec"]) @ params[self.encoder_param].T + params["b_enc"])
         x_hat = c @ params["W_dec"] + params["b_dec"]
