@@ -36,6 +36,7 @@ test: setup $(CHROMIUM)
 bench: setup
 	$(PYTHON) bench/bench_training.py
 	$(PYTHON) bench/bench_pipeline.py --preset quick
+	$(PYTHON) bench/bench_server.py
 
 lint: setup
 	$(VENV)/bin/ruff check .
