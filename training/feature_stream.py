@@ -74,34 +74,59 @@ def first_per_group(groups: torch.Tensor, keys: torch.Tensor, n: int) -> tuple[t
     return order[keep], rank[keep]
 
 
-class RunningTopK:
-    """The k largest values per feature over all rows seen, with the row positions they came from.
+class GroupedSmallest:
+    """Per group, the n entries with the smallest keys seen so far, with their row positions and values.
 
-    Only firing entries compete, so a chunk costs time in its number of firing entries, not its size.
+    Each group's n-th smallest key is kept as a cut-off, so after the first chunks almost every new entry
+    is dropped by one comparison before any sorting.
     """
 
-    def __init__(self, n_features: int, k: int) -> None:
-        self.k = k
-        self.n_features = n_features
-        self.features = torch.zeros(0, dtype=torch.int64)
-        self.values = torch.zeros(0)
+    def __init__(self, n_groups: int, n: int) -> None:
+        self.n_groups, self.n = n_groups, n
+        self.cutoff = torch.full((n_groups,), torch.inf, dtype=torch.float64)
+        self.groups = torch.zeros(0, dtype=torch.int64)
+        self.keys = torch.zeros(0, dtype=torch.float64)
         self.positions = torch.zeros(0, dtype=torch.int64)
+        self.values = torch.zeros(0)
+
+    def update(self, groups: torch.Tensor, keys: torch.Tensor, positions: torch.Tensor, values: torch.Tensor) -> None:
+        """Offer entries; those that beat their group's cut-off are merged in."""
+        entering = keys < self.cutoff[groups]
+        if not entering.any():
+            return
+        groups = torch.cat([self.groups, groups[entering]])
+        keys = torch.cat([self.keys, keys[entering]])
+        positions = torch.cat([self.positions, positions[entering]])
+        values = torch.cat([self.values, values[entering]])
+        keep, rank = first_per_group(groups, keys, self.n)
+        self.groups, self.keys = groups[keep], keys[keep]
+        self.positions, self.values = positions[keep], values[keep]
+        full = rank == self.n - 1
+        self.cutoff[self.groups[full]] = self.keys[full]
+
+    def table(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(positions, values), each groups x n in key order; position -1 and value 0 where empty."""
+        positions = torch.full((self.n_groups, self.n), -1, dtype=torch.int64)
+        values = torch.zeros(self.n_groups, self.n)
+        slot = torch.arange(len(self.groups)) - torch.searchsorted(self.groups, self.groups)
+        positions[self.groups, slot] = self.positions
+        values[self.groups, slot] = self.values
+        return positions, values
+
+
+class RunningTopK:
+    """The k largest values per feature over all rows seen, with the row positions they came from."""
+
+    def __init__(self, n_features: int, k: int) -> None:
+        self.best = GroupedSmallest(n_features, k)
 
     def update(self, chunk: Chunk) -> None:
         """Fold in one chunk's firing entries."""
-        features = torch.cat([self.features, chunk.features])
-        values = torch.cat([self.values, chunk.values])
-        positions = torch.cat([self.positions, chunk.positions])
-        keep, _ = first_per_group(features, -values, self.k)
-        self.features, self.values, self.positions = features[keep], values[keep], positions[keep]
+        self.best.update(chunk.features, -chunk.values.double(), chunk.positions, chunk.values)
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
         """(positions, values), each features x k, best first; position -1 where the feature never fired."""
-        positions = torch.full((self.n_features, self.k), -1, dtype=torch.int64)
-        values = torch.zeros(self.n_features, self.k)
-        slot = torch.arange(len(self.features)) - torch.searchsorted(self.features, self.features)
-        positions[self.features, slot] = self.positions
-        values[self.features, slot] = self.values
+        positions, values = self.best.table()
         return positions.numpy(), values.numpy()
 
 
@@ -118,10 +143,7 @@ class QuantileSampler:
         self.n_intervals = n_intervals
         self.per_interval = per_interval
         self.seed = seed
-        self.groups = torch.zeros(0, dtype=torch.int64)
-        self.keys = torch.zeros(0, dtype=torch.float64)
-        self.positions = torch.zeros(0, dtype=torch.int64)
-        self.values = torch.zeros(0, dtype=torch.float32)
+        self.sample = GroupedSmallest(len(max_activation) * n_intervals, per_interval)
 
     def interval_of(self, features: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """Interval index (0 .. n_intervals - 1) of each (feature, value) pair."""
@@ -133,26 +155,13 @@ class QuantileSampler:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + chunk.start)
         groups = chunk.features * self.n_intervals + self.interval_of(chunk.features, chunk.values)
         keys = torch.rand(len(chunk.values), generator=generator, dtype=torch.float64)
-        groups, keys = torch.cat([self.groups, groups]), torch.cat([self.keys, keys])
-        positions = torch.cat([self.positions, chunk.positions])
-        values = torch.cat([self.values, chunk.values])
-        keep, _ = first_per_group(groups, keys, self.per_interval)
-        self.groups, self.keys = groups[keep], keys[keep]
-        self.positions, self.values = positions[keep], values[keep]
+        self.sample.update(groups, keys, chunk.positions, chunk.values)
 
     def result(self, n_features: int) -> tuple[np.ndarray, np.ndarray]:
         """(positions, values), each features x intervals x per_interval; position -1 where empty."""
-        shape = (n_features * self.n_intervals, self.per_interval)
-        positions = torch.full(shape, -1, dtype=torch.int64)
-        values = torch.zeros(shape, dtype=torch.float32)
-        first = torch.searchsorted(self.groups, self.groups)
-        slot = torch.arange(len(self.groups)) - first
-        positions[self.groups, slot] = self.positions
-        values[self.groups, slot] = self.values
-        return (
-            positions.view(n_features, self.n_intervals, self.per_interval).numpy(),
-            values.view(n_features, self.n_intervals, self.per_interval).numpy(),
-        )
+        positions, values = self.sample.table()
+        shape = (n_features, self.n_intervals, self.per_interval)
+        return positions.view(shape).numpy(), values.view(shape).numpy()
 
 
 def window_positions(
