@@ -7,6 +7,7 @@ Writes (labels, label import) need ``Authorization: Bearer <token>`` when the se
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated, Literal
 
@@ -86,15 +87,24 @@ def _feature_not_found(dictionary: Dictionary, index: int) -> HTTPException:
     )
 
 
+@cache
+def package_version() -> str:
+    """The installed monosemantic package's version ("unknown" when run from a bare checkout).
+
+    Read once per process: the lookup scans the installed distributions, which costs more than the
+    health check's query.
+    """
+    try:
+        return version("monosemantic")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 @router.get("/health", response_model=Health)
 def health(session: SessionDep) -> Health:
     """Whether the server and its database answer."""
-    try:
-        package_version = version("monosemantic")
-    except PackageNotFoundError:
-        package_version = "unknown"
     count = session.scalar(select(func.count()).select_from(Dictionary)) or 0
-    return Health(version=package_version, dictionaries=count)
+    return Health(version=package_version(), dictionaries=count)
 
 
 @router.get("/dictionaries", response_model=list[DictionaryOut])
@@ -279,6 +289,7 @@ def export_labels(
     "/labels/import",
     response_model=LabelsImportOut,
     dependencies=[Depends(require_write_token)],
+    responses={413: {"description": "the body is larger than the server's limit (labels_import_max_bytes)"}},
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -293,7 +304,8 @@ async def import_labels(
     ] = None,
 ) -> LabelsImportOut:
     """Import labels in the export's format: every row is validated first, then all are written in one
-    transaction; a malformed row is a 400 naming its line and field, and nothing is written."""
+    transaction; a malformed row is a 400 naming its line and field, and nothing is written. A body past
+    the server's limit (``MONOSEMANTIC_LABELS_IMPORT_MAX_BYTES``, default 20 MiB) is a 413."""
     fmt = format or _format_of_content_type(request.headers.get("content-type", ""))
     if fmt is None:
         raise HTTPException(
@@ -306,8 +318,9 @@ async def import_labels(
                 }
             ],
         )
+    body = await read_limited_body(request, get_settings(request).labels_import_max_bytes)
     try:
-        text = (await request.body()).decode("utf-8-sig")
+        text = body.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         detail = f"the body is not UTF-8 text: {exc.reason} at byte {exc.start}"
         raise HTTPException(status_code=400, detail=detail) from None
@@ -317,6 +330,31 @@ async def import_labels(
         raise HTTPException(status_code=400, detail=str(exc)) from exc
     result = await run_in_threadpool(labels_io.import_labels, request.app.state.sessionmaker, records)
     return LabelsImportOut(imported=result.added, skipped=result.skipped)
+
+
+async def read_limited_body(request: Request, limit: int) -> bytes:
+    """The request's body, or a 413 naming the limit as soon as the body (declared or received) passes it.
+
+    Read in chunks, so an oversized upload is refused without being held in memory.
+    """
+    declared = request.headers.get("content-length", "")
+    if declared.isdecimal() and int(declared) > limit:
+        raise _body_too_large(limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _body_too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _body_too_large(limit: int) -> HTTPException:
+    return HTTPException(
+        status_code=413,
+        detail=f"the body is larger than this server's limit of {limit:,} bytes (setting "
+        "MONOSEMANTIC_LABELS_IMPORT_MAX_BYTES): split the file and import the parts one after another",
+    )
 
 
 def _format_of_content_type(content_type: str) -> labels_io.LabelFormat | None:

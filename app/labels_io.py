@@ -22,6 +22,7 @@ from sqlalchemy import Engine, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import VERDICTS, Label, utc_now
+from app.schemas import MAX_SQL_INT
 
 FORMATS = ("csv", "jsonl")
 COLUMNS = ("dictionary", "index", "labeller", "verdict", "description", "confidence", "created_at")
@@ -36,7 +37,7 @@ class LabelRecord(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     dictionary: str = Field(min_length=1, max_length=64, description="content hash of the dictionary")
-    index: int = Field(ge=0, description="feature index inside the dictionary")
+    index: int = Field(ge=0, le=MAX_SQL_INT, description="feature index inside the dictionary")
     labeller: str = Field(min_length=1, max_length=64)
     verdict: str = Field(description=f"one of {', '.join(VERDICTS)}")
     description: str = Field("", max_length=2000)

@@ -2,11 +2,13 @@
 
 Each page is one Jinja2 template; an htmx request (``HX-Request`` header) gets only the block it swaps,
 rendered from the same template, so a fragment and its full page never drift apart. Every POST checks the
-CSRF token (``app.csrf``); the labeller's name lives in a cookie.
+CSRF token (``app.csrf``), and label writes the write token when the server has one (``app.security``);
+the labeller's name lives in a cookie.
 """
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qs, quote, unquote, urlencode
@@ -14,13 +16,15 @@ from urllib.parse import parse_qs, quote, unquote, urlencode
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from app import queries
-from app.api import SessionDep, get_inspector, get_settings
+from app.api import DictionaryId, FeatureIndexParam, SessionDep, get_inspector, get_settings
 from app.csrf import csrf_token, set_csrf_cookie, verify_csrf
 from app.db.models import VERDICTS, Dictionary
+from app.evidence_cache import EvidenceCache, EvidenceKey, FeatureEvidence
 from app.inspector import ActivationInspector, InspectorUnavailable
 from app.page_data import (
     FIGURES_DIR,
@@ -34,10 +38,25 @@ from app.page_data import (
     toy_workdir,
     undo_last_label,
 )
-from app.schemas import MAX_DESCRIPTION_CHARS, ActivationsOut, FeatureDetail, FeatureSort, LabelIn, SortOrder
+from app.schemas import (
+    MAX_DESCRIPTION_CHARS,
+    MAX_SQL_INT,
+    ActivationsOut,
+    FeatureDetail,
+    FeatureSort,
+    LabelIn,
+    SortOrder,
+)
+from app.security import (
+    WRITE_FIELD,
+    page_writes_unlocked,
+    require_page_write,
+    unlock_page_writes,
+    write_token_correct,
+)
 from app.settings import Settings
 from app.svg_charts import histogram_chart
-from app.token_display import format_number, shade, token_pieces
+from app.token_display import context_strip_html, format_number, shade, token_html
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 LABELLER_COOKIE = "monosemantic_labeller"
@@ -75,7 +94,14 @@ def _environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.globals.update(token_pieces=token_pieces, shade=shade, fmt=format_number, pct=_percent, count=_count)
+    env.globals.update(
+        token_html=token_html,
+        context_strip_html=context_strip_html,
+        shade=shade,
+        fmt=format_number,
+        pct=_percent,
+        count=_count,
+    )
     # Macros as a global, so a block rendered on its own (an htmx fragment) can use them too.
     env.globals["m"] = env.get_template("_macros.html").module
     return env
@@ -188,12 +214,12 @@ def toy_figure(name: str, settings: SettingsDep) -> FileResponse:
 @router.get("/dictionaries/{dictionary_id}", response_class=HTMLResponse)
 def feature_browser(
     request: Request,
-    dictionary_id: int,
+    dictionary_id: DictionaryId,
     session: SessionDep,
     sort: FeatureSort = "index",
     order: SortOrder | None = None,
     q: Annotated[str, Query(max_length=MAX_QUERY_CHARS)] = "",
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_SQL_INT)] = 0,
 ) -> HTMLResponse:
     """A dictionary's features, sortable and filterable by top token; htmx swaps only the table."""
     dictionary = _dictionary(session, dictionary_id)
@@ -230,25 +256,78 @@ def feature_browser(
     return response
 
 
-def _evidence_context(detail: FeatureDetail) -> dict[str, Any]:
-    return {
-        "feature": detail,
-        "histogram_chart": histogram_chart(detail.histogram.counts, detail.histogram.edges, width=300, height=120),
-    }
+_CACHE_LOCK = threading.Lock()
+
+
+def evidence_cache(request: Request) -> EvidenceCache:
+    """The app's cache of rendered evidence, made on first use."""
+    state = request.app.state
+    with _CACHE_LOCK:
+        if not hasattr(state, "evidence_cache"):
+            state.evidence_cache = EvidenceCache()
+        return state.evidence_cache
+
+
+def _evidence_key(dictionary: Dictionary, index: int, compact: bool) -> EvidenceKey:
+    return EvidenceKey(dictionary.content_hash, dictionary.indexed_at, index, compact)
+
+
+def render_evidence(detail: FeatureDetail, compact: bool) -> FeatureEvidence:
+    """The parts of a feature's evidence that only a re-index changes, as HTML (``_evidence_parts.html``)."""
+    parts = ENV.get_template("_evidence_parts.html").module
+    chart = histogram_chart(detail.histogram.counts, detail.histogram.edges, width=300, height=120)
+    return FeatureEvidence(
+        index=detail.index,
+        alive=detail.alive,
+        main_html=Markup(parts.main(detail, compact)),
+        side_html=Markup(parts.side(detail, chart)),
+        neighbours=detail.neighbours,
+    )
+
+
+def cached_evidence(request: Request, dictionary: Dictionary, detail: FeatureDetail, compact: bool) -> FeatureEvidence:
+    """The feature's rendered evidence from the cache, rendered and stored on a miss."""
+    cache = evidence_cache(request)
+    key = _evidence_key(dictionary, detail.index, compact)
+    evidence = cache.get(key)
+    if evidence is None:
+        evidence = render_evidence(detail, compact)
+        cache.put(key, evidence)
+    return evidence
 
 
 @router.get("/dictionaries/{dictionary_id}/features/{index}", response_class=HTMLResponse)
-def feature_page(request: Request, dictionary_id: int, index: int, session: SessionDep) -> HTMLResponse:
-    """Everything about one feature: contexts, quantile samples, histogram, tokens, logits, neighbours, labels."""
+def feature_page(
+    request: Request, dictionary_id: DictionaryId, index: FeatureIndexParam, session: SessionDep
+) -> HTMLResponse:
+    """Everything about one feature: contexts, quantile samples, histogram, tokens, logits, neighbours, labels.
+
+    The evidence comes from the cache when this feature was drawn since its dictionary was last indexed;
+    labels and the neighbours' dictionary ids are read on every view.
+    """
     dictionary = _dictionary(session, dictionary_id)
     if dictionary is None:
         return _missing_dictionary(request, dictionary_id)
-    detail = queries.feature_detail(session, dictionary, index) if index >= 0 else None
-    if detail is None:
-        return not_found(
-            request, f"{dictionary.name} has no feature {index}: indices run from 0 to {dictionary.dict_size - 1}."
-        )
-    context = {"nav": "overview", "dictionary": dictionary, "compact": False, **_evidence_context(detail)}
+    evidence = evidence_cache(request).get(_evidence_key(dictionary, index, compact=False))
+    if evidence is not None:
+        neighbours = queries.resolve_neighbours(session, evidence.neighbours)
+        labels = queries.feature_labels(session, dictionary, index)
+    else:
+        detail = queries.feature_detail(session, dictionary, index)
+        if detail is None:
+            return not_found(
+                request, f"{dictionary.name} has no feature {index}: indices run from 0 to {dictionary.dict_size - 1}."
+            )
+        evidence = cached_evidence(request, dictionary, detail, compact=False)
+        neighbours, labels = detail.neighbours, detail.labels
+    context = {
+        "nav": "overview",
+        "dictionary": dictionary,
+        "compact": False,
+        "feature": evidence,
+        "neighbours": neighbours,
+        "labels": labels,
+    }
     return render(request, "feature.html", context)
 
 
@@ -275,7 +354,14 @@ def _labelling(
     status_code: int = 200,
     **extra: Any,
 ) -> HTMLResponse:
-    """The labelling page (or its ``labelling`` block) for this labeller: the given feature or a random one."""
+    """The labelling page (or its ``labelling`` block) for this labeller: the given feature or a random one.
+
+    A browser that still needs the server's write token gets the name form, which asks for it too.
+    """
+    needs_token = not page_writes_unlocked(request)
+    if needs_token and labeller is not None:
+        extra.setdefault("labeller_input", labeller)
+        labeller = None
     context: dict[str, Any] = {
         "nav": "overview",
         "dictionary": dictionary,
@@ -283,6 +369,7 @@ def _labelling(
         "flash": flash,
         "max_description": MAX_DESCRIPTION_CHARS,
         "compact": True,
+        "needs_token": needs_token,
         **extra,
     }
     if labeller is not None:
@@ -290,16 +377,16 @@ def _labelling(
             feature = next_feature_for(session, dictionary, labeller, request.app.state.rng, skip)
         context["progress"] = labeller_progress(session, dictionary, labeller)
         if feature is not None:
-            context.update(_evidence_context(feature))
+            context["feature"] = cached_evidence(request, dictionary, feature, compact=True)
     return render(request, "label.html", context, block="labelling", status_code=status_code)
 
 
 @router.get("/dictionaries/{dictionary_id}/label", response_class=HTMLResponse)
 def label_page(
     request: Request,
-    dictionary_id: int,
+    dictionary_id: DictionaryId,
     session: SessionDep,
-    skip: Annotated[int | None, Query(ge=0)] = None,
+    skip: Annotated[int | None, Query(ge=0, le=MAX_SQL_INT)] = None,
     change: bool = False,
 ) -> HTMLResponse:
     """A random alive feature this labeller has not labelled, with its evidence; first asks for a name."""
@@ -313,8 +400,12 @@ def label_page(
 
 
 @router.post("/dictionaries/{dictionary_id}/label/labeller", response_class=HTMLResponse)
-async def choose_labeller(request: Request, dictionary_id: int, session: SessionDep) -> Response:
-    """Store the labeller's name in a cookie and go to the labelling page."""
+async def choose_labeller(request: Request, dictionary_id: DictionaryId, session: SessionDep) -> Response:
+    """Store the labeller's name in a cookie and go to the labelling page.
+
+    When the server has a write token and this browser has not given it yet, the form carries it too: the
+    right token also sets the page-write cookie (an HMAC of the token), a wrong one is a 403 and sets nothing.
+    """
     form = await checked_form(request)
     dictionary = _dictionary(session, dictionary_id)
     if dictionary is None:
@@ -330,10 +421,23 @@ async def choose_labeller(request: Request, dictionary_id: int, session: Session
             error="A name needs 1 to 64 printable characters.",
             status_code=422,
         )
+    unlock = not page_writes_unlocked(request)
+    if unlock and not write_token_correct(request, form.get(WRITE_FIELD, "")):
+        return _labelling(
+            request,
+            session,
+            dictionary,
+            None,
+            labeller_input=name,
+            error="Wrong write token: ask whoever runs this server for it.",
+            status_code=403,
+        )
     response = RedirectResponse(f"/dictionaries/{dictionary.id}/label", status_code=303)
     response.set_cookie(
         LABELLER_COOKIE, quote(name, safe=""), max_age=LABELLER_COOKIE_AGE_S, httponly=True, samesite="lax", path="/"
     )
+    if unlock:
+        unlock_page_writes(request, response)
     return response
 
 
@@ -351,15 +455,16 @@ def _int_field(form: dict[str, str], name: str) -> int:
         raise HTTPException(
             status_code=422, detail=f"{name}: expected a feature index, got {form.get(name)!r}"
         ) from None
-    if value < 0:
-        raise HTTPException(status_code=422, detail=f"{name}: must be >= 0, got {value}")
+    if not 0 <= value <= MAX_SQL_INT:
+        raise HTTPException(status_code=422, detail=f"{name}: must be from 0 to {MAX_SQL_INT}, got {value}")
     return value
 
 
 @router.post("/dictionaries/{dictionary_id}/label", response_class=HTMLResponse)
-async def submit_label(request: Request, dictionary_id: int, session: SessionDep) -> Response:
+async def submit_label(request: Request, dictionary_id: DictionaryId, session: SessionDep) -> Response:
     """Store the labeller's verdict on a feature, then show the next feature (htmx) or redirect to it."""
     form = await checked_form(request)
+    require_page_write(request)
     labeller = _labeller_or_400(request)
     dictionary = _dictionary(session, dictionary_id)
     if dictionary is None:
@@ -382,9 +487,10 @@ async def submit_label(request: Request, dictionary_id: int, session: SessionDep
 
 
 @router.post("/dictionaries/{dictionary_id}/label/undo", response_class=HTMLResponse)
-async def undo_label(request: Request, dictionary_id: int, session: SessionDep) -> Response:
+async def undo_label(request: Request, dictionary_id: DictionaryId, session: SessionDep) -> Response:
     """Delete the labeller's newest label in this dictionary and show that feature again to relabel."""
     await checked_form(request)
+    require_page_write(request)
     labeller = _labeller_or_400(request)
     dictionary = _dictionary(session, dictionary_id)
     if dictionary is None:
@@ -406,7 +512,9 @@ async def undo_label(request: Request, dictionary_id: int, session: SessionDep) 
 def estimates(
     request: Request,
     session: SessionDep,
-    dictionary: Annotated[int | None, Query(ge=1, description="whose density and persistence breakdown")] = None,
+    dictionary: Annotated[
+        int | None, Query(ge=1, le=MAX_SQL_INT, description="whose density and persistence breakdown")
+    ] = None,
 ) -> HTMLResponse:
     """Labellable-feature estimates per dictionary and across sizes, labeller counts and agreement, and for one
     dictionary (default the most-labelled) the fraction per density quartile and persistent vs not.
@@ -450,7 +558,10 @@ def _inspect_context(session: Session, settings: Settings, **values: Any) -> dic
 
 @router.get("/inspect", response_class=HTMLResponse)
 def inspect_page(
-    request: Request, session: SessionDep, settings: SettingsDep, dictionary: int | None = None
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    dictionary: Annotated[int | None, Query(ge=1, le=MAX_SQL_INT)] = None,
 ) -> HTMLResponse:
     """The live inspector's form."""
     return render(request, "inspect.html", _inspect_context(session, settings, selected_id=dictionary))
@@ -480,7 +591,8 @@ async def inspect_text(
     except ValueError:
         dictionary_id = 0
     values["selected_id"] = dictionary_id
-    dictionary = _dictionary(session, dictionary_id)
+    # An id past what SQL stores would overflow the driver: no dictionary can have it.
+    dictionary = _dictionary(session, dictionary_id) if 1 <= dictionary_id <= MAX_SQL_INT else None
     error, status, feature = _inspect_input_error(dictionary, dictionary_id, text, feature_text, settings)
     if error is None and dictionary is not None:
         try:
@@ -512,6 +624,7 @@ def _inspect_input_error(
         return f"text: {len(text)} characters; the inspector takes at most {settings.inspector_max_chars}.", 422, None
     if not feature_text:
         return None, 200, None
-    if not feature_text.isdigit() or int(feature_text) >= dictionary.dict_size:
+    # isdecimal, not isdigit: int() refuses digits such as "²" that isdigit accepts.
+    if not feature_text.isdecimal() or int(feature_text) >= dictionary.dict_size:
         return f"feature: expected an index from 0 to {dictionary.dict_size - 1}.", 422, None
     return None, 200, int(feature_text)

@@ -219,11 +219,6 @@ def _detail(session: Session, dictionary: Dictionary, feature: Feature) -> Featu
         )
         for q in sorted(by_interval)
     ]
-    labels = session.scalars(
-        select(Label)
-        .where(Label.dictionary_hash == dictionary.content_hash, Label.feature_index == feature.index)
-        .order_by(Label.created_at.desc(), Label.id.desc())
-    ).all()
     return FeatureDetail(
         dictionary_id=dictionary.id,
         dictionary_hash=dictionary.content_hash,
@@ -243,8 +238,18 @@ def _detail(session: Session, dictionary: Dictionary, feature: Feature) -> Featu
         ),
         pos_tags=[_pos_tag(p, tag_vocab) for p in feature.pos_tags or []],
         neighbours=_neighbours(session, feature.neighbours or []),
-        labels=[label_out(label) for label in labels],
+        labels=feature_labels(session, dictionary, feature.index),
     )
+
+
+def feature_labels(session: Session, dictionary: Dictionary, index: int) -> list[LabelOut]:
+    """Every label of one feature, newest first."""
+    labels = session.scalars(
+        select(Label)
+        .where(Label.dictionary_hash == dictionary.content_hash, Label.feature_index == index)
+        .order_by(Label.created_at.desc(), Label.id.desc())
+    ).all()
+    return [label_out(label) for label in labels]
 
 
 def _context(example: Example, vocab: list[str]) -> Context:
@@ -287,13 +292,18 @@ def _pos_tag(entry: dict, tag_vocab: list[str]) -> PosTagCount:
 
 
 def _neighbours(session: Session, entries: list[dict]) -> list[Neighbour]:
-    hashes = {e["dictionary_hash"] for e in entries}
+    return resolve_neighbours(session, [Neighbour(**e, dictionary_id=None) for e in entries])
+
+
+def resolve_neighbours(session: Session, neighbours: list[Neighbour]) -> list[Neighbour]:
+    """The neighbours with the ids their dictionaries have here now (None for one not indexed here)."""
+    hashes = {n.dictionary_hash for n in neighbours}
     ids = dict(
         session.execute(select(Dictionary.content_hash, Dictionary.id).where(Dictionary.content_hash.in_(hashes))).all()
         if hashes
         else []
     )
-    return [Neighbour(**e, dictionary_id=ids.get(e["dictionary_hash"])) for e in entries]
+    return [n.model_copy(update={"dictionary_id": ids.get(n.dictionary_hash)}) for n in neighbours]
 
 
 def next_unlabelled_feature(

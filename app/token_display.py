@@ -1,13 +1,22 @@
 """How tokens are shown on the pages: whitespace made visible, activations as one of eleven shades.
 
-Templates render the pieces with autoescaping on, so a token's text is never trusted as markup.
+A token's text is never trusted as markup: templates render it with autoescaping on, and the context
+strips built here in Python (a feature page holds about two thousand tokens, too many for one Jinja macro
+call each) escape every piece with markupsafe before it is joined into markup.
 """
 
 from __future__ import annotations
 
 import math
+from functools import lru_cache
+
+from markupsafe import Markup, escape
+
+from app.schemas import Context
 
 SHADES = 10  # CSS classes t0 .. t10
+TOKEN_HTML_CACHE_SIZE = 65_536  # distinct (token, standalone) pairs kept: a vocabulary's worth
+TOKEN_HTML_CACHE_MAX_CHARS = 64  # longer texts are not cached, which bounds the cache to a few MB
 _VISIBLE = {"\n": "↵", "\r": "␍", "\t": "⇥"}
 
 
@@ -51,3 +60,55 @@ def format_number(value: float | None, digits: int = 3) -> str:
     if abs(value) >= 1000:
         return f"{value:,.0f}"
     return f"{value:.{digits}g}"
+
+
+def token_html(text: str, standalone: bool = False) -> Markup:
+    """A token's text as escaped HTML, whitespace marks wrapped in ``<span class="ws">`` (see ``token_pieces``).
+
+    Cached: the same few thousand tokens make up every context of every feature. Long texts (the
+    inspector shows pieces of whatever people type) are escaped every time, so the cache stays small.
+    """
+    if len(text) > TOKEN_HTML_CACHE_MAX_CHARS:
+        return _escaped_token(text, standalone)
+    return _cached_token(text, standalone)
+
+
+def _escaped_token(text: str, standalone: bool) -> Markup:
+    return Markup("").join(
+        Markup('<span class="ws">{}</span>').format(piece) if is_mark else escape(piece)
+        for is_mark, piece in token_pieces(text, standalone)
+    )
+
+
+_cached_token = lru_cache(maxsize=TOKEN_HTML_CACHE_SIZE)(_escaped_token)
+
+
+@lru_cache(maxsize=TOKEN_HTML_CACHE_SIZE)
+def _silent_token_span(text: str) -> str:
+    """A token where the feature does not fire, as a context strip shows it (most tokens of most strips)."""
+    return f'<span class="tok t0" title="0">{token_html(text)}</span>'
+
+
+def context_strip_html(context: Context, max_value: float | None, show_value: bool = True) -> Markup:
+    """One context window as a strip of shaded tokens (the sampled token marked ``center``), escaped.
+
+    With ``show_value`` the strip starts with the activation of its centre token (the window's largest
+    when the centre lies outside it).
+    """
+    activations = context.activations
+    parts = ['<div class="tokens context">']
+    if show_value and activations:
+        value = activations[context.center] if context.center < len(activations) else max(activations)
+        parts.append(f'<span class="value">{escape(format_number(value))}</span>')
+    for position, (token, activation) in enumerate(zip(context.tokens, activations, strict=False)):
+        # copysign: a negative zero is titled "-0", so only a positive zero takes the shared span.
+        if activation == 0 and position != context.center and math.copysign(1.0, activation) > 0:
+            parts.append(_silent_token_span(token))
+            continue
+        center = " center" if position == context.center else ""
+        parts.append(
+            f'<span class="tok t{shade(activation, max_value)}{center}" title="{activation:.4g}">'
+            f"{token_html(token)}</span>"
+        )
+    parts.append("</div>")
+    return Markup("".join(parts))

@@ -87,23 +87,53 @@ def test_the_largest_sql_integer_is_a_plain_404(client: TestClient) -> None:
     assert page.status_code == 200 and page.json()["features"] == [] and page.json()["total"] == 16
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="app/pages.py: dictionary_id, index and offset of the page routes are plain ints; past 2**63 SQLite "
-    "raises OverflowError (500). Fix: Annotated[int, Path(le=MAX_SQL_INT)] / Query(ge=0, le=MAX_SQL_INT)",
-)
 @pytest.mark.parametrize(
-    "path", [f"/dictionaries/{HUGE}", f"/dictionaries/1/features/{HUGE}", f"/dictionaries/1?offset={HUGE}"]
+    "path",
+    [
+        f"/dictionaries/{HUGE}",
+        f"/dictionaries/{-HUGE}",
+        f"/dictionaries/1/features/{HUGE}",
+        f"/dictionaries/1/features/{MAX_SQL_INT + 1}",
+        f"/dictionaries/1?offset={HUGE}",
+        f"/dictionaries/{HUGE}/label",
+        f"/dictionaries/1/label?skip={HUGE}",
+        f"/estimates?dictionary={HUGE}",
+        f"/inspect?dictionary={HUGE}",
+    ],
 )
 def test_pages_with_integers_past_sql_range_are_4xx(client: TestClient, path: str) -> None:
     assert 400 <= client.get(path).status_code < 500
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="app/labels_io.py LabelRecord.index has no upper bound: importing index 10**20 overflows SQLite (500). "
-    "Fix: Field(ge=0, le=MAX_SQL_INT)",
+def test_the_largest_sql_integer_on_a_page_is_an_html_404(client: TestClient) -> None:
+    for path in (f"/dictionaries/{MAX_SQL_INT}", f"/dictionaries/1/features/{MAX_SQL_INT}"):
+        response = client.get(path)
+        assert response.status_code == 404 and response.headers["content-type"].startswith("text/html"), path
+
+
+@pytest.mark.parametrize(
+    ("path", "form"),
+    [
+        (f"/dictionaries/{HUGE}/label", {"feature_index": "1", "verdict": "monosemantic"}),
+        ("/dictionaries/1/label", {"feature_index": str(HUGE), "verdict": "monosemantic"}),
+        ("/dictionaries/1/label", {"feature_index": str(MAX_SQL_INT + 1), "verdict": "monosemantic"}),
+        (f"/dictionaries/{HUGE}/label/undo", {}),
+        (f"/dictionaries/{HUGE}/label/labeller", {"labeller": "ann"}),
+        ("/inspect", {"dictionary_id": str(HUGE), "text": "a"}),
+        ("/inspect", {"dictionary_id": "1", "text": "a", "feature": "²"}),
+    ],
 )
+def test_page_posts_with_integers_past_sql_range_are_4xx(
+    app: FastAPI, client: TestClient, path: str, form: dict[str, str]
+) -> None:
+    client.get("/inspect")  # sets the CSRF cookie
+    client.cookies.set("monosemantic_labeller", "ann")
+    response = client.post(path, data={"csrf_token": client.cookies.get("monosemantic_csrf"), **form})
+    assert 400 <= response.status_code < 500, response.text
+    assert label_count(app) == 0
+    assert app.state.inspector.calls == []
+
+
 def test_importing_an_index_past_sql_range_is_400_and_writes_nothing(app: FastAPI, client: TestClient) -> None:
     row = {"dictionary": "a" * 64, "index": HUGE, "labeller": "ann", "verdict": "monosemantic"}
     response = client.post("/api/labels/import?format=jsonl", content=json.dumps(row) + "\n")
