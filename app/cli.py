@@ -301,6 +301,9 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         )
     estimate = metrics["feature_count_estimate"]
     print(f"feature count estimate {estimate['value']} ({estimate['low']}-{estimate['high']})")
+    for view in estimate.get("from_dead_fraction", []):
+        if view["value"] is not None:
+            print(f"  {view['sweep']}: {view['value']} alive latents at {view['saturated_at']}, where half are dead")
     print(f"metrics: {workdir / 'metrics.json'}")
     settings = Settings(workdir=workdir, port=args.port)
     _ingest(workdir, settings.resolved_database_url())

@@ -238,3 +238,15 @@ def test_feature_count_estimate_needs_two_sizes():
     single = synthetic_sweep(truth, [64], junk_dead=False, seed=21)
     estimate = feature_count_estimate({"l1=0.1": single})
     assert estimate["value"] is None and estimate["low"] is None and estimate["high"] is None
+
+
+def test_dead_fraction_view_reads_the_alive_count_where_the_sweep_saturates():
+    truth = unit_gaussian_rows(G, D, seed=14)
+    sweep = synthetic_sweep(truth, [16, 32, 64, 128], junk_dead=True, seed=15)
+    estimate = feature_count_estimate({"l1=0.1": sweep})
+    (view,) = estimate["from_dead_fraction"]
+    assert view["alive"] == {"16": 16, "32": 32, "64": 32, "128": 32}
+    assert view["saturated_at"] == 64 and view["value"] == G  # 64 latents, half of them dead
+    alive = synthetic_sweep(truth, [16, 32, 64], junk_dead=False, seed=15)
+    (never,) = feature_count_estimate({"l1=0.1": alive})["from_dead_fraction"]
+    assert never["saturated_at"] is None and never["value"] is None

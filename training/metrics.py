@@ -185,4 +185,26 @@ def feature_count_estimate(sweeps: dict[str, list[SizedDictionary]]) -> dict:
         "high": max(high, value),
         "method": FEATURE_COUNT_METHOD,
         "sparsity": key,
+        "from_dead_fraction": [alive_count_estimate(name, sweep) for name, sweep in usable.items()],
+    }
+
+
+SATURATED_DEAD_FRACTION = 0.5
+
+
+def alive_count_estimate(name: str, sweep: list[SizedDictionary]) -> dict:
+    """The dead-fraction view of a size sweep: alive latents per size, read where the dictionary saturates.
+
+    Once a dictionary has more latents than the data has features, the extra ones die or never fire, so
+    the alive count stops growing with size. ``value`` is the alive count at the first size where at least
+    half the latents are dead (None if no size of the sweep gets there).
+    """
+    alive = {d.dict_size: int((~d.dead).sum()) for d in sorted(sweep, key=lambda d: d.dict_size)}
+    saturated = [n for n, a in alive.items() if 1 - a / n >= SATURATED_DEAD_FRACTION]
+    first = saturated[0] if saturated else None
+    return {
+        "sweep": name,
+        "alive": {str(n): a for n, a in alive.items()},
+        "saturated_at": first,
+        "value": alive[first] if first is not None else None,
     }
