@@ -178,11 +178,13 @@ def overview(request: Request, session: SessionDep, settings: SettingsDep) -> HT
     sites = sorted(
         {f"{d.model} layer {d.layer} {d.site}" if d.layer is not None else f"{d.model} {d.site}" for d in dictionaries}
     )
+    figures = feature_count_figures(settings)
     context = {
         "nav": "overview",
         "dictionaries": dictionaries,
         "feature_count": feature_count,
-        "figures": feature_count_figures(settings),
+        "figures": figures,
+        "suggest_toy": bool(figures) and not any(f.url.startswith("/figures/toy/") for f in figures),
         "workdir": str(settings.workdir),
         "model_summary": ", ".join(sites) or "a model's activations",
     }

@@ -183,12 +183,19 @@ def test_toy_workdir_setting_moves_the_toy_figures(
     (toy / "figures" / "mmcs_with_larger.png").write_bytes(b"\x89PNG\r\n\x1a\ntoy")
     page_app.app.state.settings = Settings(workdir=page_app.workdir, toy_workdir=toy)
     with TestClient(page_app.app) as client:
-        assert 'src="/figures/toy/mmcs_with_larger.png"' in client.get("/").text
+        overview = client.get("/").text
+        assert 'src="/figures/toy/mmcs_with_larger.png"' in overview
+        assert "monosemantic toy --dict-sizes" not in overview
         served = client.get("/figures/toy/mmcs_with_larger.png")
         assert served.status_code == 200 and served.content.endswith(b"toy")
+    (page_app.workdir / "figures").mkdir(parents=True, exist_ok=True)
+    (page_app.workdir / "figures" / "mmcs_with_larger.png").write_bytes(b"\x89PNG\r\n\x1a\nlm")
     page_app.app.state.settings = Settings(workdir=page_app.workdir, toy_workdir=tmp_path / "missing")
     with TestClient(page_app.app) as client:
-        assert "/figures/toy/" not in client.get("/").text
+        overview = client.get("/").text
+        assert "/figures/toy/" not in overview
+        assert 'src="/figures/mmcs_with_larger.png"' in overview
+        assert f"monosemantic toy --dict-sizes 256,512,1024,2048 --l1 0.03 --out {page_app.workdir}/toy" in overview
         assert client.get("/figures/toy/mmcs_with_larger.png").status_code == 404
 
 
