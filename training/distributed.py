@@ -42,23 +42,23 @@ from training.lm import (
     TinyLMConfig,
     TrainedLM,
     TrainLMConfig,
-    _data_record,
-    _optimizer,
-    _read_checkpoint,
-    _same_settings,
-    _truncate_log,
-    _write_checkpoint,
     eval_windows,
     evaluate_lm,
+    lm_data_record,
+    lm_optimizer,
     load_lm,
     lr_at,
     mean_loss,
     next_token_loss,
+    read_lm_checkpoint,
+    same_lm_settings,
     sample_batch,
     save_lm,
     train_lm,
+    truncate_log,
+    write_lm_checkpoint,
 )
-from training.pipeline import PipelineConfig, _subset
+from training.pipeline import PipelineConfig, corpus_subset
 from training.saes import SAEConfig, StepStats
 from training.tokenizer import TokenizeConfig, load_tokenized, tokenize_corpus
 from training.trainer import BatchSource, SweepRun, TrainConfig, sweep_conflict, train_sweep
@@ -198,8 +198,8 @@ def train_lm_distributed(
     out_dir = Path(out_dir)
     _check_batch(train.batch_size, replica)
     metrics_path = out_dir / "lm_metrics.json"
-    data = _data_record(train_tokens, val_tokens)
-    same = _same_settings(out_dir, config, train, data)
+    data = lm_data_record(train_tokens, val_tokens)
+    same = same_lm_settings(out_dir, config, train, data)
     finished = same and metrics_path.exists() and (out_dir / "model.safetensors").exists()
     dist.barrier()  # every process has read the folder before rank 0 changes it
     if finished:
@@ -210,13 +210,13 @@ def train_lm_distributed(
 
     torch.manual_seed(train.seed)
     model = TinyLM(config)
-    optimizer = _optimizer(model, train)
+    optimizer = lm_optimizer(model, train)
     checkpoint, log_path = out_dir / "checkpoint", out_dir / "train_log.jsonl"
     start, seconds = 0, 0.0
     if (checkpoint / "state.json").exists():
-        start, seconds = _read_checkpoint(checkpoint, model, optimizer)
+        start, seconds = read_lm_checkpoint(checkpoint, model, optimizer)
         if replica.is_writer:
-            _truncate_log(log_path, start)
+            truncate_log(log_path, start)
     elif replica.is_writer:
         log_path.unlink(missing_ok=True)
     model.to(replica.device)
@@ -258,7 +258,7 @@ def train_lm_distributed(
                 log.write(json.dumps(line) + "\n")
                 log.flush()
             if replica.is_writer and (done % train.checkpoint_every == 0 or done == end):
-                _write_checkpoint(checkpoint, done, model, optimizer, seconds)  # safetensors copies to the CPU
+                write_lm_checkpoint(checkpoint, done, model, optimizer, seconds)  # safetensors copies to the CPU
     bar.close()
     model = model.cpu().eval()
     metrics = None
@@ -306,7 +306,7 @@ def train_pipeline_lm(
     problem = None
     if replica is None or replica.is_writer:
         try:
-            corpus = _subset(load_corpus(corpus_path), config.max_documents)
+            corpus = corpus_subset(load_corpus(corpus_path), config.max_documents)
             tokenize_corpus(corpus, workdir / "tokens", TokenizeConfig(vocab_size=config.vocab_size), progress)
         except (ValueError, OSError, CorpusError) as exc:
             if replica is None:

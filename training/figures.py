@@ -43,13 +43,13 @@ def _cell_text(value: float) -> str:
     return f"{value:.2f}" if abs(value) >= 0.01 or value == 0 else f"{value:.0e}"
 
 
-def _new_figure(width: float, height: float) -> Figure:
+def new_figure(width: float, height: float) -> Figure:
     fig = Figure(figsize=(width, height), dpi=120)
     FigureCanvasAgg(fig)
     return fig
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def save_figure(fig: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, bbox_inches="tight")
     return path
@@ -74,7 +74,7 @@ def plot_heatmap(runs: list[dict], metric: str, arch: str, path: Path) -> Path:
     high = vmax if vmax is not None else (float(finite.max()) if finite.size else 1.0)
     norm = Normalize(low, high if high > low else low + 1e-9)
 
-    fig = _new_figure(2.2 + 1.0 * len(sizes), 1.6 + 0.55 * len(settings))
+    fig = new_figure(2.2 + 1.0 * len(sizes), 1.6 + 0.55 * len(settings))
     ax = fig.add_subplot()
     image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, norm=norm, aspect="auto", origin="lower")
     colormap = image.get_cmap()
@@ -89,7 +89,7 @@ def plot_heatmap(runs: list[dict], metric: str, arch: str, path: Path) -> Path:
     ax.set_ylabel(key)
     ax.set_title(f"{title}: {arch}", fontsize=10)
     fig.colorbar(image, ax=ax)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def write_heatmaps(runs: list[dict], folder: Path) -> list[Path]:
@@ -122,7 +122,7 @@ def plot_mmcs_with_larger(
         key = sparsity_key(r)
         setting = _sparsity_label(key, r[key]) + (f" init={r['init']}" if r.get("init") else "")
         lines[(r["arch"], setting)].append((int(r["dict_size"]), r["mmcs_with_larger"]))
-    fig = _new_figure(7.0, 4.2)
+    fig = new_figure(7.0, 4.2)
     ax = fig.add_subplot()
     for (arch, setting), points in sorted(lines.items()):
         points.sort()
@@ -141,7 +141,7 @@ def plot_mmcs_with_larger(
     ax.grid(alpha=0.3)
     if lines or true_feature_count is not None:
         ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def read_train_log(path: Path) -> list[dict]:
@@ -162,7 +162,7 @@ def plot_training_curve(log: Iterable[dict], metric: str, path: Path, log_y: boo
             curves[line["run"]].append((int(line["samples"]), float(line[metric])))
     if not curves:
         return None
-    fig = _new_figure(7.5, 4.2)
+    fig = new_figure(7.5, 4.2)
     ax = fig.add_subplot()
     styles = ["-", "--", ":", "-."]
     for i, (name, points) in enumerate(curves.items()):
@@ -185,7 +185,7 @@ def plot_training_curve(log: Iterable[dict], metric: str, path: Path, log_y: boo
     ax.set_title(f"{label} over training", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5), ncol=1 + len(curves) // 24)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_mmcs_vs_samples(log: Iterable[dict], path: Path) -> Path | None:

@@ -30,8 +30,8 @@ from torch import nn
 from training.activation_store import STORE_DIR, ShardRecord, harvest_shard
 from training.activations import ActivationManifest, harvest_module, module_activations
 from training.corpus import Corpus, load_corpus
-from training.pipeline import _subset
-from training.tokenizer import SPLITS, TokenizedCorpus, _write_split, corpus_fingerprint, load_tokenized
+from training.pipeline import corpus_subset
+from training.tokenizer import SPLITS, TokenizedCorpus, corpus_fingerprint, load_tokenized, write_split
 
 UINT16_IDS = 65536
 GENERIC_FOLDER_NAMES = frozenset({"model", "models", "weights", "checkpoint"})
@@ -213,7 +213,7 @@ def tokenize_for_model(
         (tmp / "tags.json").write_text(json.dumps(tag_vocab))
     start_id = document_start_id(loaded.tokenizer)
     splits = {
-        name: _write_split(loaded.tokenizer, docs, tmp, name, tag_index, progress, start_id)
+        name: write_split(loaded.tokenizer, docs, tmp, name, tag_index, progress, start_id)
         for name, docs in zip(SPLITS, (split.train, split.validation), strict=True)
     }
     manifest = {
@@ -267,7 +267,9 @@ def harvest_hf(
     check_module(loaded.model, config.module)
     if not isinstance(corpus, Corpus):
         corpus = load_corpus(corpus)
-    tokenized = tokenize_for_model(_subset(corpus, config.max_documents), loaded, workdir / "tokens", config, progress)
+    tokenized = tokenize_for_model(
+        corpus_subset(corpus, config.max_documents), loaded, workdir / "tokens", config, progress
+    )
     tokens = tokenized.train.tokens
     check_per_token_output(loaded.model, config.module, tokens)
     identity = {

@@ -386,7 +386,9 @@ def evaluate_lm(
     )
 
 
-def _write_checkpoint(folder: Path, step: int, model: TinyLM, optimizer: torch.optim.Optimizer, seconds: float) -> None:
+def write_lm_checkpoint(
+    folder: Path, step: int, model: TinyLM, optimizer: torch.optim.Optimizer, seconds: float
+) -> None:
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -401,7 +403,7 @@ def _write_checkpoint(folder: Path, step: int, model: TinyLM, optimizer: torch.o
     tmp.rename(folder)
 
 
-def _read_checkpoint(folder: Path, model: TinyLM, optimizer: torch.optim.Optimizer) -> tuple[int, float]:
+def read_lm_checkpoint(folder: Path, model: TinyLM, optimizer: torch.optim.Optimizer) -> tuple[int, float]:
     meta = json.loads((folder / "state.json").read_text())
     model.load_state_dict(load_file(str(folder / "model.safetensors")))
     state: dict[int, dict[str, torch.Tensor]] = {}
@@ -412,13 +414,13 @@ def _read_checkpoint(folder: Path, model: TinyLM, optimizer: torch.optim.Optimiz
     return meta["step"], meta["seconds"]
 
 
-def _truncate_log(path: Path, last_step: int) -> None:
+def truncate_log(path: Path, last_step: int) -> None:
     if path.exists():
         keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= last_step]
         path.write_text("".join(line + "\n" for line in keep))
 
 
-def _optimizer(model: TinyLM, config: TrainLMConfig) -> torch.optim.AdamW:
+def lm_optimizer(model: TinyLM, config: TrainLMConfig) -> torch.optim.AdamW:
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
@@ -430,7 +432,7 @@ def token_fingerprint(tokens: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(tokens).tobytes()).hexdigest()[:16]
 
 
-def _data_record(train_tokens: np.ndarray, val_tokens: np.ndarray) -> dict:
+def lm_data_record(train_tokens: np.ndarray, val_tokens: np.ndarray) -> dict:
     return {
         "train_tokens": len(train_tokens),
         "train_fingerprint": token_fingerprint(train_tokens),
@@ -439,7 +441,7 @@ def _data_record(train_tokens: np.ndarray, val_tokens: np.ndarray) -> dict:
     }
 
 
-def _same_settings(out_dir: Path, config: TinyLMConfig, train: TrainLMConfig, data: dict) -> bool:
+def same_lm_settings(out_dir: Path, config: TinyLMConfig, train: TrainLMConfig, data: dict) -> bool:
     paths = out_dir / "config.json", out_dir / "train_config.json", out_dir / "data.json"
     if not all(p.exists() for p in paths):
         return False
@@ -467,8 +469,8 @@ def train_lm(
     train = train or TrainLMConfig()
     out_dir = Path(out_dir)
     metrics_path = out_dir / "lm_metrics.json"
-    data = _data_record(train_tokens, val_tokens)
-    same = _same_settings(out_dir, config, train, data)
+    data = lm_data_record(train_tokens, val_tokens)
+    same = same_lm_settings(out_dir, config, train, data)
     if same and metrics_path.exists() and (out_dir / "model.safetensors").exists():
         return TrainedLM(load_lm(out_dir), LMMetrics(**json.loads(metrics_path.read_text())))
     if not same and out_dir.exists():
@@ -482,13 +484,13 @@ def train_lm(
 
     torch.manual_seed(train.seed)
     model = TinyLM(config)
-    optimizer = _optimizer(model, train)
+    optimizer = lm_optimizer(model, train)
     checkpoint = out_dir / "checkpoint"
     log_path = out_dir / "train_log.jsonl"
     start, seconds = 0, 0.0
     if (checkpoint / "state.json").exists():
-        start, seconds = _read_checkpoint(checkpoint, model, optimizer)
-        _truncate_log(log_path, start)
+        start, seconds = read_lm_checkpoint(checkpoint, model, optimizer)
+        truncate_log(log_path, start)
     else:
         log_path.unlink(missing_ok=True)
     val_probe = eval_windows(val_tokens, config.context, train.eval_sequences)
@@ -525,7 +527,7 @@ def train_lm(
                 log.flush()
             bar.set_postfix_str(f"loss {loss.item():.3f} {seq_tokens / max(elapsed, 1e-9):,.0f} tok/s", refresh=False)
             if done % train.checkpoint_every == 0 or done == end:
-                _write_checkpoint(checkpoint, done, model, optimizer, seconds)
+                write_lm_checkpoint(checkpoint, done, model, optimizer, seconds)
     bar.close()
     model.eval()
     if end < train.steps:

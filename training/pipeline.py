@@ -91,7 +91,7 @@ class ScaledSource:
         return {**self.source.spec(), "scale": self.scale}
 
 
-def _subset(corpus: Corpus, max_documents: int | None) -> Corpus:
+def corpus_subset(corpus: Corpus, max_documents: int | None) -> Corpus:
     if max_documents is None or len(corpus.documents) <= max_documents:
         return corpus
     return Corpus(documents=corpus.documents[:max_documents], source=f"{corpus.source} (first {max_documents})")
@@ -136,7 +136,7 @@ def run_pipeline(config: PipelineConfig, workdir: Path, corpus_path: Path | None
         stage_seconds[stage] = now - clock
         clock = now
 
-    corpus = _subset(load_corpus(corpus_path), config.max_documents)
+    corpus = corpus_subset(load_corpus(corpus_path), config.max_documents)
     tokens = tokenize_corpus(corpus, workdir / "tokens", TokenizeConfig(vocab_size=config.vocab_size), progress)
     lap("corpus_and_tokenizer")
     lm_config = TinyLMConfig(vocab_size=tokens.tokenizer.get_vocab_size())

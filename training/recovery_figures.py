@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from training.figures import _new_figure, _save
+from training.figures import new_figure, save_figure
 from training.init_comparison import MMCS_THRESHOLDS
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">")
@@ -28,7 +28,7 @@ def plot_recovery_vs_probability(report: dict, path: Path) -> Path:
     """
     probs = report["probabilities"]
     saes = report["saes"]
-    fig = _new_figure(7.5, 4.4)
+    fig = new_figure(7.5, 4.4)
     ax = fig.add_subplot()
     found_max = max((s for sae in saes for s in sae["first_samples"] if s is not None), default=0)
     never_y = max(found_max, 1) * 1.08
@@ -60,12 +60,12 @@ def plot_recovery_vs_probability(report: dict, path: Path) -> Path:
     ax.set_title("Recovery order: samples until each ground-truth feature is first found", fontsize=10)
     ax.grid(alpha=0.3)
     _legend(ax, len(saes))
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_recovered_fraction(report: dict, path: Path) -> Path:
     """Fraction of ground-truth features at or above the recovery threshold against samples, one line per SAE."""
-    fig = _new_figure(7.5, 4.2)
+    fig = new_figure(7.5, 4.2)
     ax = fig.add_subplot()
     for i, sae in enumerate(report["saes"]):
         ax.plot(
@@ -77,7 +77,7 @@ def plot_recovered_fraction(report: dict, path: Path) -> Path:
     ax.set_title("Features recovered over training", fontsize=10)
     ax.grid(alpha=0.3)
     _legend(ax, len(report["saes"]))
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_mmcs_by_init(comparison: list[dict], train_log: list[dict], path: Path) -> Path:
@@ -90,7 +90,7 @@ def plot_mmcs_by_init(comparison: list[dict], train_log: list[dict], path: Path)
         if line.get("mmcs") is not None:
             curves[line["run"]].append((int(line["samples"]), float(line["mmcs"])))
     schemes = list(dict.fromkeys(str(row["init"]) for row in comparison))
-    fig = _new_figure(11.0, 4.2)
+    fig = new_figure(11.0, 4.2)
     axes = fig.subplots(1, 2)
     styles = ["-", "--", ":", "-."]
     seen: dict[str, int] = defaultdict(int)
@@ -112,7 +112,7 @@ def plot_mmcs_by_init(comparison: list[dict], train_log: list[dict], path: Path)
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
     _legend(axes[1], len(comparison))
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def write_recovery_figures(

@@ -106,7 +106,7 @@ def token_tags(token_offsets: np.ndarray, word_spans: np.ndarray, word_tags: np.
     return out
 
 
-def _write_split(
+def write_split(
     tokenizer: Tokenizer,
     docs: list[Document],
     directory: Path,
@@ -233,8 +233,8 @@ def tokenize_corpus(
         "dtype": "uint16",
         "tag_vocab": "tags.json" if tag_vocab else None,
         "splits": {
-            "train": _write_split(tokenizer, split.train, directory, "train", tag_index, progress),
-            "val": _write_split(tokenizer, split.validation, directory, "val", tag_index, progress),
+            "train": write_split(tokenizer, split.train, directory, "train", tag_index, progress),
+            "val": write_split(tokenizer, split.validation, directory, "val", tag_index, progress),
         },
     }
     manifest_path.write_text(json.dumps(manifest, indent=2))
