@@ -139,13 +139,16 @@ def test_features_are_indexed_for_the_app(run: Path) -> None:
     assert np.all(ids[ids >= 0] < 30522)
 
 
-def test_ingest_into_sqlite_makes_the_dictionary_rows(run: Path, tmp_path: Path) -> None:
-    ingest = pytest.importorskip("app.ingest")
+def test_ingest_into_sqlite_makes_the_dictionary_rows_and_the_app_serves_them(run: Path, tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
     from sqlalchemy import select
 
+    from app import ingest
     from app.db.migrate import upgrade_to_head
     from app.db.models import Dictionary
     from app.db.session import make_engine
+    from app.main import create_app
+    from app.settings import Settings
 
     url = f"sqlite:///{tmp_path / 'labels.db'}"
     upgrade_to_head(url)
@@ -162,6 +165,15 @@ def test_ingest_into_sqlite_makes_the_dictionary_rows(run: Path, tmp_path: Path)
     assert (row.model, row.layer, row.site, row.dict_size, row.ce_recovered) == (NAME, 2, MODULE, 64, None)
     assert row.l0 == pytest.approx(metrics["relu_n64_l10.1"]["l0"])
     assert row.alive + row.dead == 64 and row.n_tokens == len(load_tokenized(run / "tokens").train.tokens)
+
+    with TestClient(create_app(Settings(workdir=run, database_url=url))) as client:
+        listed = {d["name"]: d for d in client.get("/api/dictionaries").json()}
+        dictionary_id = listed["relu_n64_l10.1"]["id"]
+        feature = client.get(f"/api/dictionaries/{dictionary_id}/next-feature", params={"labeller": "ann"}).json()
+        tokens = [t for context in feature["top_contexts"] for t in context["tokens"]]
+        assert len(tokens) > 10 and any(t.startswith("##") or t.isalpha() for t in tokens)  # MiniLM's wordpieces
+        page = client.get(f"/dictionaries/{dictionary_id}/features/{feature['index']}")
+        assert page.status_code == 200 and "relu_n64_l10.1" in page.text
 
 
 def test_an_unknown_module_lists_the_models_modules() -> None:
