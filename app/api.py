@@ -6,6 +6,7 @@ Writes (labels, label import) need ``Authorization: Bearer <token>`` when the se
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from functools import cache
 from importlib.metadata import PackageNotFoundError, version
@@ -18,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app import labels_io, queries
 from app.db.models import Dictionary
+from app.evidence_cache import DETAIL_JSON_CACHE_BYTES, DetailKey, EvidenceCache, FeatureDetailJSON
 from app.inspector import ActivationInspector, InspectorUnavailable
 from app.schemas import (
     MAX_SQL_INT,
@@ -127,13 +129,39 @@ def features(
     return queries.feature_page(session, dictionary, sort, order, q or None, limit, offset)
 
 
+_CACHE_LOCK = threading.Lock()
+
+
+def detail_json_cache(request: Request) -> EvidenceCache[DetailKey, FeatureDetailJSON]:
+    """The app's cache of features' JSON detail (less neighbours' ids and labels), made on first use."""
+    state = request.app.state
+    with _CACHE_LOCK:
+        if not hasattr(state, "detail_json_cache"):
+            state.detail_json_cache = EvidenceCache(DETAIL_JSON_CACHE_BYTES)
+        return state.detail_json_cache
+
+
 @router.get("/dictionaries/{dictionary_id}/features/{index}", response_model=FeatureDetail)
-def feature(dictionary: DictionaryDep, index: FeatureIndexParam, session: SessionDep) -> FeatureDetail:
+def feature(request: Request, dictionary_id: DictionaryId, index: FeatureIndexParam, session: SessionDep) -> Response:
     """Everything known about one feature: contexts, quantile samples, histogram, tokens, logits, labels."""
-    detail = queries.feature_detail(session, dictionary, index)
-    if detail is None:
-        raise _feature_not_found(dictionary, index)
-    return detail
+    # Looked up here rather than as a dependency: one hop less through the thread pool on a hot path.
+    dictionary = dictionary_or_404(dictionary_id, session)
+    # All but the labels and the neighbours' dictionary ids change only on a re-index, so that part is
+    # serialized once per indexed_at and kept; the body is byte for byte what FastAPI made of the model.
+    cache = detail_json_cache(request)
+    key = DetailKey(dictionary.id, dictionary.content_hash, dictionary.indexed_at, index)
+    cached = cache.get(key)
+    if cached is None:
+        detail = queries.feature_detail(session, dictionary, index)
+        if detail is None:
+            raise _feature_not_found(dictionary, index)
+        cached = FeatureDetailJSON.of(detail)
+        cache.put(key, cached)
+        neighbours, labels = detail.neighbours, detail.labels
+    else:
+        neighbours = queries.resolve_neighbours(session, cached.neighbours)
+        labels = queries.feature_labels(session, dictionary, index)
+    return Response(cached.body(neighbours, labels), media_type="application/json")
 
 
 @router.post(

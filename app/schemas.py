@@ -170,6 +170,7 @@ class FeatureDetail(BaseModel):
     top_tokens: list[TopToken]
     logit_effects: LogitEffects
     pos_tags: list[PosTagCount]
+    # Keep these two last: the API caches the JSON of the fields above and appends these per request.
     neighbours: list[Neighbour]
     labels: list[LabelOut] = Field(description="every label of this feature, newest first")
 
