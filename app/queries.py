@@ -456,22 +456,12 @@ def dictionary_estimate(
                     quartile=q,
                     density_low=min((row.density for row in members), default=None),
                     density_high=max((row.density for row in members), default=None),
-                    alive=part.alive,
-                    labelled=part.labelled,
-                    monosemantic=part.monosemantic,
-                    fraction=part.fraction,
-                    fraction_low=part.fraction_low,
-                    fraction_high=part.fraction_high,
+                    **fraction_fields(part),
                 )
             )
     return EstimateOut(
         dictionary_id=dictionary.id,
-        alive=overall.alive,
-        labelled=overall.labelled,
-        monosemantic=overall.monosemantic,
-        fraction=overall.fraction,
-        fraction_low=overall.fraction_low,
-        fraction_high=overall.fraction_high,
+        **fraction_fields(overall),
         estimate=overall.estimate,
         estimate_low=overall.estimate_low,
         estimate_high=overall.estimate_high,
@@ -483,14 +473,13 @@ def dictionary_estimate(
 
 def _group_fraction(members: set[int], labelled: set[int], mono: set[int]) -> GroupFraction:
     part = labellable_estimate(len(members), len(members & labelled), len(members & mono))
-    return GroupFraction(
-        alive=part.alive,
-        labelled=part.labelled,
-        monosemantic=part.monosemantic,
-        fraction=part.fraction,
-        fraction_low=part.fraction_low,
-        fraction_high=part.fraction_high,
-    )
+    return GroupFraction(**fraction_fields(part))
+
+
+def fraction_fields(part) -> dict:
+    """The counts and the monosemantic fraction with its interval, as the response models name them."""
+    names = ("alive", "labelled", "monosemantic", "fraction", "fraction_low", "fraction_high")
+    return {name: getattr(part, name) for name in names}
 
 
 def _persistence(

@@ -283,14 +283,7 @@ class ShardedSource(ActivationSource):
     def __init__(self, store_dir: Path, held_out_fraction: float = 0.05, seed: int = 0) -> None:
         self.store = ShardedActivations(store_dir)
         self.manifest = self.store.manifest
-        n = len(self.store)
-        self.n_held_out = min(max(1, int(n * held_out_fraction)), n - 1) if n > 1 else 0
-        self.n_train = n - self.n_held_out
-        if self.n_train < 1 or self.n_held_out < 1:
-            raise ValueError(f"{n} activation rows cannot be split into training and held-out rows")
-        self.seed = seed
-        self.held_out_fraction = held_out_fraction
-        self.dim = int(self.manifest.shape[1])
+        self.split_rows(len(self.store), held_out_fraction, seed)
 
     def spec(self) -> dict:
         """What this source serves, for the sweep's record of its inputs."""

@@ -254,7 +254,10 @@ class ActivationSource:
     ) -> None:
         rows, self.manifest = load_activations(out_dir, name)
         self.rows = np.array(rows) if in_memory else rows
-        n = len(rows)
+        self.split_rows(len(rows), held_out_fraction, seed)
+
+    def split_rows(self, n: int, held_out_fraction: float, seed: int) -> None:
+        """Set aside the last ``held_out_fraction`` of n rows for evaluation; the rest serve training."""
         self.n_held_out = min(max(1, int(n * held_out_fraction)), n - 1) if n > 1 else 0
         self.n_train = n - self.n_held_out
         if self.n_train < 1 or self.n_held_out < 1:
