@@ -37,6 +37,8 @@ bench: setup
 	$(PYTHON) bench/bench_training.py
 	$(PYTHON) bench/bench_pipeline.py --preset quick
 	$(PYTHON) bench/bench_server.py
+	@if [ -d runs/default/saes/saes ]; then $(PYTHON) bench/bench_feature_index.py --workdir runs/default; \
+	else echo "bench_feature_index: skipped, it indexes runs/default (build it with make run)"; fi
 
 lint: setup
 	$(VENV)/bin/ruff check .
