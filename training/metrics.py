@@ -122,21 +122,27 @@ def _distinct(atoms: torch.Tensor, threshold: float) -> int:
     return kept.shape[0]
 
 
-def stable_feature_count(smaller: SizedDictionary, larger: SizedDictionary, threshold: float) -> int:
-    """Distinct alive atoms of ``smaller`` that reappear (cosine >= threshold) among ``larger``'s alive atoms."""
+def stable_feature_count(
+    smaller: SizedDictionary, larger: SizedDictionary, threshold: float, merge_threshold: float | None = None
+) -> int:
+    """Distinct alive atoms of ``smaller`` that reappear (cosine >= threshold) among ``larger``'s alive atoms.
+
+    Atoms closer than ``merge_threshold`` (default: ``threshold``) count once.
+    """
     alive_small = smaller.decoder[~smaller.dead]
     alive_large = larger.decoder[~larger.dead]
     if alive_small.shape[0] == 0 or alive_large.shape[0] == 0:
         return 0
     stable = alive_small[max_cosines(alive_small, alive_large) >= threshold]
-    return _distinct(stable, threshold)
+    return _distinct(stable, threshold if merge_threshold is None else merge_threshold)
 
 
 FEATURE_COUNT_METHOD = (
     "stable atoms: for each pair of consecutive dictionary sizes at one sparsity, the number of distinct "
     "alive atoms of the smaller that reappear in the larger at cosine >= 0.9 (dead latents excluded, "
     "near-duplicates merged); the estimate is the largest such count along the sweep, taken at the sparsity "
-    "whose MMCS-with-larger curve is highest; low/high repeat it at cosine 0.95/0.8"
+    "whose MMCS-with-larger curve is highest; low/high ask for cosine 0.95/0.8 to count an atom as "
+    "reappearing (near-duplicates are merged at 0.9 throughout)"
 )
 
 
@@ -154,9 +160,11 @@ def mmcs_with_larger_records(sweep: list[SizedDictionary], labels: dict) -> list
     ]
 
 
-def feature_count_curve(sweep: list[SizedDictionary], threshold: float = RECOVERED_COSINE) -> list[int]:
+def feature_count_curve(
+    sweep: list[SizedDictionary], threshold: float = RECOVERED_COSINE, merge_threshold: float = RECOVERED_COSINE
+) -> list[int]:
     """Stable-atom counts for each consecutive pair of a size sweep (sorted by size)."""
-    return [stable_feature_count(a, b, threshold) for a, b in pairwise(sweep)]
+    return [stable_feature_count(a, b, threshold, merge_threshold) for a, b in pairwise(sweep)]
 
 
 def feature_count_estimate(sweeps: dict[str, list[SizedDictionary]]) -> dict:
@@ -181,7 +189,7 @@ def feature_count_estimate(sweeps: dict[str, list[SizedDictionary]]) -> dict:
     high = max(feature_count_curve(sweep, 0.8))
     return {
         "value": value,
-        "low": min(low, value),
+        "low": min(low, value),  # greedy merging keeps counts from being strictly monotone in the threshold
         "high": max(high, value),
         "method": FEATURE_COUNT_METHOD,
         "sparsity": key,
