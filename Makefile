@@ -27,7 +27,9 @@ $(HTMX) $(SWAGGER_UI) &: | $(STAMP)
 $(CHROMIUM):
 	apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver
 
+# The toy sweep (about 3 minutes) puts a curve of known feature count beside the LM's on the overview.
 run: setup
+	$(VENV)/bin/monosemantic toy --dict-sizes 256,512,1024,2048 --l1 0.03 --samples 1500000 --out runs/default/toy
 	$(VENV)/bin/monosemantic run --preset default --workdir runs/default
 
 test: setup $(CHROMIUM)
