@@ -32,8 +32,10 @@ run: setup
 	$(VENV)/bin/monosemantic toy --dict-sizes 256,512,1024,2048 --l1 0.03 --samples 1500000 --out runs/default/toy
 	$(VENV)/bin/monosemantic run --preset default --workdir runs/default
 
+# The database tests also run on PostgreSQL: .ci/start-postgres installs (as root, with apt) and starts
+# Debian's server on loopback unless MONOSEMANTIC_TEST_POSTGRES_URL already names one.
 test: setup $(CHROMIUM)
-	$(PYTHON) -m pytest -q
+	MONOSEMANTIC_TEST_POSTGRES_URL="$${MONOSEMANTIC_TEST_POSTGRES_URL:-$$(bash .ci/start-postgres)}" $(PYTHON) -m pytest -q
 
 bench: setup
 	$(PYTHON) bench/bench_training.py

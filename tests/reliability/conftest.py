@@ -3,8 +3,8 @@
 PostgreSQL: ``MONOSEMANTIC_TEST_POSTGRES_URL`` names a database on a server where that role may create
 databases (``bash .ci/start-postgres`` starts one on loopback and prints such a URL). Each test session
 creates a fresh database there and drops it at the end; each test gets its own schema inside it (a
-``search_path`` in the URL), so tests never see each other's rows. Without the variable the PostgreSQL
-variants skip, except under CI (``CI`` or ``MONOSEMANTIC_REQUIRE_POSTGRES`` set), where they fail.
+``search_path`` in the URL), so tests never see each other's rows. ``make test`` starts the server and
+sets the variable; without it the PostgreSQL variants fail, saying how to start one.
 """
 
 from __future__ import annotations
@@ -29,14 +29,8 @@ from app.db.session import make_engine, make_sessionmaker
 from tests.app.builders import BuiltDatabase, build_database
 
 POSTGRES_URL_ENV = "MONOSEMANTIC_TEST_POSTGRES_URL"
-REQUIRE_POSTGRES_ENV = "MONOSEMANTIC_REQUIRE_POSTGRES"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVER_START_TIMEOUT_S = 30
-
-
-def postgres_required() -> bool:
-    """Whether a missing PostgreSQL server is a failure (CI) rather than a reason to skip (a laptop)."""
-    return bool(os.environ.get("CI") or os.environ.get(REQUIRE_POSTGRES_ENV))
 
 
 @pytest.fixture(scope="session")
@@ -44,13 +38,10 @@ def postgres_database() -> Iterator[str]:
     """URL of a fresh PostgreSQL database for this test session, dropped at its end."""
     url = os.environ.get(POSTGRES_URL_ENV)
     if not url:
-        message = (
-            f"{POSTGRES_URL_ENV} is not set: start PostgreSQL on loopback with `bash .ci/start-postgres` and "
-            f"export {POSTGRES_URL_ENV}=<the URL it prints> to run the PostgreSQL variants"
+        pytest.fail(
+            f"{POSTGRES_URL_ENV} is not set: run the tests with `make test`, which starts PostgreSQL on loopback, "
+            f"or start it with `bash .ci/start-postgres` and export {POSTGRES_URL_ENV}=<the URL it prints>"
         )
-        if postgres_required():
-            pytest.fail(f"{message} (required under CI)")
-        pytest.skip(message)
     name = f"monosemantic_test_{uuid.uuid4().hex[:12]}"
     admin = create_engine(url, isolation_level="AUTOCOMMIT")
     try:
