@@ -357,6 +357,24 @@ def _database_errors(url: str) -> Iterator[None]:
         ) from None
 
 
+@contextmanager
+def _database(url: str, migrate: bool) -> Iterator:
+    """An engine on url for one command: the SQLite folder (or, without migrate, file) checked first, the
+    schema upgraded when migrate, driver errors as one-line ValueErrors, the engine disposed at the end."""
+    from app.db.migrate import upgrade_to_head
+    from app.db.session import make_engine
+
+    _require_sqlite_folder(url, must_exist=not migrate)
+    with _database_errors(url):
+        if migrate:
+            upgrade_to_head(url)
+        engine = make_engine(url)
+        try:
+            yield engine
+        finally:
+            engine.dispose()
+
+
 def _require_sqlite_folder(url: str, must_exist: bool) -> None:
     """Refuse a SQLite file in a missing folder (or, with must_exist, a missing file) before SQLite does."""
     from app.db.backup import sqlite_path
@@ -391,8 +409,6 @@ def _add_index(commands: argparse._SubParsersAction) -> None:
 
 def _ingest(workdir: Path, url: str, force: bool = False) -> list:
     """Migrate the database at url and load the feature index of workdir into it, a line per dictionary."""
-    from app.db.migrate import upgrade_to_head
-    from app.db.session import make_engine
     from app.ingest import DictionarySummary, ingest_run
 
     def report(summary: DictionarySummary) -> None:
@@ -404,14 +420,8 @@ def _ingest(workdir: Path, url: str, force: bool = False) -> list:
                 f"{head} {summary.examples:>9,} examples  {summary.seconds:5.1f} s ({summary.rows_per_s:,.0f} rows/s)"
             )
 
-    _require_sqlite_folder(url, must_exist=False)
-    with _database_errors(url):
-        upgrade_to_head(url)
-        engine = make_engine(url)
-        try:
-            return ingest_run(engine, workdir, force=force, on_dictionary=report)
-        finally:
-            engine.dispose()
+    with _database(url, migrate=True) as engine:
+        return ingest_run(engine, workdir, force=force, on_dictionary=report)
 
 
 def _index(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -456,39 +466,25 @@ def _add_labels(commands: argparse._SubParsersAction) -> None:
 
 
 def _labels_export(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from app.db.session import make_engine
     from app.labels_io import export_labels_file, format_of
 
     _, url = _workdir_and_database(args)
     fmt = args.format or (format_of(args.out) if args.out.suffix.lower() in (".csv", ".jsonl", ".ndjson") else "csv")
-    _require_sqlite_folder(url, must_exist=True)
-    with _database_errors(url):
-        engine = make_engine(url)
-        try:
-            count = export_labels_file(engine, args.out, fmt)
-        finally:
-            engine.dispose()
+    with _database(url, migrate=False) as engine:
+        count = export_labels_file(engine, args.out, fmt)
     print(f"exported {count} labels to {args.out} ({fmt})")
     return 0
 
 
 def _labels_import(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from app.db.migrate import upgrade_to_head
-    from app.db.session import make_engine
     from app.labels_io import format_of, import_labels_file
 
     _, url = _workdir_and_database(args)
     if not args.file.is_file():
         raise ValueError(f"no file {args.file}: pass a CSV or JSONL file written by `monosemantic labels export`")
     fmt = format_of(args.file, args.format)
-    _require_sqlite_folder(url, must_exist=False)
-    with _database_errors(url):
-        upgrade_to_head(url)
-        engine = make_engine(url)
-        try:
-            result = import_labels_file(engine, args.file, fmt)
-        finally:
-            engine.dispose()
+    with _database(url, migrate=True) as engine:
+        result = import_labels_file(engine, args.file, fmt)
     print(f"imported {result.added} labels from {args.file}; {result.skipped} already stored were skipped")
     return 0
 

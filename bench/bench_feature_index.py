@@ -14,11 +14,10 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from training.activations import load_activations
-from training.feature_index import CorpusTokens, FeatureIndexConfig, compute_feature_index
+from training.feature_index import CorpusTokens, FeatureIndexConfig, compute_feature_index, lm_direct_path
 from training.feature_stream import encoded_chunks
 from training.lm import load_lm
 from training.saes import load_sae
@@ -44,16 +43,8 @@ def main() -> None:
     tokenized = load_tokenized(args.workdir / "tokens")
     rows, manifest = load_activations(args.workdir / "activations", "train")
     scale = float(manifest.mean_sq_norm) ** -0.5
-    split = tokenized.train
-    corpus = CorpusTokens(
-        np.asarray(split.tokens),
-        np.asarray(split.offsets),
-        None if split.tags is None else np.asarray(split.tags),
-        len(tokenized.tag_vocab or []),
-    )
-    lm = load_lm(args.workdir / "lm")
-    block = lm.blocks[manifest.layer]
-    direct = (block.mlp.fc_out.weight.detach(), lm.ln_f.weight.detach(), lm.unembed.weight.detach())
+    corpus = CorpusTokens.train_split(tokenized)
+    direct = lm_direct_path(load_lm(args.workdir / "lm"), manifest.layer)
     config = FeatureIndexConfig()
     print(f"{len(rows):,} tokens, {args.threads} threads")
     for name in names:

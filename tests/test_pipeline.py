@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from app.cli import main
-from tests.text_builders import brown_sample
+from tests.text_builders import brown_jsonl
 from training.feature_index import feature_index_folders, index_run, load_feature_index, load_vocab
 from training.pipeline import PRESETS, PipelineConfig, run_pipeline
 
@@ -29,10 +29,7 @@ TINY = PipelineConfig(
 
 @pytest.fixture(scope="module")
 def corpus_file(tmp_path_factory):
-    texts = [doc.text for doc in brown_sample().documents]
-    path = tmp_path_factory.mktemp("corpus") / "corpus.jsonl"
-    path.write_text("".join(json.dumps({"text": texts[i % len(texts)]}) + "\n" for i in range(16)))
-    return path
+    return brown_jsonl(tmp_path_factory.mktemp("corpus"))
 
 
 @pytest.fixture(scope="module")

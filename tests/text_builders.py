@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from functools import cache
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import torch
 
 from training.corpus import Corpus, Document, read_brown_folder
 from training.lm import TinyLM, TinyLMConfig
+from training.pipeline import PipelineConfig
 from training.tokenizer import train_tokenizer
 
 BROWN_SAMPLE = Path(__file__).parent / "data" / "brown"
@@ -51,3 +53,27 @@ def tiny_lm(seed: int = 0) -> TinyLM:
     """An untrained tiny LM with random weights (eval mode)."""
     torch.manual_seed(seed)
     return TinyLM(tiny_lm_config()).eval()
+
+
+# The smallest pipeline that still trains, indexes and ingests real artifacts: for tests of what comes after.
+SMALLEST_PIPELINE = PipelineConfig(
+    name="smallest",
+    vocab_size=300,
+    lm_steps=10,
+    lm_batch_size=8,
+    dict_sizes=[16, 32],
+    l1=[0.03],
+    k=[],
+    sae_samples=4_096,
+    sae_batch_size=512,
+    eval_rows=1_000,
+    splice_tokens=512,
+)
+
+
+def brown_jsonl(folder: Path, n_documents: int = 16) -> Path:
+    """A ``corpus.jsonl`` in folder of n documents cycling through the Brown sample, for ``--corpus``."""
+    texts = [doc.text for doc in brown_sample().documents]
+    path = folder / "corpus.jsonl"
+    path.write_text("".join(json.dumps({"text": texts[i % len(texts)]}) + "\n" for i in range(n_documents)))
+    return path

@@ -46,11 +46,11 @@ from training.feature_stream import (
     encoded_chunks,
     window_positions,
 )
-from training.lm import load_lm
+from training.lm import TinyLM, load_lm
 from training.metrics import cosine_matrix
 from training.saes import load_sae
 from training.saes.base import SparseAutoencoder
-from training.tokenizer import load_tokenized
+from training.tokenizer import TokenizedCorpus, load_tokenized
 
 INDEX_WEIGHTS = "feature_index.safetensors"
 INDEX_META = "feature_index.json"
@@ -198,6 +198,17 @@ class CorpusTokens:
     tags: np.ndarray | None
     n_tags: int
 
+    @classmethod
+    def train_split(cls, tokenized: TokenizedCorpus) -> CorpusTokens:
+        """The training split of a tokenized run, whose tokens the harvested activation rows belong to."""
+        split = tokenized.train
+        return cls(
+            ids=np.asarray(split.tokens),
+            document_offsets=np.asarray(split.offsets),
+            tags=None if split.tags is None else np.asarray(split.tags),
+            n_tags=len(tokenized.tag_vocab or []),
+        )
+
 
 @dataclass
 class Neighbour:
@@ -227,6 +238,12 @@ def logit_effects(
         suppressed.indices.int().numpy(),
         suppressed.values.float().numpy(),
     )
+
+
+def lm_direct_path(lm: TinyLM, layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What ``logit_effects`` reads for a layer's MLP: output weights, final norm gain, unembedding."""
+    block = lm.blocks[layer]
+    return block.mlp.fc_out.weight.detach(), lm.ln_f.weight.detach(), lm.unembed.weight.detach()
 
 
 def nearest_atoms(decoder: torch.Tensor, other: torch.Tensor, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -414,13 +431,7 @@ def index_run(run_dir: Path, config: FeatureIndexConfig | None = None, progress:
             "the activations were harvested from other tokens; delete activations/ and rerun"
         )
     scale = float(manifest.mean_sq_norm) ** -0.5
-    split = tokenized.train
-    corpus = CorpusTokens(
-        ids=np.asarray(split.tokens),
-        document_offsets=np.asarray(split.offsets),
-        tags=None if split.tags is None else np.asarray(split.tags),
-        n_tags=len(tokenized.tag_vocab or []),
-    )
+    corpus = CorpusTokens.train_split(tokenized)
     out_root = run_dir / FEATURES_DIR
     out_root.mkdir(parents=True, exist_ok=True)
     vocab_path = out_root / VOCAB_FILE
@@ -429,9 +440,7 @@ def index_run(run_dir: Path, config: FeatureIndexConfig | None = None, progress:
 
     direct_path = None
     if (run_dir / "lm" / "model.safetensors").exists() and manifest.site == "mlp_post" and manifest.layer is not None:
-        lm = load_lm(run_dir / "lm")
-        block = lm.blocks[manifest.layer]
-        direct_path = (block.mlp.fc_out.weight.detach(), lm.ln_f.weight.detach(), lm.unembed.weight.detach())
+        direct_path = lm_direct_path(load_lm(run_dir / "lm"), manifest.layer)
     model_name = getattr(manifest, "model", "tinylm")
     saes = {folder: load_sae(folder) for folder in folders}
     width = int(manifest.shape[1])

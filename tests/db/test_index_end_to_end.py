@@ -12,32 +12,16 @@ from app.db.models import Dictionary, Example, Feature
 from app.db.session import make_engine, make_sessionmaker
 from app.examples import decode_example
 from tests.db.builders import add_labels, label_rows, table_counts
-from tests.text_builders import brown_sample
+from tests.text_builders import SMALLEST_PIPELINE, brown_jsonl
 from training.feature_index import load_vocab
-from training.pipeline import PipelineConfig, run_pipeline
-
-TINIEST = PipelineConfig(
-    name="tiniest",
-    vocab_size=300,
-    lm_steps=10,
-    lm_batch_size=8,
-    dict_sizes=[16, 32],
-    l1=[0.03],
-    k=[],
-    sae_samples=4_096,
-    sae_batch_size=512,
-    eval_rows=1_000,
-    splice_tokens=512,
-)
+from training.pipeline import run_pipeline
 
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
-    texts = [doc.text for doc in brown_sample().documents]
-    corpus = tmp_path_factory.mktemp("corpus") / "corpus.jsonl"
-    corpus.write_text("".join(json.dumps({"text": texts[i % len(texts)]}) + "\n" for i in range(16)))
+    corpus = brown_jsonl(tmp_path_factory.mktemp("corpus"))
     workdir = tmp_path_factory.mktemp("run")
-    run_pipeline(TINIEST, workdir, corpus, progress=False)
+    run_pipeline(SMALLEST_PIPELINE, workdir, corpus, progress=False)
     return workdir
 
 

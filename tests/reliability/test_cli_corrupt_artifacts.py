@@ -18,33 +18,18 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from app.cli import main
-from tests.text_builders import brown_sample
-from training.pipeline import PipelineConfig, run_pipeline
+from tests.text_builders import SMALLEST_PIPELINE, brown_jsonl
+from training.pipeline import run_pipeline
 
-TINY = PipelineConfig(
-    name="tiny",
-    vocab_size=300,
-    lm_steps=10,
-    lm_batch_size=8,
-    dict_sizes=[16, 32],
-    l1=[0.03],
-    k=[],
-    sae_samples=4_096,
-    sae_batch_size=512,
-    eval_rows=1_000,
-    splice_tokens=512,
-)
 SMALL, LARGE = "relu_n16_l10.03", "relu_n32_l10.03"
 
 
 @pytest.fixture(scope="module")
 def indexed_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A trained and indexed run (its database in the run folder), never modified by the tests."""
-    texts = [doc.text for doc in brown_sample().documents]
-    corpus = tmp_path_factory.mktemp("corpus") / "corpus.jsonl"
-    corpus.write_text("".join(json.dumps({"text": texts[i % len(texts)]}) + "\n" for i in range(16)))
+    corpus = brown_jsonl(tmp_path_factory.mktemp("corpus"))
     workdir = tmp_path_factory.mktemp("run")
-    run_pipeline(TINY, workdir, corpus, progress=False)
+    run_pipeline(SMALLEST_PIPELINE, workdir, corpus, progress=False)
     assert main(["index", "--workdir", str(workdir), "--no-progress"]) == 0
     return workdir
 

@@ -3,8 +3,8 @@ and the REST API's reads and label writes.
 
 Each test of the listed modules that touches a database is collected here a second time; the fixtures
 below give it a PostgreSQL schema of its own (see ``conftest.postgres_url``) where the originals use a
-SQLite file, so one test body checks both backends. Without ``MONOSEMANTIC_TEST_POSTGRES_URL`` they skip
-(fail under CI). The concurrent-labellers test runs on both backends through ``backend_url``.
+SQLite file, so one test body checks both backends. Without ``MONOSEMANTIC_TEST_POSTGRES_URL`` (``make test``
+sets it) they fail. The concurrent-labellers test runs on both backends through ``backend_url``.
 """
 
 from __future__ import annotations
@@ -17,9 +17,7 @@ from types import ModuleType
 
 import pytest
 from fastapi import FastAPI
-from fastapi.testclient import TestClient
 from sqlalchemy import Engine
-from sqlalchemy.orm import Session
 
 import tests.app.test_api_labels
 import tests.app.test_api_read
@@ -30,7 +28,7 @@ from app.db.migrate import upgrade_to_head
 from app.db.session import make_engine
 from app.main import create_app
 from app.settings import Settings
-from tests.app.builders import BuiltDatabase, build_database
+from tests.app.conftest import built, client, session  # noqa: F401  the API tests' fixtures, over this app
 from tests.db.builders import BuiltRun, build_run
 from tests.reliability.conftest import new_schema_url
 
@@ -104,21 +102,3 @@ def app(tmp_path: Path, database_url: str) -> FastAPI:
     app = create_app(Settings(workdir=tmp_path, database_url=database_url))
     app.state.rng = random.Random(0)
     return app
-
-
-@pytest.fixture
-def built(app: FastAPI) -> BuiltDatabase:
-    with app.state.sessionmaker() as session:
-        return build_database(session)
-
-
-@pytest.fixture
-def session(app: FastAPI) -> Iterator[Session]:
-    with app.state.sessionmaker() as session:
-        yield session
-
-
-@pytest.fixture
-def client(app: FastAPI, built: BuiltDatabase) -> Iterator[TestClient]:
-    with TestClient(app) as test_client:
-        yield test_client
