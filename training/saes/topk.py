@@ -78,25 +78,21 @@ class TopKSAE(SparseAutoencoder):
     def _aux_k(self, pre: torch.Tensor, xc: torch.Tensor, err: torch.Tensor) -> float:
         """Add the aux-k loss gradients (dead latents modelling the residual); return its value.
 
-        aux_k codes per sample make many (sample, latent) pairs, so the products run densely over the
-        dead latents only: a few small matrix products are far cheaper than gathering a row per pair.
+        Like the main loss, the aux codes are sparse (aux_k per sample), so the decode is an
+        embedding-bag and the gradients are index-adds over the chosen (sample, latent) pairs.
         """
         dead = (self.samples_since_fired >= self.config.dead_after).nonzero().squeeze(1)
         if dead.numel() == 0:
             return 0.0
         k_aux = min(self.config.aux_k or 2 * self.config.k, dead.numel())
-        vals, local = pre[:, dead].topk(k_aux, dim=1, sorted=False)
-        codes = torch.zeros(pre.shape[0], dead.numel()).scatter_(1, local, vals.relu_())
-        atoms = self.W_dec[dead]
+        candidates = pre if dead.numel() == pre.shape[1] else pre.index_select(1, dead)
+        vals, local = candidates.topk(k_aux, dim=1, sorted=False)
+        codes = SparseCodes.from_topk(vals.relu_(), dead[local])
         residual = err.neg()
         energy = residual.pow(2).sum().clamp_min(1e-12)
-        aux_err = (codes @ atoms).sub_(residual)
+        aux_err = sparse_codes.decode(codes, self.W_dec, None).sub_(residual)
         g_aux = aux_err * (2.0 * self.config.aux_coef / energy)
-        g_pre = (g_aux @ atoms.T).mul_(codes.sign())
-        g = self.grads
-        g["W_dec"].index_add_(0, dead, codes.T @ g_aux)
-        g["W_enc"].index_add_(0, dead, g_pre.T @ xc)
-        g["b_enc"].index_add_(0, dead, g_pre.sum(dim=0))
+        sparse_codes.accumulate_grads(self.grads, codes, self.W_dec, xc, g_aux)
         return (self.config.aux_coef * aux_err.pow(2).sum() / energy).item()
 
     def after_step(self, x: torch.Tensor, step: int, total_steps: int) -> list[torch.Tensor]:
