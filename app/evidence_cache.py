@@ -4,8 +4,9 @@ A feature's evidence (statistics, top contexts, quantile samples, histogram, top
 parts of speech) changes only when its dictionary is indexed again, so the key is the dictionary's content
 hash, its ``indexed_at`` and the feature's index. What can change between two views is left out and drawn
 per request: labels, and the ids of neighbouring dictionaries (another dictionary may be indexed meanwhile).
-The feature page keeps the HTML; ``GET /api/dictionaries/{id}/features/{index}`` keeps its JSON body up to
-the neighbours and labels, which it appends per request (``FeatureDetail`` ends with those two fields).
+The feature page keeps its whole page with holes for those and the CSRF token (``app.page_shell``), the
+labelling page the evidence's HTML, and ``GET /api/dictionaries/{id}/features/{index}`` its JSON body up
+to the neighbours and labels, which it appends per request (``FeatureDetail`` ends with those two fields).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Generic, Protocol, TypeVar
 from markupsafe import Markup
 from pydantic import TypeAdapter
 
+from app.page_shell import PageShell
 from app.schemas import FeatureDetail, LabelOut, Neighbour
 
 # About 300 to 600 features of a full-sized run (20 top contexts and 50 quantile samples of 33 tokens
@@ -67,6 +69,28 @@ class FeatureEvidence:
     def size_bytes(self) -> int:
         """Memory the two HTML strings take (what the cache's bound counts)."""
         return sys.getsizeof(self.main_html) + sys.getsizeof(self.side_html)
+
+
+@dataclass(frozen=True)
+class FeaturePageKey:
+    """What a whole feature page depends on, less its per-view holes (CSRF token, neighbour links, labels)."""
+
+    dictionary_id: int
+    dictionary_name: str
+    dict_size: int
+    evidence: EvidenceKey
+
+
+@dataclass(frozen=True)
+class CachedFeaturePage:
+    """A feature page rendered with holes (``app.page_shell``), and the neighbours whose ids fill one of them."""
+
+    shell: PageShell
+    neighbours: list[Neighbour]  # their dictionary ids are looked up again on every view
+
+    def size_bytes(self) -> int:
+        """Memory the page's fixed pieces and the neighbour records take (what the cache's bound counts)."""
+        return self.shell.size_bytes() + NEIGHBOUR_BYTES * len(self.neighbours)
 
 
 @dataclass(frozen=True)

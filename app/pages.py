@@ -16,15 +16,17 @@ from urllib.parse import parse_qs, quote, unquote, urlencode
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from markupsafe import Markup
+from markupsafe import Markup, escape
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
-from app import queries
+from app import feature_reads, queries
 from app.api import DictionaryId, FeatureIndexParam, SessionDep, get_inspector, get_settings
 from app.csrf import csrf_token, set_csrf_cookie, verify_csrf
 from app.db.models import VERDICTS, Dictionary
-from app.evidence_cache import EvidenceCache, EvidenceKey, FeatureEvidence
+from app.evidence_cache import CachedFeaturePage, EvidenceCache, EvidenceKey, FeatureEvidence, FeaturePageKey
+from app.feature_reads import DictionaryHead
 from app.inspector import ActivationInspector, InspectorUnavailable
 from app.page_data import (
     FIGURES_DIR,
@@ -38,6 +40,7 @@ from app.page_data import (
     toy_workdir,
     undo_last_label,
 )
+from app.page_shell import render_shell, slot
 from app.schemas import (
     MAX_DESCRIPTION_CHARS,
     MAX_SQL_INT,
@@ -45,6 +48,8 @@ from app.schemas import (
     FeatureDetail,
     FeatureSort,
     LabelIn,
+    LabelOut,
+    Neighbour,
     SortOrder,
 )
 from app.security import (
@@ -93,6 +98,7 @@ def _environment() -> Environment:
         autoescape=select_autoescape(default=True, default_for_string=True),
         trim_blocks=True,
         lstrip_blocks=True,
+        auto_reload=False,  # templates ship with the package: no stat of every template file per render
     )
     env.globals.update(
         token_html=token_html,
@@ -125,6 +131,11 @@ def render(
         html = "".join(template.blocks[block](template.new_context(values)))
     else:
         html = template.render(values)
+    return html_response(request, html, status_code)
+
+
+def html_response(request: Request, html: str, status_code: int = 200) -> HTMLResponse:
+    """A rendered page with the headers every page gets (and the CSRF cookie when the browser lacks it)."""
     response = HTMLResponse(html, status_code=status_code)
     response.headers["Vary"] = "HX-Request"
     response.headers["Cache-Control"] = "no-store"
@@ -270,7 +281,7 @@ def evidence_cache(request: Request) -> EvidenceCache:
         return state.evidence_cache
 
 
-def _evidence_key(dictionary: Dictionary, index: int, compact: bool) -> EvidenceKey:
+def _evidence_key(dictionary: Dictionary | DictionaryHead, index: int, compact: bool) -> EvidenceKey:
     return EvidenceKey(dictionary.content_hash, dictionary.indexed_at, index, compact)
 
 
@@ -299,38 +310,68 @@ def cached_evidence(request: Request, dictionary: Dictionary, detail: FeatureDet
 
 
 @router.get("/dictionaries/{dictionary_id}/features/{index}", response_class=HTMLResponse)
-def feature_page(
-    request: Request, dictionary_id: DictionaryId, index: FeatureIndexParam, session: SessionDep
-) -> HTMLResponse:
+async def feature_page(request: Request, dictionary_id: DictionaryId, index: FeatureIndexParam) -> HTMLResponse:
     """Everything about one feature: contexts, quantile samples, histogram, tokens, logits, neighbours, labels.
 
-    The evidence comes from the cache when this feature was drawn since its dictionary was last indexed;
-    labels and the neighbours' dictionary ids are read on every view.
+    The page is cached with holes for its CSRF token, neighbour links and labels (``app.page_shell``) until
+    its dictionary is indexed again. A cached view reads only the dictionary's identity, the labels and the
+    neighbours' dictionary ids, inline on the event loop (``app.feature_reads``): a round trip through the
+    thread pool would cost more than those reads. A miss renders and caches the page in the thread pool.
     """
-    dictionary = _dictionary(session, dictionary_id)
-    if dictionary is None:
-        return _missing_dictionary(request, dictionary_id)
-    evidence = evidence_cache(request).get(_evidence_key(dictionary, index, compact=False))
-    if evidence is not None:
-        neighbours = queries.resolve_neighbours(session, evidence.neighbours)
-        labels = queries.feature_labels(session, dictionary, index)
-    else:
+    with request.app.state.engine.connect() as connection:
+        head = feature_reads.dictionary_head(connection, dictionary_id)
+        if head is None:
+            return _missing_dictionary(request, dictionary_id)
+        page = evidence_cache(request).get(_page_key(head, index))
+        if page is not None:
+            neighbours = feature_reads.resolve_neighbours(connection, page.neighbours)
+            labels = feature_reads.feature_labels(connection, head.content_hash, index)
+    if page is None:
+        return await run_in_threadpool(_uncached_feature_page, request, dictionary_id, index)
+    return _feature_response(request, page, neighbours, labels)
+
+
+def _page_key(dictionary: Dictionary | DictionaryHead, index: int) -> FeaturePageKey:
+    evidence = _evidence_key(dictionary, index, compact=False)
+    return FeaturePageKey(dictionary.id, dictionary.name, dictionary.dict_size, evidence)
+
+
+def _uncached_feature_page(request: Request, dictionary_id: int, index: int) -> HTMLResponse:
+    """The feature page built from the database, cached (with its holes) on the way."""
+    with request.app.state.sessionmaker() as session:
+        dictionary = _dictionary(session, dictionary_id)
+        if dictionary is None:
+            return _missing_dictionary(request, dictionary_id)
         detail = queries.feature_detail(session, dictionary, index)
         if detail is None:
             return not_found(
                 request, f"{dictionary.name} has no feature {index}: indices run from 0 to {dictionary.dict_size - 1}."
             )
-        evidence = cached_evidence(request, dictionary, detail, compact=False)
-        neighbours, labels = detail.neighbours, detail.labels
-    context = {
-        "nav": "overview",
-        "dictionary": dictionary,
-        "compact": False,
-        "feature": evidence,
-        "neighbours": neighbours,
-        "labels": labels,
+        context = {
+            "nav": "overview",
+            "dictionary": dictionary,
+            "compact": False,
+            "feature": render_evidence(detail, compact=False),
+            "csrf_token": slot("csrf_token"),
+            "neighbours_html": slot("neighbours"),
+            "labels_html": slot("labels"),
+        }
+        page = CachedFeaturePage(render_shell(ENV.get_template("feature.html"), context), detail.neighbours)
+        evidence_cache(request).put(_page_key(dictionary, index), page)
+        return _feature_response(request, page, detail.neighbours, detail.labels)
+
+
+def _feature_response(
+    request: Request, page: CachedFeaturePage, neighbours: list[Neighbour], labels: list[LabelOut]
+) -> HTMLResponse:
+    """The cached page with this view's CSRF token, neighbour links and labels in its holes."""
+    macros = ENV.globals["m"]
+    values = {
+        "csrf_token": str(escape(csrf_token(request))),
+        "neighbours": str(macros.neighbours_table(neighbours)),
+        "labels": str(macros.labels_list(labels)),
     }
-    return render(request, "feature.html", context)
+    return html_response(request, page.shell.fill(values))
 
 
 # --- labelling --------------------------------------------------------------------------------------------

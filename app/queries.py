@@ -16,6 +16,7 @@ from pathlib import Path
 from sqlalchemy import case, exists, func, select
 from sqlalchemy.orm import Session
 
+from app import feature_reads
 from app.db.models import Dictionary, Example, Feature, Label
 from app.estimates import (
     compare_proportions,
@@ -244,12 +245,7 @@ def _detail(session: Session, dictionary: Dictionary, feature: Feature) -> Featu
 
 def feature_labels(session: Session, dictionary: Dictionary, index: int) -> list[LabelOut]:
     """Every label of one feature, newest first."""
-    labels = session.scalars(
-        select(Label)
-        .where(Label.dictionary_hash == dictionary.content_hash, Label.feature_index == index)
-        .order_by(Label.created_at.desc(), Label.id.desc())
-    ).all()
-    return [label_out(label) for label in labels]
+    return feature_reads.feature_labels(session.connection(), dictionary.content_hash, index)
 
 
 def _context(example: Example, vocab: list[str]) -> Context:
@@ -297,13 +293,7 @@ def _neighbours(session: Session, entries: list[dict]) -> list[Neighbour]:
 
 def resolve_neighbours(session: Session, neighbours: list[Neighbour]) -> list[Neighbour]:
     """The neighbours with the ids their dictionaries have here now (None for one not indexed here)."""
-    hashes = {n.dictionary_hash for n in neighbours}
-    ids = dict(
-        session.execute(select(Dictionary.content_hash, Dictionary.id).where(Dictionary.content_hash.in_(hashes))).all()
-        if hashes
-        else []
-    )
-    return [n.model_copy(update={"dictionary_id": ids.get(n.dictionary_hash)}) for n in neighbours]
+    return feature_reads.resolve_neighbours(session.connection(), neighbours)
 
 
 def next_unlabelled_feature(

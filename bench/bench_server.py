@@ -23,13 +23,14 @@ import json
 import os
 import random
 import re
+import secrets
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -39,6 +40,7 @@ from sqlalchemy import select
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # the synthetic run comes from the tests' builders
 
+from app.csrf import CSRF_COOKIE  # noqa: E402
 from app.db.backup import backup_sqlite  # noqa: E402
 from app.db.migrate import upgrade_to_head  # noqa: E402
 from app.db.models import Dictionary, Feature  # noqa: E402
@@ -61,6 +63,7 @@ class Endpoint:
     method: str
     paths: list[str]
     bodies: list[str] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -146,12 +149,23 @@ def endpoints(dictionary_id: int, indices: list[int]) -> list[Endpoint]:
         json.dumps({"labeller": f"bench-{i % 16}", "verdict": "monosemantic", "description": "load test"})
         for i in range(len(indices))
     ]
+    # A labeller's browser holds the CSRF cookie after its first page, so the page's load sends one too.
+    browser = {"Cookie": f"{CSRF_COOKIE}={secrets.token_urlsafe(32)}"}
     return [
         Endpoint("GET /api/health (reference)", "GET", ["/api/health"]),
-        Endpoint("GET feature page", "GET", [f"{base}/{i}" for i in indices]),
+        Endpoint("GET feature page", "GET", [f"{base}/{i}" for i in indices], headers=browser),
         Endpoint("GET feature JSON", "GET", [f"/api{base}/{i}" for i in indices]),
         Endpoint("POST label", "POST", [f"/api{base}/{i}/labels" for i in indices], labels),
     ]
+
+
+def warm_up(base: str, endpoint: Endpoint) -> None:
+    """View every path of a GET endpoint once, so the load measures views of cached features."""
+    if endpoint.method != "GET":
+        return
+    with httpx.Client(base_url=base, timeout=60, headers=endpoint.headers) as client:
+        for path in endpoint.paths:
+            client.get(path).raise_for_status()
 
 
 # --- load generators ------------------------------------------------------------------------------------------
@@ -160,15 +174,17 @@ WRK_SCRIPT = """
 local paths = {%(paths)s}
 local bodies = {%(bodies)s}
 local method = "%(method)s"
+local headers = {%(headers)s}
 local n = 0
 function setup(thread) thread:set("offset", math.random(1, #paths)) end
 function request()
   n = n + 1
   local i = ((n + offset) %% #paths) + 1
   if method == "POST" then
-    return wrk.format("POST", paths[i], {["Content-Type"] = "application/json"}, bodies[i])
+    headers["Content-Type"] = "application/json"
+    return wrk.format("POST", paths[i], headers, bodies[i])
   end
-  return wrk.format("GET", paths[i])
+  return wrk.format("GET", paths[i], headers)
 end
 function done(summary, latency, requests)
   io.write(string.format("RESULT %%d %%d %%f %%f\\n", summary.requests,
@@ -191,6 +207,7 @@ def run_wrk(base: str, endpoint: Endpoint, seconds: float, clients: int, scratch
             "paths": _lua_strings(endpoint.paths),
             "bodies": _lua_strings(endpoint.bodies or []),
             "method": endpoint.method,
+            "headers": ", ".join(f"[{json.dumps(k)}] = {json.dumps(v)}" for k, v in endpoint.headers.items()),
         }
     )
     command = ["wrk", "-t1", f"-c{clients}", f"-d{max(1, round(seconds))}s", "--timeout", "10s", "-s", str(script)]
@@ -204,7 +221,7 @@ async def _httpx_load(base: str, endpoint: Endpoint, seconds: float, clients: in
     latencies: list[float] = []
     errors = 0
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=10) as client:
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=10, headers=endpoint.headers) as client:
         start = time.perf_counter()
         deadline = start + seconds
 
@@ -270,7 +287,8 @@ def main() -> None:
             reference = None
             results = {}
             for endpoint in endpoints(dictionary_id, indices):
-                load(base, endpoint, 1.0, args.clients, scratch)  # warm-up: caches, connections, the thread pool
+                warm_up(base, endpoint)
+                load(base, endpoint, 1.0, args.clients, scratch)  # connections, the thread pool
                 result = load(base, endpoint, args.seconds, args.clients, scratch)
                 reference = reference or result
                 results[endpoint.name] = result

@@ -33,7 +33,7 @@ def test_context_strip_html_shades_marks_the_centre_and_escapes() -> None:
     context = Context(tokens=["<i>", " cat", "  ", "x"], activations=[0.0, 2.0, 0.6, -0.0], center=1, position=7)
     assert context_strip_html(context, 2.0) == (
         '<div class="tokens context"><span class="value">2</span>'
-        '<span class="tok t0" title="0">&lt;i&gt;</span>'
+        "<span>&lt;i&gt;</span>"
         '<span class="tok t10 center" title="2"> cat</span>'
         '<span class="tok t3" title="0.6"><span class="ws">··</span></span>'
         '<span class="tok t0" title="-0">x</span></div>'
@@ -132,7 +132,19 @@ def test_the_labelling_page_shows_the_same_evidence_as_the_feature_page(
     for text in ("Top activations", "Samples across the activation range", "Activation histogram", "Top tokens"):
         assert text in html and text in full
     assert "Neighbours in other sizes" not in html and "Neighbours in other sizes" in full
-    assert sorted(k.compact for k in app.state.evidence_cache._entries) == [False, True]
+    keys = list(app.state.evidence_cache._entries)
+    assert sorted(type(k).__name__ for k in keys) == ["EvidenceKey", "FeaturePageKey"]  # the page, the compact part
+    assert all(k.compact for k in keys if isinstance(k, EvidenceKey))
+
+
+def test_a_cached_page_carries_each_browsers_own_csrf_token(app: FastAPI, built: BuiltDatabase) -> None:
+    tokens = []
+    for _ in range(2):
+        with TestClient(app) as browser:
+            html = page(browser, built.small_id, 1)
+            tokens.append(browser.cookies["monosemantic_csrf"])
+            assert f'<meta name="csrf-token" content="{tokens[-1]}">' in html
+    assert tokens[0] != tokens[1] and len(app.state.evidence_cache) == 1
 
 
 def test_a_missing_feature_is_still_a_404_and_not_cached(
