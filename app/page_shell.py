@@ -29,18 +29,21 @@ def slot(name: str) -> Markup:
 
 @dataclass(frozen=True)
 class PageShell:
-    """A rendered page as fixed pieces with a hole after each but the last: ``pieces[i]``, ``slots[i]``, ..."""
+    """A rendered page as fixed UTF-8 pieces with a hole after each but the last: ``pieces[i]``, ``slots[i]``, ...
 
-    pieces: tuple[str, ...]
+    The pieces are kept encoded, so a view encodes only what fills the holes.
+    """
+
+    pieces: tuple[bytes, ...]
     slots: tuple[str, ...]
 
-    def fill(self, values: dict[str, str]) -> str:
-        """The page with every hole replaced by its (already escaped) value."""
+    def fill(self, values: dict[str, str]) -> bytes:
+        """The page, as UTF-8, with every hole replaced by its (already escaped) value."""
         parts = [self.pieces[0]]
         for name, piece in zip(self.slots, self.pieces[1:], strict=True):
-            parts.append(values[name])
+            parts.append(values[name].encode())
             parts.append(piece)
-        return "".join(parts)
+        return b"".join(parts)
 
     def size_bytes(self) -> int:
         """Memory the fixed pieces take."""
@@ -50,4 +53,4 @@ class PageShell:
 def render_shell(template: Template, context: dict[str, Any]) -> PageShell:
     """Render ``template`` with ``context`` (whose holes are ``slot(name)`` values) and cut it at the holes."""
     split = _MARKER.split(template.render(context))
-    return PageShell(pieces=tuple(split[0::2]), slots=tuple(split[1::2]))
+    return PageShell(pieces=tuple(piece.encode() for piece in split[0::2]), slots=tuple(split[1::2]))

@@ -134,7 +134,7 @@ def render(
     return html_response(request, html, status_code)
 
 
-def html_response(request: Request, html: str, status_code: int = 200) -> HTMLResponse:
+def html_response(request: Request, html: str | bytes, status_code: int = 200) -> HTMLResponse:
     """A rendered page with the headers every page gets (and the CSRF cookie when the browser lacks it)."""
     response = HTMLResponse(html, status_code=status_code)
     response.headers["Vary"] = "HX-Request"
@@ -319,13 +319,12 @@ async def feature_page(request: Request, dictionary_id: DictionaryId, index: Fea
     thread pool would cost more than those reads. A miss renders and caches the page in the thread pool.
     """
     with request.app.state.engine.connect() as connection:
-        head = feature_reads.dictionary_head(connection, dictionary_id)
+        head, labels = feature_reads.head_and_labels(connection, dictionary_id, index)
         if head is None:
             return _missing_dictionary(request, dictionary_id)
         page = evidence_cache(request).get(_page_key(head, index))
         if page is not None:
             neighbours = feature_reads.resolve_neighbours(connection, page.neighbours)
-            labels = feature_reads.feature_labels(connection, head.content_hash, index)
     if page is None:
         return await run_in_threadpool(_uncached_feature_page, request, dictionary_id, index)
     return _feature_response(request, page, neighbours, labels)

@@ -18,12 +18,12 @@ def test_filled_holes_give_the_page_rendered_with_the_values() -> None:
     assert shell.slots == ("token", "labels", "token")
     values = {"token": "abc_-9", "labels": "<b>ann</b>"}
     direct = TEMPLATE.render(token="abc_-9", text=text, labels=Markup("<b>ann</b>"))
-    assert shell.fill(values) == direct
-    assert "&lt;script&gt;" in shell.fill(values)
+    assert shell.fill(values) == direct.encode()
+    assert b"&lt;script&gt;" in shell.fill(values)
 
 
 def test_text_that_looks_like_a_hole_is_not_one() -> None:
     lookalike = "\x00" + "0" * 16 + ":token\x00"
     shell = render_shell(TEMPLATE, {"token": slot("token"), "text": lookalike, "labels": "none"})
     assert shell.slots == ("token", "token")
-    assert lookalike in shell.fill({"token": "t"})
+    assert lookalike.encode() in shell.fill({"token": "t"})
