@@ -68,7 +68,7 @@ PRESETS: dict[str, PipelineConfig] = {
         l1=[0.1, 0.3],
         k=[8],
         sae_samples=2_000_000,
-        sae_batch_size=2048,
+        sae_batch_size=512,
     ),
 }
 
