@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from app import queries
 from app.db.models import Dictionary, Feature, Label
+from app.db.session import serialized_writes
 from app.estimates import ALPHA
 from app.schemas import AgreementOut, DictionaryOut, EstimateOut, FeatureDetail, LabelOut, PersistenceOut
 from app.settings import Settings
@@ -68,7 +69,8 @@ def undo_last_label(session: Session, dictionary: Dictionary, labeller: str) -> 
         return None
     undone = queries.label_out(newest)
     session.delete(newest)
-    session.commit()
+    with serialized_writes(session):
+        session.commit()
     return undone
 
 

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from app import feature_reads
 from app.db.models import Dictionary, Example, Feature, Label
+from app.db.session import serialized_writes
 from app.estimates import (
     compare_proportions,
     density_quartiles,
@@ -349,7 +350,8 @@ def add_label(session: Session, dictionary: Dictionary, index: int, label: Label
         confidence=label.confidence,
     )
     session.add(row)
-    session.commit()
+    with serialized_writes(session):
+        session.commit()
     return label_out(row)
 
 
