@@ -190,11 +190,21 @@ def _uncached_feature(request: Request, dictionary_id: int, index: int) -> Respo
     status_code=201,
     dependencies=[Depends(require_write_token)],
 )
-def add_label(dictionary: DictionaryDep, index: FeatureIndexParam, label: LabelIn, session: SessionDep) -> LabelOut:
+async def add_label(
+    request: Request, dictionary_id: DictionaryId, index: FeatureIndexParam, label: LabelIn
+) -> LabelOut:
     """Store a label of this feature; labelling again adds a row, and the newest row per labeller counts."""
-    if queries.get_feature(session, dictionary, index) is None:
-        raise _feature_not_found(dictionary, index)
-    return queries.add_label(session, dictionary, index, label)
+    # The body is validated on the event loop; the reads and the write take one trip to the thread pool
+    # (dependencies for the dictionary and the session would take three).
+    return await run_in_threadpool(_store_label, request, dictionary_id, index, label)
+
+
+def _store_label(request: Request, dictionary_id: int, index: int, label: LabelIn) -> LabelOut:
+    with request.app.state.sessionmaker() as session:
+        dictionary = dictionary_or_404(dictionary_id, session)
+        if queries.get_feature(session, dictionary, index) is None:
+            raise _feature_not_found(dictionary, index)
+        return queries.add_label(session, dictionary, index, label)
 
 
 @router.get("/dictionaries/{dictionary_id}/next-feature", response_model=FeatureDetail)

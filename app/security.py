@@ -40,8 +40,11 @@ def token_matches(expected: str | None, authorization: str | None) -> bool:
     return secrets.compare_digest(sent.strip().encode(), expected.encode())
 
 
-def require_write_token(request: Request) -> None:
-    """A dependency of every API write: 401 unless the request bears the configured write token."""
+async def require_write_token(request: Request) -> None:
+    """A dependency of every API write: 401 unless the request bears the configured write token.
+
+    Async only so that FastAPI runs this header check on the event loop rather than in a worker thread.
+    """
     expected = request.app.state.settings.write_token
     if not token_matches(expected, request.headers.get("authorization")):
         raise HTTPException(
