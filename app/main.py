@@ -49,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.engine = engine
+    app.state.inline_reads = engine.dialect.name == "sqlite"  # see app.api.short_read
     app.state.sessionmaker = make_sessionmaker(engine)
     app.state.inspector = ActivationInspector()
     app.state.rng = random.Random()

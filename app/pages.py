@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from app import feature_reads, queries
-from app.api import DictionaryId, FeatureIndexParam, SessionDep, get_inspector, get_settings
+from app.api import DictionaryId, FeatureIndexParam, SessionDep, get_inspector, get_settings, short_read
 from app.csrf import csrf_token, set_csrf_cookie, verify_csrf
 from app.db.models import VERDICTS, Dictionary
 from app.evidence_cache import CachedFeaturePage, EvidenceCache, EvidenceKey, FeatureEvidence, FeaturePageKey
@@ -315,18 +315,25 @@ async def feature_page(request: Request, dictionary_id: DictionaryId, index: Fea
 
     The page is cached with holes for its CSRF token, neighbour links and labels (``app.page_shell``) until
     its dictionary is indexed again. A cached view reads only the dictionary's identity, the labels and the
-    neighbours' dictionary ids, inline on the event loop (``app.feature_reads``): a round trip through the
-    thread pool would cost more than those reads. A miss renders and caches the page in the thread pool.
+    neighbours' dictionary ids (``app.feature_reads``), inline on the event loop on SQLite (``short_read``).
+    A miss renders and caches the page in the thread pool.
     """
+    response = await short_read(request, _cached_feature_page, request, dictionary_id, index)
+    if response is None:
+        return await run_in_threadpool(_uncached_feature_page, request, dictionary_id, index)
+    return response
+
+
+def _cached_feature_page(request: Request, dictionary_id: int, index: int) -> HTMLResponse | None:
+    """The feature page when it is cached (None when not), or the 404 page of a missing dictionary."""
     with request.app.state.engine.connect() as connection:
         head, labels = feature_reads.head_and_labels(connection, dictionary_id, index)
         if head is None:
             return _missing_dictionary(request, dictionary_id)
         page = evidence_cache(request).get(_page_key(head, index))
-        if page is not None:
-            neighbours = feature_reads.resolve_neighbours(connection, page.neighbours)
-    if page is None:
-        return await run_in_threadpool(_uncached_feature_page, request, dictionary_id, index)
+        if page is None:
+            return None
+        neighbours = feature_reads.resolve_neighbours(connection, page.neighbours)
     return _feature_response(request, page, neighbours, labels)
 
 

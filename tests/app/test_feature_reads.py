@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from types import SimpleNamespace
+
 from fastapi import FastAPI
 
 from app import feature_reads, queries
+from app.api import short_read
 from app.db.models import Dictionary
 from app.schemas import Neighbour
 from tests.app.builders import BuiltDatabase, add_labels
@@ -41,3 +46,14 @@ def test_neighbours_get_the_ids_their_dictionaries_have_now(app: FastAPI, built:
             resolved = feature_reads.resolve_neighbours(connection, [neighbour(h) for h in hashes[:count]])
             assert [n.dictionary_id for n in resolved] == expected[:count]
         assert feature_reads.resolve_neighbours(connection, []) == []
+
+
+def test_short_reads_run_inline_on_sqlite_and_in_the_thread_pool_on_a_server(app: FastAPI) -> None:
+    assert app.state.inline_reads  # the tests' app is on SQLite
+
+    def reading_thread(inline: bool) -> threading.Thread:
+        request = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(inline_reads=inline)))
+        return asyncio.run(short_read(request, threading.current_thread))
+
+    assert reading_thread(True) is threading.current_thread()  # asyncio.run's loop runs in this thread
+    assert reading_thread(False) is not threading.current_thread()

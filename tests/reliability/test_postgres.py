@@ -102,3 +102,8 @@ def app(tmp_path: Path, database_url: str) -> FastAPI:
     app = create_app(Settings(workdir=tmp_path, database_url=database_url))
     app.state.rng = random.Random(0)
     return app
+
+
+def test_feature_views_read_through_the_thread_pool_on_postgresql(app: FastAPI) -> None:
+    """A database server is a network round trip away (or hangs while down): no reads on the event loop."""
+    assert app.state.inline_reads is False
