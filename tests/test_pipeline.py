@@ -48,6 +48,7 @@ def test_every_sae_of_the_sweep_is_reported(finished):
     assert json.loads((workdir / "metrics.json").read_text()) == metrics
     assert (workdir / "figures" / "heatmap_ce_recovered_relu.png").exists()
     assert (workdir / "figures" / "fvu_vs_samples.png").exists()
+    assert (workdir / "figures" / "dead_fraction_vs_samples.png").exists()
     assert set(metrics["stage_seconds"]) == {
         "corpus_and_tokenizer",
         "lm",

@@ -206,3 +206,14 @@ def test_training_recovers_the_toy_features(arch, recovery_sweep):
     initial = build_sae(RECOVERY_CONFIGS[arch])
     initial.initialise_from_data(toy.batch(INIT_STEP, TrainConfig(samples=1).init_samples))
     assert final > mmcs(initial.W_dec, toy.features) + 0.1
+
+
+def test_the_log_records_the_training_dead_fraction(uninterrupted):
+    folder, runs = uninterrupted
+    last = {line["run"]: line for line in read_log(folder)}  # the final step is always logged
+    for run in runs:
+        silent = run.sae.samples_since_fired >= run.config.dead_after
+        assert last[run.config.name]["dead_fraction"] == pytest.approx(silent.float().mean().item())
+    fresh = build_sae(runs[0].config)
+    fresh.samples_since_fired[: fresh.config.dict_size // 4] = fresh.config.dead_after
+    assert fresh.dead_fraction() == 0.25

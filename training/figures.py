@@ -151,7 +151,12 @@ def read_train_log(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-CURVE_LABELS = {"mmcs": "MMCS vs ground truth", "fvu": "FVU (training batch)", "l0": "L0 (training batch)"}
+CURVE_LABELS = {
+    "mmcs": "MMCS vs ground truth",
+    "fvu": "FVU (training batch)",
+    "l0": "L0 (training batch)",
+    "dead_fraction": "dead fraction (silent for dead_after samples)",
+}
 
 
 def plot_training_curve(log: Iterable[dict], metric: str, path: Path, log_y: bool = False) -> Path | None:
@@ -180,7 +185,7 @@ def plot_training_curve(log: Iterable[dict], metric: str, path: Path, log_y: boo
     ax.set_ylabel(label)
     if log_y:
         ax.set_yscale("log")
-    elif metric == "mmcs":
+    elif metric in ("mmcs", "dead_fraction"):
         ax.set_ylim(0, 1.02)
     ax.set_title(f"{label} over training", fontsize=10)
     ax.grid(alpha=0.3)

@@ -209,6 +209,7 @@ def run_pipeline(config: PipelineConfig, workdir: Path, corpus_path: Path | None
     log = read_train_log(workdir / "saes" / "train_log.jsonl")
     plot_training_curve(log, "fvu", figures / "fvu_vs_samples.png", log_y=True)
     plot_training_curve(log, "l0", figures / "l0_vs_samples.png", log_y=True)
+    plot_training_curve(log, "dead_fraction", figures / "dead_fraction_vs_samples.png")
     clock = time.perf_counter()
     index_run(workdir, FeatureIndexConfig(), progress)
     metrics["stage_seconds"]["feature_index"] = time.perf_counter() - clock

@@ -169,6 +169,7 @@ def train_run(
     log = read_train_log(out / "train_log.jsonl")
     plot_training_curve(log, "fvu", figures / "fvu_vs_samples.png", log_y=True)
     plot_training_curve(log, "l0", figures / "l0_vs_samples.png", log_y=True)
+    plot_training_curve(log, "dead_fraction", figures / "dead_fraction_vs_samples.png")
 
     clock = time.perf_counter()
     if isinstance(base, ShardedSource):

@@ -224,6 +224,7 @@ def train_sweep(
                         "samples": (step + 1) * train.batch_size,
                         "lr": lr,
                         **stats.__dict__,
+                        "dead_fraction": run.sae.dead_fraction(),
                     }
                     if ground_truth is not None:
                         line["mmcs"] = mmcs(run.sae.W_dec, ground_truth)

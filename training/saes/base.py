@@ -232,6 +232,10 @@ class SparseAutoencoder:
     def normalise_decoder(self) -> None:
         self.W_dec.div_(self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-8))
 
+    def dead_fraction(self) -> float:
+        """Fraction of latents silent for the last ``dead_after`` training samples: dead to resampling and aux-k."""
+        return (self.samples_since_fired >= self.config.dead_after).float().mean().item()
+
     def _track_firing(self, fired: torch.Tensor, batch_size: int) -> None:
         self.samples_since_fired.add_(batch_size).masked_fill_(fired, 0)
 
