@@ -184,15 +184,18 @@ async def feature(request: Request, dictionary_id: DictionaryId, index: FeatureI
 
 def _cached_feature(request: Request, dictionary_id: int, index: int) -> Response | None:
     """The feature's JSON when its cacheable part is cached (None when not), or a 404 for a missing dictionary."""
-    with request.app.state.engine.connect() as connection:
-        head, labels = feature_reads.head_and_labels(connection, dictionary_id, index)
-        if head is None:
-            raise _dictionary_not_found(dictionary_id)
-        cached = detail_json_cache(request).get(DetailKey(head.id, head.content_hash, head.indexed_at, index))
-        if cached is None:
-            return None
-        neighbours = feature_reads.resolve_neighbours(connection, cached.neighbours)
-        return Response(cached.body(neighbours, labels), media_type="application/json")
+    cache = detail_json_cache(request)
+    view = feature_reads.cached_view(
+        request.app.state.engine,
+        dictionary_id,
+        index,
+        lambda head: cache.get(DetailKey(head.id, head.content_hash, head.indexed_at, index)),
+    )
+    if view is None:
+        raise _dictionary_not_found(dictionary_id)
+    if view.entry is None:
+        return None
+    return Response(view.entry.body(view.neighbours, view.labels), media_type="application/json")
 
 
 def _uncached_feature(request: Request, dictionary_id: int, index: int) -> Response:

@@ -6,15 +6,18 @@ neighbouring dictionaries have now. Through the ORM those reads cost several tim
 as two Core statements built once (SQLAlchemy caches their compiled form) on a pooled connection, the
 first joining the dictionary to the labels, they take tens of microseconds, which is what lets the
 feature page and its JSON keep up under load.
-``queries`` runs the same statements on a session's connection, so both paths give the same records.
+``cached_view`` is the sequence both views run; ``queries`` runs the same statements on a session's
+connection, so cached and uncached views give the same records.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Generic, Protocol, TypeVar
 
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection, Engine, bindparam, select
 
 from app.db.models import Dictionary, Label
 from app.schemas import LabelOut, Neighbour
@@ -111,3 +114,39 @@ def resolve_neighbours(connection: Connection, neighbours: list[Neighbour]) -> l
     else:
         ids = dict(connection.execute(_IDS_BY_HASH, {"hashes": hashes}).all())
     return [n.model_copy(update={"dictionary_id": ids.get(n.dictionary_hash)}) for n in neighbours]
+
+
+class HasNeighbours(Protocol):
+    """A cached view entry: whatever it holds, it names the neighbours whose ids are read fresh."""
+
+    neighbours: list[Neighbour]
+
+
+E = TypeVar("E", bound=HasNeighbours)
+
+
+@dataclass(frozen=True)
+class CachedView(Generic[E]):
+    """A feature view's cache entry (None on a miss) with the parts read fresh for it."""
+
+    head: DictionaryHead
+    entry: E | None
+    neighbours: list[Neighbour]  # with their dictionaries' ids now; empty on a miss
+    labels: list[LabelOut]
+
+
+def cached_view(
+    engine: Engine, dictionary_id: int, index: int, find: Callable[[DictionaryHead], E | None]
+) -> CachedView[E] | None:
+    """The cache entry ``find`` gives for this feature's dictionary, with fresh labels and neighbour ids.
+
+    None when there is no such dictionary. The dictionary and labels come in one statement, the
+    neighbours' ids in a second, made only on a hit.
+    """
+    with engine.connect() as connection:
+        head, labels = head_and_labels(connection, dictionary_id, index)
+        if head is None:
+            return None
+        entry = find(head)
+        neighbours = [] if entry is None else resolve_neighbours(connection, entry.neighbours)
+    return CachedView(head, entry, neighbours, labels)

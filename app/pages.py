@@ -326,15 +326,15 @@ async def feature_page(request: Request, dictionary_id: DictionaryId, index: Fea
 
 def _cached_feature_page(request: Request, dictionary_id: int, index: int) -> HTMLResponse | None:
     """The feature page when it is cached (None when not), or the 404 page of a missing dictionary."""
-    with request.app.state.engine.connect() as connection:
-        head, labels = feature_reads.head_and_labels(connection, dictionary_id, index)
-        if head is None:
-            return _missing_dictionary(request, dictionary_id)
-        page = evidence_cache(request).get(_page_key(head, index))
-        if page is None:
-            return None
-        neighbours = feature_reads.resolve_neighbours(connection, page.neighbours)
-    return _feature_response(request, page, neighbours, labels)
+    cache = evidence_cache(request)
+    view = feature_reads.cached_view(
+        request.app.state.engine, dictionary_id, index, lambda head: cache.get(_page_key(head, index))
+    )
+    if view is None:
+        return _missing_dictionary(request, dictionary_id)
+    if view.entry is None:
+        return None
+    return _feature_response(request, view.entry, view.neighbours, view.labels)
 
 
 def _page_key(dictionary: Dictionary | DictionaryHead, index: int) -> FeaturePageKey:
