@@ -67,3 +67,12 @@ def test_accumulate_grads_matches_autograd_of_a_sparse_decode():
     (out * g_out).sum().backward()
     for name, leaf in leaves.items():
         torch.testing.assert_close(grads[name], leaf.grad, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_from_dense_keeps_exactly_the_nonzero_entries_in_sample_order():
+    c = torch.relu(torch.randn(6, 9))
+    c[2] = 0.0
+    codes = SparseCodes.from_dense(c)
+    assert torch.equal(codes.dense(6, 9), c)
+    assert torch.equal(codes.rows, codes.rows.sort().values)
+    assert codes.offsets.tolist() == [int((c[:i] > 0).sum()) for i in range(6)]

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import torch
 
+from training.saes import sparse_codes
 from training.saes.base import SparseAutoencoder, StepStats
 from training.saes.resampling import resample_dead_latents
+from training.saes.sparse_codes import SparseCodes
 
 
 class ReluSAE(SparseAutoencoder):
     arch = "relu"
 
     encoder_param = "W_enc"  # the tied variant encodes with the decoder itself
+    sparse_below = 0.05  # firing fraction under which a step's gradients go over the firing pairs only
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return torch.addmm(self.b_enc, x - self.b_dec, getattr(self, self.encoder_param).T).relu_()
@@ -30,10 +33,23 @@ class ReluSAE(SparseAutoencoder):
 
     def compute_grads(self, x: torch.Tensor, want_stats: bool) -> StepStats | None:
         b = x.shape[0]
-        g = self.grads
         encoder = getattr(self, self.encoder_param)
         xc = x - self.b_dec
         c = torch.addmm(self.b_enc, xc, encoder.T).relu_()
+        active = int(torch.count_nonzero(c))
+        if active <= self.sparse_below * c.numel():
+            err, activity, fired = self._sparse_grads(x, xc, c, encoder)
+        else:
+            err, activity, fired = self._dense_grads(x, xc, c, encoder)
+        self._track_firing(fired, b)
+        if not want_stats:
+            return None
+        return self._stats(x, err.pow(2).sum().item(), self.config.l1 * activity / b, active / b)
+
+    def _dense_grads(self, x: torch.Tensor, xc: torch.Tensor, c: torch.Tensor, encoder: torch.Tensor):
+        """Gradients with dense products: the cheaper way while many latents fire (early training)."""
+        b = x.shape[0]
+        g = self.grads
         err = torch.addmm(self.b_dec, c, self.W_dec).sub_(x)
         g_out = err * (2.0 / b)
         activity = c.sum(dim=0)
@@ -49,11 +65,24 @@ class ReluSAE(SparseAutoencoder):
             torch.mm(g_pre.T, xc, out=g["W_enc"])
         torch.sum(g_pre, dim=0, out=g["b_enc"])
         torch.sub(g_out.sum(dim=0), g["b_enc"] @ encoder, out=g["b_dec"])
-        self._track_firing(activity > 0, b)
-        if not want_stats:
-            return None
-        l0 = mask.sum().item() / b
-        return self._stats(x, err.pow(2).sum().item(), self.config.l1 * activity.sum().item() / b, l0)
+        return err, activity.sum().item(), activity > 0
+
+    def _sparse_grads(self, x: torch.Tensor, xc: torch.Tensor, c: torch.Tensor, encoder: torch.Tensor):
+        """Gradients over the firing (sample, latent) pairs only: decoding and every weight gradient
+        touch just those atoms, so a trained dictionary (a few percent firing) costs one dense product."""
+        b, n = c.shape
+        g = self.grads
+        codes = SparseCodes.from_dense(c)
+        err = sparse_codes.decode(codes, self.W_dec, self.b_dec).sub_(x)
+        g_out = err * (2.0 / b)
+        for t in g.values():
+            t.zero_()
+        encoder_grad = "W_dec" if self.encoder_param == "W_dec" else "W_enc"
+        sparse_codes.accumulate_grads(g, codes, self.W_dec, xc, g_out, self.config.l1 / b, encoder_grad)
+        torch.sub(g_out.sum(dim=0), g["b_enc"] @ encoder, out=g["b_dec"])
+        fired = torch.zeros(n, dtype=torch.bool)
+        fired[codes.cols] = True
+        return err, codes.vals.sum().item(), fired
 
     def after_step(self, x: torch.Tensor, step: int, total_steps: int) -> list[torch.Tensor]:
         return resample_dead_latents(self, x, step, total_steps)

@@ -1,8 +1,8 @@
 """Sparse latent codes (row, latent, value triplets) and their decoder products.
 
-The top-k family activates a few latents per sample, so decoding and every gradient touch only
-those atoms: the decoder is an embedding-bag over the chosen rows and the weight gradients are
-index-adds. Only the encoder's dense product remains, which is why these are faster than ``relu``.
+The top-k family activates a few latents per sample, and so does a trained ReLU dictionary, so
+decoding and every gradient touch only those atoms: the decoder is an embedding-bag over the chosen
+rows and the weight gradients are index-adds. Only the encoder's dense product remains.
 """
 
 from __future__ import annotations
@@ -36,6 +36,14 @@ class SparseCodes:
         offsets = torch.searchsorted(rows, torch.arange(batch))
         return cls(rows, flat_idx - rows * width, vals, offsets)
 
+    @classmethod
+    def from_dense(cls, c: torch.Tensor) -> SparseCodes:
+        """The nonzero entries of a dense (batch x width) code matrix."""
+        batch, width = c.shape
+        flat = c.reshape(-1).nonzero().squeeze(1)
+        rows = torch.div(flat, width, rounding_mode="floor")
+        return cls(rows, flat - rows * width, c.reshape(-1)[flat], torch.searchsorted(rows, torch.arange(batch)))
+
     def dense(self, batch: int, width: int) -> torch.Tensor:
         out = torch.zeros(batch, width)
         out[self.rows, self.cols] = self.vals
@@ -54,15 +62,22 @@ def accumulate_grads(
     W_dec: torch.Tensor,
     xc: torch.Tensor,
     g_out: torch.Tensor,
+    pre_grad: float = 0.0,
+    encoder_grad: str = "W_enc",
 ) -> None:
-    """Add the gradients of a decode of ``codes`` whose output gradient is g_out to W_dec, W_enc, b_enc.
+    """Add the gradients of a decode of ``codes`` whose output gradient is g_out to W_dec, the encoder and b_enc.
 
+    ``pre_grad`` is a constant added to every code's pre-activation gradient (an L1 penalty's slope);
+    ``encoder_grad`` names the gradient the encoder's part goes to (``W_dec`` for tied weights).
     Latents with value 0 (a selected but non-positive pre-activation) pass no gradient to the encoder.
     """
     g_rows = g_out[codes.rows]
-    g_vals = (W_dec[codes.cols] * g_rows).sum(dim=1).mul_(codes.vals > 0)
+    g_vals = (W_dec[codes.cols] * g_rows).sum(dim=1)
+    if pre_grad:
+        g_vals.add_(pre_grad)
+    g_vals.mul_(codes.vals > 0)
     grads["W_dec"].index_add_(0, codes.cols, g_rows.mul_(codes.vals[:, None]))
-    grads["W_enc"].index_add_(0, codes.cols, xc[codes.rows].mul_(g_vals[:, None]))
+    grads[encoder_grad].index_add_(0, codes.cols, xc[codes.rows].mul_(g_vals[:, None]))
     grads["b_enc"].index_add_(0, codes.cols, g_vals)
 
 
