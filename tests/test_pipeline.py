@@ -60,6 +60,21 @@ def test_every_sae_of_the_sweep_is_reported(finished):
     assert {r["dict_size"] for r in metrics["mmcs_with_larger"]} == {16}
 
 
+def test_every_sae_reports_whether_its_held_out_objective_had_stopped_falling(finished):
+    workdir, metrics = finished
+    convergence = metrics["convergence"]
+    assert convergence["window"] == [0.5, 0.7] and convergence["tolerance"] == 0.02
+    assert set(convergence["runs"]) == {r["name"] for r in metrics["runs"]}
+    for run in metrics["runs"]:
+        tracked = convergence["runs"][run["name"]]
+        assert run["converged"] is tracked["converged"] is (tracked["objective_fall"] < 0.02)
+        assert run["objective_fall"] == tracked["objective_fall"]
+        # the tracker's last point is the final SAE on the first held-out rows: close to the full evaluation
+        assert tracked["fvu"] == pytest.approx(run["fvu"], rel=0.2)
+        assert tracked["l0"] == pytest.approx(run["l0"], rel=0.2)
+    assert (workdir / "figures" / "heldout_objective_vs_samples.png").stat().st_size > 10_000
+
+
 def test_ce_loss_of_a_good_reconstruction_lies_between_clean_and_zero_ablated(finished):
     _, metrics = finished
     best = min(metrics["runs"], key=lambda r: r["fvu"])

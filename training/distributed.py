@@ -61,7 +61,7 @@ from training.lm import (
 from training.pipeline import PipelineConfig, corpus_subset
 from training.saes import SAEConfig, StepStats
 from training.tokenizer import TokenizeConfig, load_tokenized, tokenize_corpus
-from training.trainer import BatchSource, SweepRun, TrainConfig, sweep_conflict, train_sweep
+from training.trainer import BatchSource, SweepObserver, SweepRun, TrainConfig, sweep_conflict, train_sweep
 
 
 @dataclass(frozen=True)
@@ -159,8 +159,11 @@ def train_sweep_distributed(
     source_spec: dict | None = None,
     progress: bool = True,
     stop_after: int | None = None,
+    observer: SweepObserver | None = None,
 ) -> list[SweepRun]:
-    """``train_sweep`` with every process of the group training on its slice of each batch; see the module doc."""
+    """``train_sweep`` with every process of the group training on its slice of each batch; see the module doc.
+
+    An ``observer`` watches on the writing process only (every process holds the same weights)."""
     out_dir = Path(out_dir)
     _check_batch(train.batch_size, replica)
     agree(replica, sweep_conflict(configs, train, out_dir, source_spec) if replica.is_writer else None)
@@ -172,6 +175,7 @@ def train_sweep_distributed(
         source_spec=source_spec,
         progress=progress,
         stop_after=stop_after,
+        observer=observer if replica.is_writer else None,
         make_run=lambda config: DataParallelRun(config, replica),
         writer=replica.is_writer,
     )

@@ -214,3 +214,52 @@ def write_figures(metrics: dict, folder: Path, train_log: Path | None = None) ->
         if curve is not None:
             written.append(curve)
     return written
+
+
+def _sweep_of(run: str) -> str:
+    """The sweep a run belongs to: its name without the dictionary size (``relu_n512_l10.3``: ``relu l1=0.3``)."""
+    parts = [p for p in run.split("_") if not (p.startswith("n") and p[1:].isdigit())]
+    head, rest = parts[0], parts[1:]
+    settings = [f"{p[:2]}={p[2:]}" if p.startswith("l1") else f"{p[0]}={p[1:]}" for p in rest[:1]]
+    return " ".join([head, *settings, *rest[1:]])
+
+
+def plot_heldout_objective(log: Iterable[dict], path: Path, decay_start: float | None = None) -> Path | None:
+    """Each SAE's objective on fixed held-out rows over training, relative to its final value: one panel
+    per sweep, one line per dictionary size; a curve that is flat before the decay has converged."""
+    curves: dict[str, dict[str, list[tuple[int, float, float]]]] = defaultdict(lambda: defaultdict(list))
+    for line in log:
+        point = (int(line["samples"]), float(line["fraction"]), float(line["objective"]))
+        curves[_sweep_of(line["run"])][line["run"]].append(point)
+    if not curves:
+        return None
+    fig = new_figure(4.2 * len(curves), 3.6)
+    axes = fig.subplots(1, len(curves), squeeze=False)[0]
+    for ax, (sweep, runs) in zip(axes, sorted(curves.items()), strict=True):
+        for i, (name, points) in enumerate(sorted(runs.items(), key=lambda item: _run_size(item[0]))):
+            points.sort()
+            final = points[-1][2]
+            ax.plot(
+                [p[0] for p in points],
+                [p[2] / final for p in points],
+                color=f"C{i % 10}",
+                linewidth=1.2,
+                marker=".",
+                markersize=3,
+                label=str(_run_size(name)),
+            )
+            if decay_start is not None and i == 0:
+                start = min(points, key=lambda p: abs(p[1] - decay_start))
+                ax.axvline(start[0], color="0.5", linestyle=":", linewidth=1)
+        ax.set_ylim(0.95, 1.5)
+        ax.set_xlabel("training samples")
+        ax.set_title(sweep, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, title="latents", title_fontsize=6, loc="upper right")
+    axes[0].set_ylabel("held-out objective / final value")
+    return save_figure(fig, path)
+
+
+def _run_size(run: str) -> int:
+    sizes = [int(p[1:]) for p in run.split("_") if p.startswith("n") and p[1:].isdigit()]
+    return sizes[0] if sizes else 0

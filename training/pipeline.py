@@ -19,9 +19,16 @@ import torch
 from pydantic import BaseModel, Field
 
 from training.activations import ActivationSource, HarvestConfig, harvest_activations
+from training.convergence import HELDOUT_LOG, add_convergence, read_heldout_log, sweep_convergence, sweep_tracker
 from training.corpus import Corpus, load_corpus
 from training.feature_index import FeatureIndexConfig, index_run
-from training.figures import plot_heatmap, plot_mmcs_with_larger, plot_training_curve, read_train_log
+from training.figures import (
+    plot_heatmap,
+    plot_heldout_objective,
+    plot_mmcs_with_larger,
+    plot_training_curve,
+    read_train_log,
+)
 from training.lm import TinyLMConfig, TrainLMConfig, splice_losses, train_lm
 from training.metrics import SizedDictionary, evaluate, feature_count_estimate, mmcs_with_larger_records
 from training.saes import SAEConfig, SparseAutoencoder
@@ -43,6 +50,13 @@ class PipelineConfig(BaseModel):
     k: list[int] = Field(..., description="k values of the topk SAEs")
     sae_samples: int = Field(..., gt=0, description="activation rows each SAE trains on")
     sae_batch_size: int = Field(1024, gt=0, description="rows per SAE step")
+    resample_until: float = Field(
+        0.4,
+        ge=0,
+        le=1,
+        description="relu SAEs resample dead latents only in this first fraction of training, which leaves the "
+        "stretch before the learning rate decays free of resampling shocks, so its held-out curve shows convergence",
+    )
     eval_rows: int = Field(20_000, gt=0, description="held-out rows for L0, FVU and dead latents")
     splice_tokens: int = Field(32_768, gt=0, description="validation tokens for CE-loss recovered")
 
@@ -99,7 +113,11 @@ def corpus_subset(corpus: Corpus, max_documents: int | None) -> Corpus:
 
 def sae_configs(config: PipelineConfig, d_in: int) -> list[SAEConfig]:
     """The sweep: relu over the l1 grid and topk over k, at every dictionary size."""
-    relu = [SAEConfig(arch="relu", d_in=d_in, dict_size=n, l1=l1) for l1 in config.l1 for n in config.dict_sizes]
+    relu = [
+        SAEConfig(arch="relu", d_in=d_in, dict_size=n, l1=l1, resample_until=config.resample_until)
+        for l1 in config.l1
+        for n in config.dict_sizes
+    ]
     topk = [SAEConfig(arch="topk", d_in=d_in, dict_size=n, k=k) for k in config.k for n in config.dict_sizes if k <= n]
     return relu + topk
 
@@ -155,6 +173,7 @@ def run_pipeline(config: PipelineConfig, workdir: Path, corpus_path: Path | None
     lap("harvest")
     source = ScaledSource(ActivationSource(workdir / "activations"))
     train = TrainConfig(samples=config.sae_samples, batch_size=config.sae_batch_size)
+    held_out = source.batch(-1_000_000, config.eval_rows)
     runs = train_sweep(
         sae_configs(config, source.dim),
         source,
@@ -162,10 +181,10 @@ def run_pipeline(config: PipelineConfig, workdir: Path, corpus_path: Path | None
         workdir / "saes",
         source_spec=source.spec(),
         progress=progress,
+        observer=sweep_tracker(workdir / "saes", held_out, train),
     )
 
     lap("sae_sweep")
-    held_out = source.batch(-1_000_000, config.eval_rows)
     splice_stream = torch.as_tensor(tokens.val.tokens[: config.splice_tokens].astype("int64"))
     records, groups = [], defaultdict(list)
     baselines: tuple[float, float] | None = None
@@ -188,6 +207,8 @@ def run_pipeline(config: PipelineConfig, workdir: Path, corpus_path: Path | None
         for (arch, value), sweep in groups.items()
         for record in mmcs_with_larger_records(sweep, {"arch": arch, "k" if arch == "topk" else "l1": value})
     ]
+    convergence = sweep_convergence(workdir / "saes", train)
+    add_convergence(records, convergence)
     lap("evaluation")
     estimate = feature_count_estimate({f"{arch} {value:g}": sweep for (arch, value), sweep in groups.items()})
     metrics = {
@@ -197,6 +218,7 @@ def run_pipeline(config: PipelineConfig, workdir: Path, corpus_path: Path | None
         "runs": records,
         "mmcs_with_larger": larger,
         "feature_count_estimate": estimate,
+        "convergence": convergence,
         "config": config.model_dump(),
         "stage_seconds": stage_seconds,
     }
@@ -210,6 +232,8 @@ def run_pipeline(config: PipelineConfig, workdir: Path, corpus_path: Path | None
     plot_training_curve(log, "fvu", figures / "fvu_vs_samples.png", log_y=True)
     plot_training_curve(log, "l0", figures / "l0_vs_samples.png", log_y=True)
     plot_training_curve(log, "dead_fraction", figures / "dead_fraction_vs_samples.png")
+    heldout = read_heldout_log(workdir / "saes" / HELDOUT_LOG)
+    plot_heldout_objective(heldout, figures / "heldout_objective_vs_samples.png", convergence["window"][1])
     clock = time.perf_counter()
     index_run(workdir, FeatureIndexConfig(), progress)
     metrics["stage_seconds"]["feature_index"] = time.perf_counter() - clock

@@ -22,9 +22,10 @@ from pydantic import BaseModel, Field
 
 from training.activation_store import STORE_DIR, STORE_MANIFEST, ShardedSource, finalize_store, merge_store
 from training.activations import ActivationSource, HarvestConfig, harvest_activations
+from training.convergence import HELDOUT_LOG, add_convergence, read_heldout_log, sweep_convergence, sweep_tracker
 from training.distributed import Replica, agree, train_sweep_distributed
 from training.feature_index import FeatureIndexConfig, index_run
-from training.figures import plot_mmcs_with_larger, plot_training_curve, read_train_log
+from training.figures import plot_heldout_objective, plot_mmcs_with_larger, plot_training_curve, read_train_log
 from training.lm import load_lm
 from training.metrics import SizedDictionary, evaluate, feature_count_estimate, mmcs_with_larger_records
 from training.pipeline import PRESETS, PipelineConfig, ScaledSource, run_record, sae_configs
@@ -128,16 +129,17 @@ def train_run(
     train = TrainConfig(samples=settings.samples, batch_size=settings.batch_size, init_samples=settings.init_samples)
     configs = sae_configs(PRESETS[settings.preset].model_copy(update={"dict_sizes": settings.dict_sizes}), source.dim)
     out = workdir / "saes"
+    held_out = source.batch(-1_000_000, settings.eval_rows)
+    tracker = sweep_tracker(out, held_out, train)
     if replica is None:
-        runs = train_sweep(configs, source, train, out, source_spec=source.spec(), progress=progress)
+        runs = train_sweep(configs, source, train, out, source.spec(), progress=progress, observer=tracker)
     else:
-        runs = train_sweep_distributed(configs, source, train, out, replica, source.spec(), progress)
+        runs = train_sweep_distributed(configs, source, train, out, replica, source.spec(), progress, observer=tracker)
     stage_seconds["sae_sweep"] = time.perf_counter() - clock
     if not writer:
         return None
 
     clock = time.perf_counter()
-    held_out = source.batch(-1_000_000, settings.eval_rows)
     records, groups = [], defaultdict(list)
     for run in runs:
         evaluation = evaluate(run.sae, held_out)
@@ -150,6 +152,8 @@ def train_run(
         for record in mmcs_with_larger_records(sweep, {"arch": arch, "k" if arch == "topk" else "l1": value})
     ]
     estimate = feature_count_estimate({f"{arch} {value:g}": sweep for (arch, value), sweep in groups.items()})
+    convergence = sweep_convergence(out, train)
+    add_convergence(records, convergence)
     stage_seconds["evaluation"] = time.perf_counter() - clock
     manifest = base.manifest
     metrics = {
@@ -161,6 +165,7 @@ def train_run(
         "runs": records,
         "mmcs_with_larger": larger,
         "feature_count_estimate": estimate,
+        "convergence": convergence,
         "config": settings.model_dump(),
         "stage_seconds": stage_seconds,
     }
@@ -170,6 +175,9 @@ def train_run(
     plot_training_curve(log, "fvu", figures / "fvu_vs_samples.png", log_y=True)
     plot_training_curve(log, "l0", figures / "l0_vs_samples.png", log_y=True)
     plot_training_curve(log, "dead_fraction", figures / "dead_fraction_vs_samples.png")
+    plot_heldout_objective(
+        read_heldout_log(out / HELDOUT_LOG), figures / "heldout_objective_vs_samples.png", convergence["window"][1]
+    )
 
     clock = time.perf_counter()
     if isinstance(base, ShardedSource):
