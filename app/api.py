@@ -26,6 +26,7 @@ from app.schemas import (
     ActivationsIn,
     ActivationsOut,
     AgreementOut,
+    ConvergenceOut,
     DictionaryOut,
     EstimateOut,
     FeatureCountOut,
@@ -307,6 +308,22 @@ def feature_count(settings: Annotated[Settings, Depends(get_settings)]) -> Featu
         raise HTTPException(
             status_code=404,
             detail=f"no {queries.METRICS_FILE} in {settings.workdir}: build the run with `monosemantic run`",
+        )
+    return result
+
+
+@router.get("/convergence", response_model=ConvergenceOut)
+def convergence(settings: Annotated[Settings, Depends(get_settings)]) -> ConvergenceOut:
+    """Which SAEs had stopped improving before their learning rate decayed, from the run's metrics.json."""
+    try:
+        result = queries.training_convergence(settings.workdir)
+    except ValueError as exc:
+        raise HTTPException(status_code=500, detail=str(exc)) from exc
+    if result is None:
+        raise HTTPException(
+            status_code=404,
+            detail=f"no convergence record in {settings.workdir}/{queries.METRICS_FILE}: "
+            "build the run with `monosemantic run` or `monosemantic train`",
         )
     return result
 

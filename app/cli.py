@@ -293,11 +293,15 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         f"LM validation loss {lm['val_loss']:.3f} nats/token: unigram {lm['unigram_loss']:.3f}, "
         f"bigram {lm['bigram_loss']:.3f}"
     )
-    print(f"{'name':<28} {'l0':>8} {'fvu':>7} {'dead':>6} {'CE rec.':>8}")
+    window = metrics["convergence"]["window"]
+    header = f"{'name':<28} {'l0':>8} {'fvu':>7} {'dead':>6} {'CE rec.':>8}"
+    print(f"{header}  held-out objective fall from {window[0]:.0%} to {window[1]:.0%} of training")
     for run in metrics["runs"]:
+        fall = run.get("objective_fall")
+        trend = "-" if fall is None else f"{fall:6.1%} {'converged' if run['converged'] else 'still improving'}"
         print(
             f"{run['name']:<28} {run['l0']:8.2f} {run['fvu']:7.4f} {run['dead_fraction']:6.3f} "
-            f"{run['ce_recovered']:8.3f}"
+            f"{run['ce_recovered']:8.3f}  {trend}"
         )
     estimate = metrics["feature_count_estimate"]
     print(f"feature count estimate {estimate['value']} ({estimate['low']}-{estimate['high']})")

@@ -25,6 +25,7 @@ from app.token_display import format_number
 FIGURES_DIR = "figures"
 TOY_DIR = "toy"  # a toy experiment's --out inside the run directory, shown beside the LM's figures
 FEATURE_COUNT_FIGURE = "mmcs_with_larger.png"
+CONVERGENCE_FIGURE = "heldout_objective_vs_samples.png"
 _FIGURE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}\.(png|svg)$")
 SKIP_REDRAWS = 8  # draws tried before a skipped feature may come back (it is the only one left)
 
@@ -118,6 +119,13 @@ def feature_count_figures(settings: Settings) -> list[Figure]:
             Figure(f"/figures/toy/{FEATURE_COUNT_FIGURE}", "Toy data (known number of features): the same curve")
         )
     return figures
+
+
+def convergence_figure(settings: Settings) -> Figure | None:
+    """The run's held-out objective curves, when the run drew them."""
+    if figure_file(Path(settings.workdir) / FIGURES_DIR, CONVERGENCE_FIGURE) is None:
+        return None
+    return Figure(f"/figures/{CONVERGENCE_FIGURE}", "Each SAE's objective on fixed held-out rows, relative to its end")
 
 
 @dataclass

@@ -31,6 +31,7 @@ from app.inspector import ActivationInspector, InspectorUnavailable
 from app.page_data import (
     FIGURES_DIR,
     breakdown_dictionary,
+    convergence_figure,
     dictionary_breakdown,
     estimates_view,
     feature_count_figures,
@@ -184,8 +185,9 @@ def overview(request: Request, session: SessionDep, settings: SettingsDep) -> HT
     dictionaries = queries.list_dictionaries(session)
     try:
         feature_count = queries.feature_count(settings.workdir)
+        convergence = queries.training_convergence(settings.workdir)
     except ValueError:
-        feature_count = None
+        feature_count = convergence = None
     sites = sorted(
         {f"{d.model} layer {d.layer} {d.site}" if d.layer is not None else f"{d.model} {d.site}" for d in dictionaries}
     )
@@ -195,6 +197,8 @@ def overview(request: Request, session: SessionDep, settings: SettingsDep) -> HT
         "dictionaries": dictionaries,
         "feature_count": feature_count,
         "figures": figures,
+        "convergence": convergence,
+        "convergence_figure": convergence_figure(settings),
         "suggest_toy": bool(figures) and not any(f.url.startswith("/figures/toy/") for f in figures),
         "workdir": str(settings.workdir),
         "model_summary": ", ".join(sites) or "a model's activations",

@@ -30,6 +30,8 @@ from app.examples import decode_example
 from app.schemas import (
     AgreementOut,
     Context,
+    ConvergenceOut,
+    ConvergenceRun,
     DictionaryOut,
     EstimateOut,
     FeatureCountOut,
@@ -504,20 +506,46 @@ def _persistence(
 # --- run-level results -----------------------------------------------------------------------------------
 
 
+def _run_metrics(workdir: Path) -> tuple[Path, dict | None]:
+    """``<workdir>/metrics.json`` and its contents (None when absent); a ValueError names a corrupt file."""
+    path = Path(workdir) / METRICS_FILE
+    if not path.is_file():
+        return path, None
+    try:
+        metrics = json.loads(path.read_text())
+    except ValueError as exc:
+        raise ValueError(f"{path} is not a metrics file of monosemantic run or toy: {exc}") from exc
+    if not isinstance(metrics, dict):
+        raise ValueError(f"{path} is not a metrics file of monosemantic run or toy: not a JSON object")
+    return path, metrics
+
+
 def feature_count(workdir: Path) -> FeatureCountOut | None:
     """The MMCS-with-larger curve and feature-count estimate of ``<workdir>/metrics.json``; None without it.
 
     A ValueError names the file when it exists but is not the metrics JSON the pipeline writes.
     """
-    path = Path(workdir) / METRICS_FILE
-    if not path.is_file():
+    path, metrics = _run_metrics(workdir)
+    if metrics is None:
         return None
     try:
-        metrics = json.loads(path.read_text())
         return FeatureCountOut(
             mmcs_with_larger=metrics.get("mmcs_with_larger", []),
             feature_count_estimate=metrics.get("feature_count_estimate"),
             true_feature_count=metrics.get("true_feature_count"),
         )
-    except (ValueError, AttributeError) as exc:
+    except ValueError as exc:
         raise ValueError(f"{path} is not a metrics file of monosemantic run or toy: {exc}") from exc
+
+
+def training_convergence(workdir: Path) -> ConvergenceOut | None:
+    """Which SAEs of the run had stopped improving (``convergence`` of metrics.json); None when it has none."""
+    path, metrics = _run_metrics(workdir)
+    record = None if metrics is None else metrics.get("convergence")
+    if not record:
+        return None
+    try:
+        runs = [ConvergenceRun(name=name, **values) for name, values in record["runs"].items()]
+        return ConvergenceOut(window=record["window"], tolerance=record["tolerance"], runs=runs)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{path} holds a convergence record of another shape: {exc}") from exc

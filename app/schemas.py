@@ -288,6 +288,23 @@ class FeatureCountOut(BaseModel):
     true_feature_count: int | None = Field(None, description="the known G of a toy experiment")
 
 
+class ConvergenceRun(BaseModel):
+    """Whether one SAE had stopped improving: its held-out objective's fall over the window, and where it ended."""
+
+    name: str
+    converged: bool
+    objective_fall: float = Field(description="relative fall of the held-out objective over the window")
+    objective: float = Field(description="final objective on the tracked held-out rows")
+    fvu: float
+    l0: float
+
+
+class ConvergenceOut(BaseModel):
+    window: list[float] = Field(description="the stretch of training measured, as fractions of it (before the decay)")
+    tolerance: float = Field(description="a fall below this counts as converged")
+    runs: list[ConvergenceRun]
+
+
 class ActivationsIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -142,7 +142,12 @@ def test_run_loads_the_features_into_the_database_and_serves_them(finished, corp
         main(["run", "--preset", "quick", "--workdir", str(workdir), "--corpus", str(corpus_file), "--port", "8765"])
         == 0
     )
-    assert "4 dictionaries" in capsys.readouterr().out or (workdir / "monosemantic.db").exists()
+    out = capsys.readouterr().out
+    assert "4 dictionaries" in out or (workdir / "monosemantic.db").exists()
+    for run in metrics["runs"]:
+        (line,) = [line for line in out.splitlines() if line.startswith(run["name"] + " ") and "%" in line]
+        verdict = "converged" if run["converged"] else "still improving"
+        assert line.endswith(f"{run['objective_fall']:6.1%} {verdict}")
     ((app, kwargs),) = served
     assert kwargs["port"] == 8765 and kwargs["host"] == "127.0.0.1"
     with TestClient(app) as client:

@@ -209,6 +209,65 @@ def test_feature_count_of_a_corrupt_metrics_file_says_which_file(client: TestCli
     assert "metrics.json" in response.json()["detail"]
 
 
+CONVERGENCE = {
+    "window": [0.5, 0.7],
+    "tolerance": 0.02,
+    "runs": {
+        "relu_n16_l10.1": {
+            "window": [0.5, 0.7],
+            "objective_fall": 0.004,
+            "converged": True,
+            "objective": 0.12,
+            "fvu": 0.03,
+            "l0": 9.5,
+        },
+        "topk_n32_k4": {
+            "window": [0.5, 0.7],
+            "objective_fall": 0.081,
+            "converged": False,
+            "objective": 0.011,
+            "fvu": 0.015,
+            "l0": 4.0,
+        },
+    },
+}
+
+
+def test_convergence_reads_metrics_json(client: TestClient, tmp_path: Path) -> None:
+    missing = client.get("/api/convergence")
+    assert missing.status_code == 404 and "metrics.json" in missing.json()["detail"]
+    (tmp_path / "metrics.json").write_text(json.dumps({"runs": []}))  # a run made before tracking existed
+    assert client.get("/api/convergence").status_code == 404
+    (tmp_path / "metrics.json").write_text(json.dumps({"runs": [], "convergence": CONVERGENCE}))
+    body = client.get("/api/convergence").json()
+    assert body["window"] == [0.5, 0.7] and body["tolerance"] == 0.02
+    assert body["runs"] == [
+        {
+            "name": "relu_n16_l10.1",
+            "converged": True,
+            "objective_fall": 0.004,
+            "objective": 0.12,
+            "fvu": 0.03,
+            "l0": 9.5,
+        },
+        {
+            "name": "topk_n32_k4",
+            "converged": False,
+            "objective_fall": 0.081,
+            "objective": 0.011,
+            "fvu": 0.015,
+            "l0": 4.0,
+        },
+    ]
+
+
+def test_convergence_of_a_record_of_another_shape_says_which_file(client: TestClient, tmp_path: Path) -> None:
+    (tmp_path / "metrics.json").write_text(json.dumps({"convergence": {"window": [0.5, 0.7], "runs": []}}))
+    response = client.get("/api/convergence")
+    assert response.status_code == 500
+    assert "metrics.json" in response.json()["detail"]
+
+
 def test_openapi_declares_every_api_route_with_a_response_schema(client: TestClient) -> None:
     schema = client.get("/openapi.json").json()
     assert all(path.startswith("/api/") for path in schema["paths"])

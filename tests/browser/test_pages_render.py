@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 from fastapi.testclient import TestClient
@@ -267,6 +268,24 @@ def test_figures_are_served_only_from_the_figures_folder(client: TestClient, pag
         assert client.get(f"/figures/{name}").status_code == 404, name
     assert client.get("/figures/../secret.png").status_code == 404
     assert client.get("/figures/toy/mmcs_with_larger.png").status_code == 404
+
+
+def test_overview_says_which_dictionaries_were_still_improving(client: TestClient, page_app: PageApp) -> None:
+    assert 'id="convergence"' not in client.get("/").text  # no record, no panel
+    runs = {
+        "relu_n16_l10.1": {"objective_fall": 0.004, "converged": True, "objective": 0.12, "fvu": 0.03, "l0": 9.5},
+        "topk_n32_k4": {"objective_fall": 0.081, "converged": False, "objective": 0.011, "fvu": 0.015, "l0": 4.0},
+    }
+    metrics = {"runs": [], "convergence": {"window": [0.5, 0.7], "tolerance": 0.02, "runs": runs}}
+    (page_app.workdir / "metrics.json").write_text(json.dumps(metrics))
+    (page_app.workdir / "figures").mkdir()
+    (page_app.workdir / "figures" / "heldout_objective_vs_samples.png").write_bytes(b"\x89PNG\r\n\x1a\nfake")
+    html = client.get("/").text
+    panel = html[html.index('id="convergence"') :]
+    assert "<strong>1</strong> of 2 dictionaries had" in panel
+    assert "less than\n    2% between 50% and\n    70% of training" in panel
+    assert re.findall(r'<span class="still-improving">([^<]*)</span>', panel) == ["topk_n32_k4 (8.1%)"]
+    assert 'src="/figures/heldout_objective_vs_samples.png"' in panel
 
 
 def test_inspector_fragment(client: TestClient, page_app: PageApp) -> None:
