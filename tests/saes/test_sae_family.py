@@ -191,3 +191,18 @@ def test_data_initialisation_uses_centred_samples_as_atoms(small_toy):
     torch.testing.assert_close(cos, torch.ones(64), rtol=0, atol=1e-5)
     assert torch.equal(sae.W_enc, sae.W_dec * sae.config.encoder_scale)
     assert (sample - sae.b_dec).norm(dim=1).sum() < (sample - sample.mean(dim=0)).norm(dim=1).sum()
+
+
+@pytest.mark.parametrize("arch", ["relu", "tied", "jumprelu", "topk"])
+def test_sparsity_penalty_completes_the_objective_on_inference_codes(arch, small_toy):
+    """Squared error plus ``sparsity_penalty`` of the inference codes is the training loss (batchtopk's
+    training selection is batch-wide, so its inference codes differ by design)."""
+    sae = build_sae(sae_config(arch))
+    sae.initialise_from_data(small_toy.batch(INIT_STEP, 2048))
+    sae.set_progress(100, 100)  # top-k: past the k anneal, so training and inference keep the same k
+    x = small_toy.batch(0, 256)
+    codes = sae.encode(x)
+    objective = (sae.decode(codes) - x).pow(2).sum(dim=1).mean() + sae.sparsity_penalty(codes)
+    assert objective.item() == pytest.approx(sae.reference_loss(sae.params(), x).item(), rel=1e-5)
+    if arch != "topk":
+        assert sae.sparsity_penalty(codes).item() > 0

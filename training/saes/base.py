@@ -212,6 +212,13 @@ class SparseAutoencoder:
         """The training loss in plain differentiable torch (for tests of ``compute_grads``)."""
         raise NotImplementedError
 
+    def sparsity_penalty(self, codes: torch.Tensor) -> torch.Tensor:
+        """The sparsity term of the training objective on (batch x dict_size) codes, averaged over the batch.
+
+        Zero for the top-k family, whose sparsity is a constraint (their aux-k loss only trains dead latents).
+        """
+        return torch.zeros(())
+
     def compute_grads(self, x: torch.Tensor, want_stats: bool) -> StepStats | None:
         """Fill ``self.grads`` with the loss gradient on batch x; update firing counters."""
         raise NotImplementedError

@@ -73,6 +73,9 @@ class JumpReluSAE(SparseAutoencoder):
         x_hat = c @ params["W_dec"] + params["b_dec"]
         return ((x - x_hat) ** 2).sum(dim=1).mean() + self.config.l1 * l0
 
+    def sparsity_penalty(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.config.l1 * (codes > 0).sum(dim=1).double().mean()
+
     def compute_grads(self, x: torch.Tensor, want_stats: bool) -> StepStats | None:
         b = x.shape[0]
         eps = self.config.jump_bandwidth

@@ -31,6 +31,9 @@ class ReluSAE(SparseAutoencoder):
         x_hat = c @ params["W_dec"] + params["b_dec"]
         return ((x - x_hat) ** 2).sum(dim=1).mean() + self.config.l1 * c.abs().sum(dim=1).mean()
 
+    def sparsity_penalty(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.config.l1 * codes.sum(dim=1).mean()
+
     def compute_grads(self, x: torch.Tensor, want_stats: bool) -> StepStats | None:
         b = x.shape[0]
         encoder = getattr(self, self.encoder_param)
