@@ -52,6 +52,9 @@ def test_train_harvests_a_pipeline_folder_then_trains_and_indexes(single: Path) 
     assert "promoted_ids" in index.arrays  # our LM is there: logit effects are computed
     spec = json.loads((single / "saes" / "sweep.json").read_text())
     assert spec["source"]["kind"] == "activations" and "scale" in spec["source"]
+    assert sorted(metrics["convergence"]["runs"]) == NAMES
+    assert all(r["converged"] is metrics["convergence"]["runs"][r["name"]]["converged"] for r in metrics["runs"])
+    assert (single / "figures" / "heldout_objective_vs_samples.png").exists()
 
 
 def test_train_streams_a_sharded_store_and_merges_it_for_the_index(single: Path, tmp_path: Path) -> None:
@@ -93,3 +96,6 @@ def test_torchrun_with_two_processes_matches_one_process(single: Path, tmp_path:
     log = (workdir / "saes" / "train_log.jsonl").read_text().splitlines()
     assert len(log) == len((single / "saes" / "train_log.jsonl").read_text().splitlines())
     assert json.loads((workdir / "metrics.json").read_text())["runs"][0]["name"] in NAMES
+    # the first process alone tracks the held-out objective, once per record
+    heldout = (workdir / "saes" / "heldout_log.jsonl").read_text().splitlines()
+    assert len(heldout) == len((single / "saes" / "heldout_log.jsonl").read_text().splitlines())
