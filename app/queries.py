@@ -546,6 +546,8 @@ def training_convergence(workdir: Path) -> ConvergenceOut | None:
         return None
     try:
         runs = [ConvergenceRun(name=name, **values) for name, values in record["runs"].items()]
-        return ConvergenceOut(window=record["window"], tolerance=record["tolerance"], runs=runs)
+        return ConvergenceOut(
+            window=record["window"], tolerance=record["tolerance"], runs=runs, preset=metrics.get("preset")
+        )
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"{path} holds a convergence record of another shape: {exc}") from exc

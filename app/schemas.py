@@ -303,6 +303,7 @@ class ConvergenceOut(BaseModel):
     window: list[float] = Field(description="the stretch of training measured, as fractions of it (before the decay)")
     tolerance: float = Field(description="a fall below this counts as converged")
     runs: list[ConvergenceRun]
+    preset: str | None = Field(None, description="the preset the sweep was trained with")
 
 
 class ActivationsIn(BaseModel):

@@ -240,7 +240,7 @@ def test_convergence_reads_metrics_json(client: TestClient, tmp_path: Path) -> N
     assert client.get("/api/convergence").status_code == 404
     (tmp_path / "metrics.json").write_text(json.dumps({"runs": [], "convergence": CONVERGENCE}))
     body = client.get("/api/convergence").json()
-    assert body["window"] == [0.5, 0.7] and body["tolerance"] == 0.02
+    assert body["window"] == [0.5, 0.7] and body["tolerance"] == 0.02 and body["preset"] is None
     assert body["runs"] == [
         {
             "name": "relu_n16_l10.1",

@@ -276,7 +276,7 @@ def test_overview_says_which_dictionaries_were_still_improving(client: TestClien
         "relu_n16_l10.1": {"objective_fall": 0.004, "converged": True, "objective": 0.12, "fvu": 0.03, "l0": 9.5},
         "topk_n32_k4": {"objective_fall": 0.081, "converged": False, "objective": 0.011, "fvu": 0.015, "l0": 4.0},
     }
-    metrics = {"runs": [], "convergence": {"window": [0.5, 0.7], "tolerance": 0.02, "runs": runs}}
+    metrics = {"preset": "default", "runs": [], "convergence": {"window": [0.5, 0.7], "tolerance": 0.02, "runs": runs}}
     (page_app.workdir / "metrics.json").write_text(json.dumps(metrics))
     (page_app.workdir / "figures").mkdir()
     (page_app.workdir / "figures" / "heldout_objective_vs_samples.png").write_bytes(b"\x89PNG\r\n\x1a\nfake")
@@ -286,6 +286,7 @@ def test_overview_says_which_dictionaries_were_still_improving(client: TestClien
     assert "less than\n    2% between 50% and\n    70% of training" in panel
     assert re.findall(r'<span class="still-improving">([^<]*)</span>', panel) == ["topk_n32_k4 (8.1%)"]
     assert 'src="/figures/heldout_objective_vs_samples.png"' in panel
+    assert "monosemantic train --workdir COPY --preset default --samples N" in panel
 
 
 def test_inspector_fragment(client: TestClient, page_app: PageApp) -> None:
