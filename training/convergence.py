@@ -3,9 +3,9 @@
 ``HeldOutTracker`` watches a sweep (a ``SweepObserver`` of ``train_sweep``): every ``every`` steps and
 at the last step it evaluates, per SAE, the objective that SAE is trained on (the squared error plus
 ``sparsity_penalty``: for relu l1 times the codes' L1 norm, for topk nothing), FVU and L0 on the same
-held-out rows, encoded as at inference, and writes them as lines of ``heldout_log.jsonl`` in the sweep folder. The same
-rows at every point make the curve free of batch noise, so a flat stretch means the SAE has stopped
-improving rather than that the noise hides it.
+held-out rows, encoded as at inference, and writes them as lines of ``heldout_log.jsonl`` in the sweep
+folder. The same rows at every point make the curve free of batch noise, so a flat stretch means the
+SAE has stopped improving rather than that the noise hides it.
 
 ``convergence_report`` reads the log: per SAE, how much the held-out objective fell over the last
 stretch of training before the learning rate starts to decay (``window`` of the schedule, e.g. from
