@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable, Iterator
 from functools import cache
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path as FilePath
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
@@ -297,35 +298,36 @@ def agreement(session: SessionDep) -> AgreementOut:
     return queries.agreement_out(queries.latest_verdicts(session))
 
 
-@router.get("/feature-count", response_model=FeatureCountOut)
-def feature_count(settings: Annotated[Settings, Depends(get_settings)]) -> FeatureCountOut:
-    """The MMCS-with-larger curve and the estimated number of features, from the run's metrics.json."""
+def _from_run_metrics(read: Callable[[FilePath], T | None], workdir: FilePath, missing: str) -> T:
+    """What ``read`` finds in the run's metrics.json: 404 with ``missing`` when absent, 500 when malformed."""
     try:
-        result = queries.feature_count(settings.workdir)
+        result = read(workdir)
     except ValueError as exc:
         raise HTTPException(status_code=500, detail=str(exc)) from exc
     if result is None:
-        raise HTTPException(
-            status_code=404,
-            detail=f"no {queries.METRICS_FILE} in {settings.workdir}: build the run with `monosemantic run`",
-        )
+        raise HTTPException(status_code=404, detail=missing)
     return result
+
+
+@router.get("/feature-count", response_model=FeatureCountOut)
+def feature_count(settings: Annotated[Settings, Depends(get_settings)]) -> FeatureCountOut:
+    """The MMCS-with-larger curve and the estimated number of features, from the run's metrics.json."""
+    return _from_run_metrics(
+        queries.feature_count,
+        settings.workdir,
+        f"no {queries.METRICS_FILE} in {settings.workdir}: build the run with `monosemantic run`",
+    )
 
 
 @router.get("/convergence", response_model=ConvergenceOut)
 def convergence(settings: Annotated[Settings, Depends(get_settings)]) -> ConvergenceOut:
     """Which SAEs had stopped improving before their learning rate decayed, from the run's metrics.json."""
-    try:
-        result = queries.training_convergence(settings.workdir)
-    except ValueError as exc:
-        raise HTTPException(status_code=500, detail=str(exc)) from exc
-    if result is None:
-        raise HTTPException(
-            status_code=404,
-            detail=f"no convergence record in {settings.workdir}/{queries.METRICS_FILE}: "
-            "build the run with `monosemantic run` or `monosemantic train`",
-        )
-    return result
+    return _from_run_metrics(
+        queries.training_convergence,
+        settings.workdir,
+        f"no convergence record in {settings.workdir}/{queries.METRICS_FILE}: "
+        "build the run with `monosemantic run` or `monosemantic train`",
+    )
 
 
 @router.post("/activations", response_model=ActivationsOut)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from training.metrics import evaluate
 from training.saes import SparseAutoencoder
 from training.trainer import SweepRun, TrainConfig
 
@@ -28,18 +29,11 @@ HELDOUT_LOG = "heldout_log.jsonl"
 CONVERGED_TOLERANCE = 0.02  # relative fall of the held-out objective over the window that still counts as flat
 
 
-@torch.no_grad()
 def heldout_point(sae: SparseAutoencoder, x: torch.Tensor) -> dict[str, float]:
     """The training objective (squared error plus the sparsity penalty), FVU and L0 of ``sae`` on the rows x,
-    from one encoding as at inference."""
-    codes = sae.encode(x)
-    err = (sae.decode(codes) - x).pow(2).sum().item()
-    total_var = (x - x.mean(dim=0)).pow(2).sum().item()
-    return {
-        "objective": err / x.shape[0] + sae.sparsity_penalty(codes).item(),
-        "fvu": err / max(total_var, 1e-12),
-        "l0": (codes > 0).sum().item() / x.shape[0],
-    }
+    encoded as at inference."""
+    evaluation = evaluate(sae, x)
+    return {"objective": evaluation.mse + evaluation.sparsity_penalty, "fvu": evaluation.fvu, "l0": evaluation.l0}
 
 
 class HeldOutTracker:

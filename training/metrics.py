@@ -68,20 +68,22 @@ class Evaluation:
     mse: float
     dead_fraction: float
     dead: torch.Tensor
+    sparsity_penalty: float = 0.0  # the objective's sparsity term per sample: the objective is mse plus this
 
 
 @torch.no_grad()
 def evaluate(sae: SparseAutoencoder, x: torch.Tensor, chunk: int = 8192) -> Evaluation:
-    """L0 (mean active latents), FVU, per-sample squared error and dead latents over x.
+    """L0 (mean active latents), FVU, per-sample squared error and sparsity penalty, and dead latents over x.
 
     A latent is dead when it never fires on the whole evaluation set.
     """
     fired = torch.zeros(sae.config.dict_size, dtype=torch.bool)
-    err_sq, active = 0.0, 0
+    err_sq, active, penalty = 0.0, 0, 0.0
     for start in range(0, x.shape[0], chunk):
         part = x[start : start + chunk]
         c = sae.encode(part)
         err_sq += (sae.decode(c) - part).pow(2).sum().item()
+        penalty += sae.sparsity_penalty(c).item() * part.shape[0]
         nonzero = c > 0
         active += int(nonzero.sum())
         fired |= nonzero.any(dim=0)
@@ -93,6 +95,7 @@ def evaluate(sae: SparseAutoencoder, x: torch.Tensor, chunk: int = 8192) -> Eval
         mse=err_sq / n,
         dead_fraction=1.0 - fired.double().mean().item(),
         dead=~fired,
+        sparsity_penalty=penalty / n,
     )
 
 

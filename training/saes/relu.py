@@ -42,17 +42,22 @@ class ReluSAE(SparseAutoencoder):
         # The path is chosen from about 64 of the samples: counting every firing pair would cost as much
         # as a dense product while a third of them fire (counting branches on such mixed data).
         sample = c[:: max(b // 64, 1)]
-        if torch.sign(sample).sum().item() <= self.sparse_below * sample.numel():
-            err, activity, fired, active = self._sparse_grads(x, xc, c, encoder)
-        else:
-            err, activity, fired, active = self._dense_grads(x, xc, c, encoder)
+        grads = (
+            self._sparse_grads
+            if torch.sign(sample).sum().item() <= self.sparse_below * sample.numel()
+            else self._dense_grads
+        )
+        err, fired, counts = grads(x, xc, c, encoder, want_stats)
         self._track_firing(fired, b)
-        if not want_stats:
+        if counts is None:
             return None
+        activity, active = counts
         return self._stats(x, err.pow(2).sum().item(), self.config.l1 * activity / b, active / b)
 
-    def _dense_grads(self, x: torch.Tensor, xc: torch.Tensor, c: torch.Tensor, encoder: torch.Tensor):
-        """Gradients with dense products: the cheaper way while many latents fire (early training)."""
+    def _dense_grads(self, x: torch.Tensor, xc: torch.Tensor, c: torch.Tensor, encoder: torch.Tensor, want_stats: bool):
+        """Gradients with dense products: the cheaper way while many latents fire (early training).
+
+        Returns the error, which latents fired, and (when ``want_stats``) the summed activity and firing count."""
         b = x.shape[0]
         g = self.grads
         err = torch.addmm(self.b_dec, c, self.W_dec).sub_(x)
@@ -70,9 +75,12 @@ class ReluSAE(SparseAutoencoder):
             torch.mm(g_pre.T, xc, out=g["W_enc"])
         torch.sum(g_pre, dim=0, out=g["b_enc"])
         torch.sub(g_out.sum(dim=0), g["b_enc"] @ encoder, out=g["b_dec"])
-        return err, activity.sum().item(), activity > 0, mask.sum().item()
+        counts = (activity.sum().item(), mask.sum().item()) if want_stats else None
+        return err, activity > 0, counts
 
-    def _sparse_grads(self, x: torch.Tensor, xc: torch.Tensor, c: torch.Tensor, encoder: torch.Tensor):
+    def _sparse_grads(
+        self, x: torch.Tensor, xc: torch.Tensor, c: torch.Tensor, encoder: torch.Tensor, want_stats: bool
+    ):
         """Gradients over the firing (sample, latent) pairs only: decoding and every weight gradient
         touch just those atoms, so a trained dictionary (a few percent firing) costs one dense product."""
         b, n = c.shape
@@ -87,7 +95,8 @@ class ReluSAE(SparseAutoencoder):
         torch.sub(g_out.sum(dim=0), g["b_enc"] @ encoder, out=g["b_dec"])
         fired = torch.zeros(n, dtype=torch.bool)
         fired[codes.cols] = True
-        return err, codes.vals.sum().item(), fired, codes.vals.numel()
+        counts = (codes.vals.sum().item(), codes.vals.numel()) if want_stats else None
+        return err, fired, counts
 
     def after_step(self, x: torch.Tensor, step: int, total_steps: int) -> list[torch.Tensor]:
         return resample_dead_latents(self, x, step, total_steps)
