@@ -2,8 +2,9 @@
 
 Indexes one SAE of a finished pipeline run (default: the largest topk and relu dictionaries) and reports
 seconds, tokens/s and feature-tokens/s, each beside a reference measured in the same run: one plain pass
-that only reads and encodes every activation row, the least any indexer must do. The index makes three
-such passes plus its bookkeeping, so a ratio near 3 means the bookkeeping is cheap.
+that only reads every activation row and encodes it into firing entries, the least any indexer must do.
+The index encodes once and replays those entries from memory for its other two passes (when they fit in
+``FeatureIndexConfig.cache_entries``), so a ratio near 1 means its bookkeeping is cheap.
 
     .venv/bin/python bench/bench_feature_index.py [--workdir runs/default] [--sae NAME ...]
 """

@@ -195,3 +195,33 @@ def test_top_k_windows_come_from_a_full_encoding_and_match_it(case):
             if center >= 0:
                 assert arrays["top_window_acts"][f, r, CONFIG.before] == pytest.approx(codes[center, f], rel=2e-3)
                 np.testing.assert_allclose(arrays["top_values"][f, r], codes[center, f], rtol=1e-6)
+
+
+@pytest.mark.parametrize("arch", ["relu", "topk"])
+def test_replaying_the_first_pass_gives_the_index_that_encoding_again_gives(case, arch):
+    sae, rows, corpus, direct, *_ = case
+    if arch == "topk":
+        sae = build_sae(sae_config("topk", d_in=D, dict_size=F, k=3))
+    replayed = compute_feature_index(sae, rows, 2.0, corpus, VOCAB, CONFIG, direct, progress=False)
+    for cap in (0, 500):  # no cache, and a cap the first pass overruns
+        encoded = compute_feature_index(
+            sae, rows, 2.0, corpus, VOCAB, CONFIG.model_copy(update={"cache_entries": cap}), direct, progress=False
+        )
+        assert encoded.keys() == replayed.keys()
+        for name in replayed:
+            np.testing.assert_allclose(encoded[name], replayed[name], rtol=1e-3, err_msg=name)
+        np.testing.assert_array_equal(encoded["quantile_positions"], replayed["quantile_positions"])
+
+
+@pytest.mark.parametrize("arch", ["relu", "topk", "batchtopk"])
+def test_firing_entries_are_the_nonzero_codes_in_row_major_order(case, arch):
+    rows = torch.from_numpy(case[1][:500]) * 2.0
+    extra = {} if arch == "relu" else {"k": 3}
+    sae = build_sae(sae_config(arch, d_in=D, dict_size=F, **extra))
+    codes = sae.encode(rows)
+    r, f, v = sae.firing(rows)
+    expected_r, expected_f = (codes > 0).nonzero(as_tuple=True)
+    assert len(r) > 0
+    torch.testing.assert_close(r, expected_r)
+    torch.testing.assert_close(f, expected_f)
+    torch.testing.assert_close(v, codes[expected_r, expected_f])

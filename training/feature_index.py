@@ -1,10 +1,11 @@
 """Per-feature evidence for labellers, computed in a streaming pass over a run's activations.
 
-For one trained dictionary, ``index_dictionary`` reads the harvested activations in chunks and gives
+For one trained dictionary, ``compute_feature_index`` reads the harvested activations in chunks and gives
 every feature its density, mean and max activation, top contexts, samples from activation-quantile
 intervals, an activation histogram, the tokens (and POS tags) it fires on, its direct logit effects and
 its nearest neighbours in the next smaller and larger dictionary of the same sweep. Memory depends on
-the dictionary size and the chunk, never on the corpus length.
+the dictionary size, the chunk and the cap on firing entries kept between passes
+(``FeatureIndexConfig.cache_entries``), never on the corpus length.
 
 Artifacts, one folder per dictionary under ``<run>/features/<sae name>/``:
 - ``feature_index.safetensors``: arrays over features (F = dict size), numpy dtypes as named:
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -40,6 +42,7 @@ from safetensors.numpy import load_file, save_file
 from training.activations import load_activations
 from training.feature_stream import (
     Chunk,
+    FiringCache,
     QuantileSampler,
     RunningTopK,
     WindowGatherer,
@@ -71,6 +74,12 @@ class FeatureIndexConfig(BaseModel):
     n_logits: int = Field(10, gt=0, description="promoted and suppressed tokens of the logit effects")
     n_neighbours: int = Field(3, gt=0, description="nearest atoms listed in each neighbouring dictionary")
     chunk_tokens: int = Field(8192, gt=0, description="activation rows per chunk (bounds memory)")
+    cache_entries: int = Field(
+        64_000_000,
+        ge=0,
+        description="firing entries of the first pass kept in memory (12 bytes each) so the later passes need not "
+        "encode every row again; a dictionary that fires more often re-encodes. Does not change the index",
+    )
     seed: int = Field(0, description="seed of the quantile sampling")
 
     @property
@@ -285,6 +294,13 @@ def _windows(
     return {f"{prefix}_window_ids": ids.astype(np.int32)}, positions
 
 
+def _replay_or_encode(
+    cache: FiringCache, sae: SparseAutoencoder, rows: np.ndarray, scale: float, step: int, desc: str, progress: bool
+) -> Iterator[Chunk]:
+    """Another pass over the firing entries: from the cache when it holds them all, else by encoding again."""
+    return cache.chunks() if cache.complete else encoded_chunks(sae, rows, scale, step, desc, progress)
+
+
 def compute_feature_index(
     sae: SparseAutoencoder,
     rows: np.ndarray,
@@ -301,7 +317,9 @@ def compute_feature_index(
 
     Three streaming passes: (1) counts, sums, maxima, top activations, token and tag counts; (2) histogram
     and quantile samples, which need each feature's maximum; (3) the feature's activation at every token
-    of the chosen windows, read pair by pair where latents do not compete, else from a third encoding.
+    of the chosen windows. Passes 2 and 3 replay the first pass's firing entries when they fit in
+    ``config.cache_entries``; otherwise pass 2 encodes again and pass 3 reads the window activations pair
+    by pair where latents do not compete, else from a third encoding.
     ``lm_direct_path`` is (MLP output weight, final norm gain, unembedding).
     """
     n, f = len(rows), sae.config.dict_size
@@ -313,7 +331,9 @@ def compute_feature_index(
     token_counts = torch.zeros(f * vocab_size, dtype=torch.int64)
     token_sums = torch.zeros(f * vocab_size, dtype=torch.float64)
     tag_counts = torch.zeros(f * corpus.n_tags, dtype=torch.int64) if corpus.tags is not None else None
+    cache = FiringCache(config.cache_entries)
     for chunk in encoded_chunks(sae, rows, scale, step, f"{desc} 1/3 stats", progress):
+        cache.add(chunk)
         fire_count += torch.bincount(chunk.features, minlength=f)
         act_sum += torch.bincount(chunk.features, weights=chunk.values.double(), minlength=f)
         max_act.scatter_reduce_(0, chunk.features, chunk.values, "amax")
@@ -326,7 +346,7 @@ def compute_feature_index(
     histogram = torch.zeros(f * bins, dtype=torch.int64)
     sampler = QuantileSampler(max_act, config.n_quantiles, config.per_quantile, config.seed)
     binner = QuantileSampler(max_act, bins, 1, 0)
-    for chunk in encoded_chunks(sae, rows, scale, step, f"{desc} 2/3 quantiles", progress):
+    for chunk in _replay_or_encode(cache, sae, rows, scale, step, f"{desc} 2/3 quantiles", progress):
         bin_of = binner.interval_of(chunk.features, chunk.values)
         histogram += torch.bincount(chunk.features * bins + bin_of, minlength=f * bins)
         sampler.update(chunk)
@@ -358,9 +378,10 @@ def compute_feature_index(
         [np.repeat(np.arange(f), config.n_top), np.repeat(np.arange(f), config.n_quantiles * config.per_quantile)]
     )
     gatherer = WindowGatherer(all_windows, owners)
-    if not gatherer.read_pairs(sae, rows, scale):
-        for chunk in encoded_chunks(sae, rows, scale, step, f"{desc} 3/3 contexts", progress):
+    if cache.complete or not gatherer.read_pairs(sae, rows, scale):
+        for chunk in _replay_or_encode(cache, sae, rows, scale, step, f"{desc} 3/3 contexts", progress):
             gatherer.update(chunk)
+    del cache
     acts = gatherer.result().astype(np.float16)
     split = f * config.n_top
     arrays["top_window_acts"] = acts[:split].reshape(f, config.n_top, width)
@@ -472,7 +493,7 @@ def index_run(run_dir: Path, config: FeatureIndexConfig | None = None, progress:
             model=model_name,
             n_tokens=len(rows),
             activations=activations,
-            config=config.model_dump(),
+            config=config.model_dump(exclude={"cache_entries"}),
             neighbours={
                 side: None
                 if n is None

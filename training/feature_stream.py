@@ -9,7 +9,7 @@ smallest random keys, which is a uniform sample without replacement of everythin
 from __future__ import annotations
 
 from collections.abc import Iterator
-from functools import cached_property
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -18,33 +18,33 @@ from tqdm import tqdm
 from training.saes.base import SparseAutoencoder
 
 
+@dataclass
 class Chunk:
-    """The latent codes of activation rows start .. start + n_rows, dense and as firing (row, feature, value)."""
+    """The firing latent codes of activation rows start .. start + n_rows, as (row, feature, value) entries.
 
-    def __init__(self, start: int, codes: torch.Tensor) -> None:
-        self.start = start
-        self.codes = codes
-        self.n_rows = codes.shape[0]
+    Entries are row-major with features ascending, so ``row * n_features + feature`` is sorted.
+    """
 
-    @cached_property
-    def _firing(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        rows, features = (self.codes > 0).nonzero(as_tuple=True)
-        return rows, features, self.codes[rows, features]
-
-    @property
-    def features(self) -> torch.Tensor:
-        """Latent index of each firing entry (row-major order)."""
-        return self._firing[1]
-
-    @property
-    def values(self) -> torch.Tensor:
-        """Activation of each firing entry."""
-        return self._firing[2]
+    start: int
+    n_rows: int
+    n_features: int
+    rows: torch.Tensor  # row within the chunk, int64
+    features: torch.Tensor  # latent index, int64
+    values: torch.Tensor  # activation, float32
 
     @property
     def positions(self) -> torch.Tensor:
         """Row positions (in the whole activation file) of the firing entries."""
-        return self._firing[0] + self.start
+        return self.rows + self.start
+
+    def lookup(self, rows: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """The activation of each (row within the chunk, feature) pair; 0 where it does not fire."""
+        if not len(self.values):
+            return torch.zeros(len(rows))
+        keys = self.rows * self.n_features + self.features
+        wanted = rows * self.n_features + features
+        at = torch.searchsorted(keys, wanted).clamp_(max=len(keys) - 1)
+        return torch.where(keys[at] == wanted, self.values[at], 0.0)
 
 
 def encoded_chunks(
@@ -55,13 +55,44 @@ def encoded_chunks(
     desc: str = "",
     progress: bool = True,
 ) -> Iterator[Chunk]:
-    """The SAE's codes for consecutive chunks of rows (rows multiplied by scale first, as in training)."""
-    n = len(rows)
+    """The SAE's firing codes for consecutive chunks of rows (rows multiplied by scale first, as in training)."""
+    n, n_features = len(rows), sae.config.dict_size
     with torch.no_grad(), tqdm(total=n, desc=desc, unit="tok", unit_scale=True, disable=not progress) as bar:
         for start in range(0, n, chunk_rows):
             x = torch.from_numpy(np.array(rows[start : start + chunk_rows], dtype=np.float32)).mul_(scale)
-            yield Chunk(start, sae.encode(x))
+            yield Chunk(start, x.shape[0], n_features, *sae.firing(x))
             bar.update(x.shape[0])
+
+
+class FiringCache:
+    """The chunks of one encoding pass, kept compactly (12 bytes per firing entry) up to ``max_entries``.
+
+    Later passes over the same SAE replay them instead of encoding every row again. Once the cap is passed
+    the cache empties itself and ``complete`` turns False, so memory stays bounded whatever the corpus.
+    """
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self.entries = 0
+        self.complete = max_entries > 0
+        self._chunks: list[tuple[int, int, int, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    def add(self, chunk: Chunk) -> None:
+        """Keep a chunk while the cap allows."""
+        if not self.complete:
+            return
+        self.entries += len(chunk.values)
+        if self.entries > self.max_entries:
+            self.complete, self._chunks = False, []
+            return
+        self._chunks.append(
+            (chunk.start, chunk.n_rows, chunk.n_features, chunk.rows.int(), chunk.features.int(), chunk.values)
+        )
+
+    def chunks(self) -> Iterator[Chunk]:
+        """The kept chunks, in the order they were added."""
+        for start, n_rows, n_features, rows, features, values in self._chunks:
+            yield Chunk(start, n_rows, n_features, rows.long(), features.long(), values)
 
 
 def first_per_group(groups: torch.Tensor, keys: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -201,11 +232,11 @@ class WindowGatherer:
 
     def update(self, chunk: Chunk) -> None:
         """Read the needed entries that lie in this chunk."""
-        end = chunk.start + chunk.codes.shape[0]
+        end = chunk.start + chunk.n_rows
         lo, hi = torch.searchsorted(self.positions, torch.tensor([chunk.start, end])).tolist()
         if hi > lo:
             rows = self.positions[lo:hi] - chunk.start
-            self.values[self.slots[lo:hi]] = chunk.codes[rows, self.features[lo:hi]]
+            self.values[self.slots[lo:hi]] = chunk.lookup(rows, self.features[lo:hi])
 
     def read_pairs(self, sae: SparseAutoencoder, rows: np.ndarray, scale: float, block: int = 1 << 18) -> bool:
         """Read every needed activation with ``sae.encode_pairs`` (no full encoding); False if the SAE can't."""

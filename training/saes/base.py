@@ -190,6 +190,16 @@ class SparseAutoencoder:
         """Latent activations (batch x dict_size) as used at inference."""
         raise NotImplementedError
 
+    def firing(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The nonzero codes of x as (row, latent, value), row-major with latents ascending.
+
+        Streaming statistics only need these entries; architectures that select latents sparsely give them
+        without building the dense code matrix.
+        """
+        codes = self.encode(x)
+        rows, latents = (codes > 0).nonzero(as_tuple=True)
+        return rows, latents, codes[rows, latents]
+
     def encode_pairs(self, x: torch.Tensor, latents: torch.Tensor) -> torch.Tensor | None:
         """The activation of latent ``latents[i]`` on input ``x[i]``, or None where latents compete (top-k).
 

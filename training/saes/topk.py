@@ -45,6 +45,13 @@ class TopKSAE(SparseAutoencoder):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.select(self.pre_activations(x), training=False).dense(x.shape[0], self.config.dict_size)
 
+    def firing(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        codes = self.select(self.pre_activations(x), training=False)
+        positive = codes.vals > 0
+        rows, latents, values = codes.rows[positive], codes.cols[positive], codes.vals[positive]
+        order = torch.argsort(rows * self.config.dict_size + latents)
+        return rows[order], latents[order], values[order]
+
     def reference_loss(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         pre = (x - params["b_dec"]) @ params["W_enc"].T + params["b_enc"]
         codes = self.select(pre.detach(), training=True)
