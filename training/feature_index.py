@@ -298,7 +298,9 @@ def _replay_or_encode(
     cache: FiringCache, sae: SparseAutoencoder, rows: np.ndarray, scale: float, step: int, desc: str, progress: bool
 ) -> Iterator[Chunk]:
     """Another pass over the firing entries: from the cache when it holds them all, else by encoding again."""
-    return cache.chunks() if cache.complete else encoded_chunks(sae, rows, scale, step, desc, progress)
+    if cache.complete:
+        return cache.chunks(f"{desc} (replayed)", progress)
+    return encoded_chunks(sae, rows, scale, step, desc, progress)
 
 
 def compute_feature_index(

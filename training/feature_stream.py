@@ -89,10 +89,13 @@ class FiringCache:
             (chunk.start, chunk.n_rows, chunk.n_features, chunk.rows.int(), chunk.features.int(), chunk.values)
         )
 
-    def chunks(self) -> Iterator[Chunk]:
+    def chunks(self, desc: str = "", progress: bool = True) -> Iterator[Chunk]:
         """The kept chunks, in the order they were added."""
-        for start, n_rows, n_features, rows, features, values in self._chunks:
-            yield Chunk(start, n_rows, n_features, rows.long(), features.long(), values)
+        total = sum(n_rows for _, n_rows, *_ in self._chunks)
+        with tqdm(total=total, desc=desc, unit="tok", unit_scale=True, disable=not progress) as bar:
+            for start, n_rows, n_features, rows, features, values in self._chunks:
+                yield Chunk(start, n_rows, n_features, rows.long(), features.long(), values)
+                bar.update(n_rows)
 
 
 def first_per_group(groups: torch.Tensor, keys: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
