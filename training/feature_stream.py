@@ -9,7 +9,7 @@ smallest random keys, which is a uniform sample without replacement of everythin
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -75,7 +75,7 @@ class FiringCache:
         self.max_entries = max_entries
         self.entries = 0
         self.complete = max_entries > 0
-        self._chunks: list[tuple[int, int, int, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._chunks: list[Chunk] = []  # rows and features stored as int32
 
     def add(self, chunk: Chunk) -> None:
         """Keep a chunk while the cap allows."""
@@ -85,17 +85,15 @@ class FiringCache:
         if self.entries > self.max_entries:
             self.complete, self._chunks = False, []
             return
-        self._chunks.append(
-            (chunk.start, chunk.n_rows, chunk.n_features, chunk.rows.int(), chunk.features.int(), chunk.values)
-        )
+        self._chunks.append(replace(chunk, rows=chunk.rows.int(), features=chunk.features.int()))
 
     def chunks(self, desc: str = "", progress: bool = True) -> Iterator[Chunk]:
         """The kept chunks, in the order they were added."""
-        total = sum(n_rows for _, n_rows, *_ in self._chunks)
+        total = sum(chunk.n_rows for chunk in self._chunks)
         with tqdm(total=total, desc=desc, unit="tok", unit_scale=True, disable=not progress) as bar:
-            for start, n_rows, n_features, rows, features, values in self._chunks:
-                yield Chunk(start, n_rows, n_features, rows.long(), features.long(), values)
-                bar.update(n_rows)
+            for chunk in self._chunks:
+                yield replace(chunk, rows=chunk.rows.long(), features=chunk.features.long())
+                bar.update(chunk.n_rows)
 
 
 def first_per_group(groups: torch.Tensor, keys: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
