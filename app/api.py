@@ -30,6 +30,7 @@ from app.schemas import (
     ConvergenceOut,
     DictionaryOut,
     EstimateOut,
+    EvidenceFilter,
     FeatureCountOut,
     FeatureDetail,
     FeaturePage,
@@ -155,9 +156,12 @@ def features(
     q: Annotated[str | None, Query(max_length=200, description="substring of the top tokens' text")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_SQL_INT)] = 0,
+    evidence: Annotated[
+        EvidenceFilter, Query(description="alive (enough evidence), rare, dead, or all (the default)")
+    ] = "all",
 ) -> FeaturePage:
     """A page of features; ``sort=label_status`` puts unlabelled first (asc) or labelled first (desc)."""
-    return queries.feature_page(session, dictionary, sort, order, q or None, limit, offset)
+    return queries.feature_page(session, dictionary, sort, order, q or None, limit, offset, evidence)
 
 
 _CACHE_LOCK = threading.Lock()
@@ -243,7 +247,10 @@ def next_feature(
     request: Request,
     labeller: Annotated[LabellerName, Query(description="who is labelling")],
 ) -> FeatureDetail:
-    """A uniformly random alive feature this labeller has not labelled yet (404 when none is left)."""
+    """A uniformly random alive (enough-evidence) feature this labeller has not labelled yet (404 when none is left).
+
+    Dead and rare features (see ``min_firings`` and ``min_contribution`` in /api/dictionaries) are never served.
+    """
     detail = queries.next_unlabelled_feature(session, dictionary, labeller, request.app.state.rng)
     if detail is None:
         raise HTTPException(
@@ -266,6 +273,12 @@ def estimate(
     ] = queries.PERSISTENCE_THRESHOLD,
 ) -> EstimateOut:
     """Labellable features = alive x monosemantic fraction (Wilson 95%), with labeller agreement.
+
+    ``alive`` counts the features with enough evidence and ``population`` says so in words; labels of rare
+    or dead features are kept but counted apart (``labelled_not_alive``), and ``too_little_evidence``
+    verdicts leave the denominator. ``readings`` gives the estimate and kappa under both readings of
+    "monosemantic": one concept in the top contexts, and one concept across the activation range (the
+    verdict, also the top-level numbers).
 
     ``?by=density`` adds ``quartiles``: the same numbers per quartile of the alive features' densities
     (1 rarest to 4 densest). ``?by=persistence`` adds ``persistence``: the monosemantic fraction (Wilson
@@ -380,7 +393,7 @@ def export_labels(
     request: Request, format: Annotated[labels_io.LabelFormat, Query(description="csv or jsonl")] = "jsonl"
 ) -> Response:
     """Every label, one row each: dictionary (content hash), index, labeller, verdict, description, confidence,
-    created_at."""
+    created_at, top_contexts_monosemantic."""
     text = labels_io.format_labels(labels_io.read_labels(request.app.state.sessionmaker), format)
     return Response(
         text,

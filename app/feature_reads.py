@@ -42,6 +42,7 @@ _LABEL_COLUMNS = (
     "verdict",
     "description",
     "confidence",
+    "top_contexts_monosemantic",
     "created_at",
 )
 

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import Dictionary, Example, Feature, Vocabulary, utc_now
 from app.examples import encode_windows
+from training.evidence import DEFAULT_MIN_CONTRIBUTION, DEFAULT_MIN_FIRINGS, EvidenceCounts, count_evidence
 from training.feature_index import (
     FEATURES_DIR,
     INDEX_META,
@@ -29,12 +30,13 @@ from training.feature_index import (
     FeatureIndex,
     FeatureIndexMeta,
     feature_index_folders,
+    index_evidence,
     load_feature_index,
     load_vocab,
 )
 
 # Bump when the rows made from an artifact change, so `index` re-ingests artifacts it would skip.
-INGEST_VERSION = 1
+INGEST_VERSION = 2
 FEATURES_PER_BATCH = 512
 EXAMPLE_ARRAYS = ("top_positions", "top_values", "top_window_", "quantile_")
 
@@ -52,8 +54,9 @@ class DictionarySummary:
     content_hash: str
     dictionary_id: int
     dict_size: int
-    alive: int
+    alive: int  # features with enough evidence
     dead: int
+    rare: int
     examples: int
     seconds: float
     unchanged: bool  # artifact already ingested: feature and example rows kept as they were
@@ -159,8 +162,9 @@ def _ingest_dictionary(
     fingerprint = artifact_fingerprint(folder)
     index = load_feature_index(folder)
     meta = index.meta
-    fire_count = index.arrays["fire_count"]
-    alive = int((fire_count > 0).sum())
+    levels = index_evidence(index)
+    counts = count_evidence(levels)
+    config = meta.config
     record = metrics.get(meta.sae_name, {})
     values = {
         "content_hash": meta.weights_hash,
@@ -174,8 +178,13 @@ def _ingest_dictionary(
         "dict_size": meta.dict_size,
         "sparsity_key": meta.sparsity_key,
         "sparsity_value": meta.sparsity_value,
-        "alive": alive,
-        "dead": meta.dict_size - alive,
+        "alive": counts.alive,
+        "dead": counts.dead,
+        "rare": counts.rare,
+        "min_firings": config.get("min_firings", DEFAULT_MIN_FIRINGS),
+        "min_contribution": config.get("min_contribution", DEFAULT_MIN_CONTRIBUTION)
+        if "max_contribution" in index.arrays
+        else None,
         "l0": _finite(record.get("l0")),
         "fvu": _finite(record.get("fvu")),
         "ce_recovered": _finite(record.get("ce_recovered")),
@@ -190,7 +199,8 @@ def _ingest_dictionary(
         ).first()
         if existing is not None and existing.artifact_fingerprint == fingerprint and not force:
             conn.execute(update(DICTIONARIES).where(DICTIONARIES.c.id == existing.id).values(values))
-            return _summary(meta, existing.id, alive, _count_examples(conn, existing.id), start, unchanged=True)
+            _update_evidence(conn, existing.id, levels)
+            return _summary(meta, existing.id, counts, _count_examples(conn, existing.id), start, unchanged=True)
         values |= {"indexed_at": utc_now(), "artifact_fingerprint": fingerprint}
         if existing is None:
             dictionary_id = conn.execute(insert(DICTIONARIES).values(values)).inserted_primary_key[0]
@@ -203,7 +213,11 @@ def _ingest_dictionary(
         n_examples = 0
         for lo in range(0, meta.dict_size, FEATURES_PER_BATCH):
             hi = min(lo + FEATURES_PER_BATCH, meta.dict_size)
-            conn.execute(insert(FEATURES), list(feature_rows(index, dictionary_id, tokens, tag_vocab, lo, hi)))
+            rows = list(feature_rows(index, dictionary_id, tokens, tag_vocab, lo, hi))
+            for row in rows:
+                row["evidence"] = str(levels[row["index"]])
+                row["alive"] = row["evidence"] == "alive"
+            conn.execute(insert(FEATURES), rows)
             ids = dict(
                 conn.execute(
                     select(FEATURES.c.index, FEATURES.c.id).where(
@@ -213,7 +227,24 @@ def _ingest_dictionary(
             )
             feature_ids = np.array([ids[i] for i in range(lo, hi)], dtype=np.int64)
             n_examples += bulk_insert(conn, EXAMPLES, example_columns(index, feature_ids, lo, hi))
-    return _summary(meta, dictionary_id, alive, n_examples, start, unchanged=False)
+    return _summary(meta, dictionary_id, counts, n_examples, start, unchanged=False)
+
+
+def _update_evidence(conn: Connection, dictionary_id: int, levels: np.ndarray) -> None:
+    """Set the features' evidence levels where they changed (the criteria of an unchanged index may have)."""
+    stored = dict(
+        conn.execute(
+            select(FEATURES.c.index, FEATURES.c.evidence).where(FEATURES.c.dictionary_id == dictionary_id)
+        ).all()
+    )
+    for level in ("dead", "rare", "alive"):
+        changed = [i for i, old in stored.items() if i < len(levels) and levels[i] == level and old != level]
+        if changed:
+            conn.execute(
+                update(FEATURES)
+                .where(FEATURES.c.dictionary_id == dictionary_id, FEATURES.c.index.in_(changed))
+                .values(evidence=level, alive=level == "alive")
+            )
 
 
 def _count_examples(conn: Connection, dictionary_id: int) -> int:
@@ -223,15 +254,16 @@ def _count_examples(conn: Connection, dictionary_id: int) -> int:
 
 
 def _summary(
-    meta: FeatureIndexMeta, dictionary_id: int, alive: int, examples: int, start: float, unchanged: bool
+    meta: FeatureIndexMeta, dictionary_id: int, counts: EvidenceCounts, examples: int, start: float, unchanged: bool
 ) -> DictionarySummary:
     return DictionarySummary(
         name=meta.sae_name,
         content_hash=meta.weights_hash,
         dictionary_id=dictionary_id,
         dict_size=meta.dict_size,
-        alive=alive,
-        dead=meta.dict_size - alive,
+        alive=counts.alive,
+        dead=counts.dead,
+        rare=counts.rare,
         examples=examples,
         seconds=time.perf_counter() - start,
         unchanged=unchanged,
@@ -277,10 +309,13 @@ def feature_rows(
             if j >= 0
         ]
         max_activation = _finite(a["max_activation"][row]) or 0.0
+        contribution = a.get("max_contribution")
         yield {
             "dictionary_id": dictionary_id,
             "index": lo + row,
             "alive": a["fire_count"][row] > 0,
+            "fire_count": a["fire_count"][row],
+            "max_contribution": None if contribution is None else _finite(contribution[row]),
             "density": _finite(a["density"][row]) or 0.0,
             "mean_activation": _finite(a["mean_activation"][row]) or 0.0,
             "max_activation": max_activation,

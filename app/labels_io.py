@@ -1,7 +1,8 @@
 """Export and import of labels as CSV or JSONL, one row per label, for backups and for sharing judgements.
 
 Columns: ``dictionary`` (the dictionary's content hash), ``index``, ``labeller``, ``verdict``,
-``description``, ``confidence`` (empty / null when not given) and ``created_at`` (ISO 8601, UTC). An
+``description``, ``confidence`` (empty / null when not given), ``created_at`` (ISO 8601, UTC) and
+``top_contexts_monosemantic`` (true / false, empty / null when not recorded; files without it import). An
 import validates every row before writing any, writes all of them in one transaction, and skips rows that
 are already stored exactly (so importing the same export twice adds nothing).
 """
@@ -17,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from sqlalchemy import Engine, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -25,7 +26,17 @@ from app.db.models import VERDICTS, Label, utc_now
 from app.schemas import MAX_SQL_INT
 
 FORMATS = ("csv", "jsonl")
-COLUMNS = ("dictionary", "index", "labeller", "verdict", "description", "confidence", "created_at")
+COLUMNS = (
+    "dictionary",
+    "index",
+    "labeller",
+    "verdict",
+    "description",
+    "confidence",
+    "created_at",
+    "top_contexts_monosemantic",
+)
+OPTIONAL_COLUMNS = ("description", "confidence", "top_contexts_monosemantic")
 LABELS = Label.__table__
 
 LabelFormat = Literal["csv", "jsonl"]
@@ -43,6 +54,7 @@ class LabelRecord(BaseModel):
     description: str = Field("", max_length=2000)
     confidence: float | None = Field(None, ge=0, le=1, allow_inf_nan=False)
     created_at: datetime = Field(default_factory=utc_now, description="UTC; naive values are taken as UTC")
+    top_contexts_monosemantic: bool | None = Field(None, description="one concept covers the top contexts")
 
     @field_validator("verdict")
     @classmethod
@@ -57,6 +69,12 @@ class LabelRecord(BaseModel):
         # The database stores naive UTC: convert aware times, keep naive ones as they are.
         return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo is not None else value
 
+    @model_validator(mode="after")
+    def _readings_agree(self) -> LabelRecord:
+        if self.verdict == "monosemantic" and self.top_contexts_monosemantic is False:
+            raise ValueError("top_contexts_monosemantic: false contradicts the verdict monosemantic")
+        return self
+
     def key(self) -> tuple:
         """Every field: two labels with equal keys are the same label."""
         return (
@@ -67,6 +85,7 @@ class LabelRecord(BaseModel):
             self.description,
             self.confidence,
             self.created_at,
+            self.top_contexts_monosemantic,
         )
 
 
@@ -95,6 +114,7 @@ def read_labels(bind: Engine | sessionmaker[Session]) -> list[LabelRecord]:
             description=row.description,
             confidence=row.confidence,
             created_at=row.created_at,
+            top_contexts_monosemantic=row.top_contexts_monosemantic,
         )
         for row in rows
     ]
@@ -110,6 +130,7 @@ def _plain(record: LabelRecord) -> dict:
         "description": record.description,
         "confidence": record.confidence,
         "created_at": record.created_at.replace(tzinfo=UTC).isoformat(),
+        "top_contexts_monosemantic": record.top_contexts_monosemantic,
     }
 
 
@@ -125,6 +146,8 @@ def format_labels(records: Iterable[LabelRecord], fmt: LabelFormat) -> str:
     for record in records:
         row = _plain(record)
         row["confidence"] = "" if record.confidence is None else repr(record.confidence)
+        top = record.top_contexts_monosemantic
+        row["top_contexts_monosemantic"] = "" if top is None else str(top).lower()
         writer.writerow(row)
     return out.getvalue()
 
@@ -154,7 +177,7 @@ def _jsonl_rows(text: str, source: str) -> Iterable[tuple[int, dict]]:
 def _csv_rows(text: str, source: str) -> Iterable[tuple[int, dict]]:
     reader = csv.DictReader(io.StringIO(text, newline=""))
     header = reader.fieldnames or []
-    missing = [name for name in COLUMNS if name not in header and name not in ("description", "confidence")]
+    missing = [name for name in COLUMNS if name not in header and name not in OPTIONAL_COLUMNS]
     if missing:
         raise ValueError(f"{source} line 1: header lacks {', '.join(missing)}: expected {','.join(COLUMNS)}")
     end_of_previous = reader.line_num
@@ -184,7 +207,16 @@ def import_labels(bind: Engine | sessionmaker[Session], records: list[LabelRecor
     with engine.begin() as conn:
         stored = conn.execute(select(LABELS).where(LABELS.c.dictionary_hash.in_(hashes))).all() if hashes else []
         seen = {
-            (r.dictionary_hash, r.feature_index, r.labeller, r.verdict, r.description, r.confidence, r.created_at)
+            (
+                r.dictionary_hash,
+                r.feature_index,
+                r.labeller,
+                r.verdict,
+                r.description,
+                r.confidence,
+                r.created_at,
+                r.top_contexts_monosemantic,
+            )
             for r in stored
         }
         fresh = []
@@ -204,6 +236,7 @@ def import_labels(bind: Engine | sessionmaker[Session], records: list[LabelRecor
                         "description": r.description,
                         "confidence": r.confidence,
                         "created_at": r.created_at,
+                        "top_contexts_monosemantic": r.top_contexts_monosemantic,
                     }
                     for r in fresh
                 ],

@@ -17,7 +17,7 @@ from sqlalchemy import case, exists, func, select
 from sqlalchemy.orm import Session
 
 from app import feature_reads
-from app.db.models import Dictionary, Example, Feature, Label
+from app.db.models import JUDGED_VERDICTS, Dictionary, Example, Feature, Label
 from app.db.session import serialized_writes
 from app.estimates import (
     compare_proportions,
@@ -34,6 +34,7 @@ from app.schemas import (
     ConvergenceRun,
     DictionaryOut,
     EstimateOut,
+    EvidenceFilter,
     FeatureCountOut,
     FeatureDetail,
     FeaturePage,
@@ -50,6 +51,7 @@ from app.schemas import (
     PosTagCount,
     QuantileGroup,
     QuartileEstimate,
+    ReadingEstimate,
     SortOrder,
     TokenEffect,
     TopToken,
@@ -107,7 +109,10 @@ def dictionary_out(dictionary: Dictionary, labelled: int) -> DictionaryOut:
         l1=dictionary.sparsity_value if key == "l1" else None,
         k=round(dictionary.sparsity_value) if key == "k" else None,
         alive=dictionary.alive,
+        rare=dictionary.rare or 0,
         dead=dictionary.dead,
+        min_firings=dictionary.min_firings,
+        min_contribution=dictionary.min_contribution,
         l0=dictionary.l0,
         fvu=dictionary.fvu,
         ce_recovered=dictionary.ce_recovered,
@@ -128,16 +133,20 @@ def feature_page(
     q: str | None = None,
     limit: int = 50,
     offset: int = 0,
+    evidence: EvidenceFilter = "all",
 ) -> FeaturePage:
-    """One page of a dictionary's features, filtered by top-token text and sorted.
+    """One page of a dictionary's features, filtered by top-token text and evidence level, and sorted.
 
-    ``q`` keeps features whose top-token text contains it (case-insensitive). ``sort=label_status`` puts
+    ``q`` keeps features whose top-token text contains it (case-insensitive); ``evidence`` keeps one level
+    ("alive", "rare", "dead") or all of them. ``sort=label_status`` puts
     unlabelled features first with ``order=asc`` and labelled first with ``order=desc``; ties always go
     by index.
     """
     condition = Feature.dictionary_id == dictionary.id
     if q:
         condition = condition & Feature.top_token_text.icontains(q, autoescape=True)
+    if evidence != "all":
+        condition = condition & (Feature.evidence == evidence)
     total = session.scalar(select(func.count()).select_from(Feature).where(condition)) or 0
     if sort == "label_status":
         labelled = exists().where(
@@ -160,6 +169,8 @@ def feature_page(
             FeatureSummary(
                 index=f.index,
                 alive=f.alive,
+                evidence=f.evidence,
+                fire_count=f.fire_count,
                 density=f.density,
                 mean_activation=f.mean_activation,
                 max_activation=f.max_activation,
@@ -228,6 +239,9 @@ def _detail(session: Session, dictionary: Dictionary, feature: Feature) -> Featu
         dictionary_hash=dictionary.content_hash,
         index=feature.index,
         alive=feature.alive,
+        evidence=feature.evidence,
+        fire_count=feature.fire_count,
+        max_contribution=feature.max_contribution,
         density=feature.density,
         mean_activation=feature.mean_activation,
         max_activation=feature.max_activation,
@@ -302,7 +316,9 @@ def resolve_neighbours(session: Session, neighbours: list[Neighbour]) -> list[Ne
 def next_unlabelled_feature(
     session: Session, dictionary: Dictionary, labeller: str, rng: random.Random | None = None
 ) -> FeatureDetail | None:
-    """A uniformly random alive feature that ``labeller`` has not labelled yet, or None when none is left.
+    """A uniformly random alive (enough-evidence) feature ``labeller`` has not labelled yet; None when none is left.
+
+    Dead and rare features are never served: their labels would say nothing about the layer.
 
     One COUNT over the unlabelled alive features, then one row at a random offset of them in index order:
     uniform without loading the candidates.
@@ -310,6 +326,7 @@ def next_unlabelled_feature(
     unlabelled = (
         (Feature.dictionary_id == dictionary.id)
         & Feature.alive
+        & (Feature.evidence == "alive")
         & ~exists().where(
             Label.dictionary_hash == dictionary.content_hash,
             Label.feature_index == Feature.index,
@@ -337,6 +354,7 @@ def label_out(label: Label) -> LabelOut:
         verdict=label.verdict,
         description=label.description,
         confidence=label.confidence,
+        top_contexts_monosemantic=label.top_contexts_monosemantic,
         created_at=label.created_at.replace(tzinfo=UTC),
     )
 
@@ -350,6 +368,7 @@ def add_label(session: Session, dictionary: Dictionary, index: int, label: Label
         verdict=label.verdict,
         description=label.description,
         confidence=label.confidence,
+        top_contexts_monosemantic=label.top_contexts_monosemantic,
     )
     session.add(row)
     with serialized_writes(session):
@@ -357,25 +376,39 @@ def add_label(session: Session, dictionary: Dictionary, index: int, label: Label
     return label_out(row)
 
 
-def latest_verdicts(session: Session, dictionary_hash: str | None = None) -> dict[tuple[str, int], dict[str, str]]:
-    """{(dictionary hash, feature index): {labeller: that labeller's latest verdict}}, for one or all dictionaries.
+def latest_readings(
+    session: Session, dictionary_hash: str | None = None
+) -> dict[tuple[str, int], dict[str, tuple[str, bool | None]]]:
+    """{(dictionary hash, feature index): {labeller: (latest verdict, its top_contexts_monosemantic)}}.
 
     "Latest" is by ``created_at`` then row id, so an imported older label never overrides a newer one.
     """
-    query = select(Label.dictionary_hash, Label.feature_index, Label.labeller, Label.verdict).order_by(
-        Label.created_at, Label.id
-    )
+    query = select(
+        Label.dictionary_hash, Label.feature_index, Label.labeller, Label.verdict, Label.top_contexts_monosemantic
+    ).order_by(Label.created_at, Label.id)
     if dictionary_hash is not None:
         query = query.where(Label.dictionary_hash == dictionary_hash)
-    verdicts: dict[tuple[str, int], dict[str, str]] = defaultdict(dict)
-    for dict_hash, index, labeller, verdict in session.execute(query):
-        verdicts[(dict_hash, index)][labeller] = verdict
-    return verdicts
+    readings: dict[tuple[str, int], dict[str, tuple[str, bool | None]]] = defaultdict(dict)
+    for dict_hash, index, labeller, verdict, top in session.execute(query):
+        readings[(dict_hash, index)][labeller] = (verdict, top)
+    return readings
+
+
+def latest_verdicts(session: Session, dictionary_hash: str | None = None) -> dict[tuple[str, int], dict[str, str]]:
+    """{(dictionary hash, feature index): {labeller: that labeller's latest verdict}}, for one or all dictionaries."""
+    return {
+        key: {labeller: verdict for labeller, (verdict, _) in by.items()}
+        for key, by in latest_readings(session, dictionary_hash).items()
+    }
 
 
 def agreement_out(verdicts: dict[tuple[str, int], dict[str, str]]) -> AgreementOut:
-    """Cohen's or Fleiss' kappa over features with several labellers, and every labeller's verdict counts."""
-    result = labeller_agreement(verdicts)
+    """Cohen's or Fleiss' kappa over features with several labellers, and every labeller's verdict counts.
+
+    ``too_little_evidence`` verdicts are counted per labeller but left out of the kappa: they judge nothing.
+    """
+    judged = {key: {name: v for name, v in by.items() if v in JUDGED_VERDICTS} for key, by in verdicts.items()}
+    result = labeller_agreement(judged)
     per: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for by_labeller in verdicts.values():
         for labeller, verdict in by_labeller.items():
@@ -394,10 +427,17 @@ def agreement_out(verdicts: dict[tuple[str, int], dict[str, str]]) -> AgreementO
                 monosemantic=counts["monosemantic"],
                 polysemantic=counts["polysemantic"],
                 uninterpretable=counts["uninterpretable"],
+                too_little_evidence=counts["too_little_evidence"],
             )
             for name, counts in sorted(per.items())
         ],
     )
+
+
+READINGS = {
+    "top_contexts": "one concept in the top contexts",
+    "activation_range": "one concept across the activation range (top contexts and quantile samples)",
+}
 
 
 def dictionary_estimate(
@@ -409,28 +449,45 @@ def dictionary_estimate(
 ) -> EstimateOut:
     """The labellable-feature estimate of a dictionary: alive x the monosemantic fraction of labelled features.
 
-    Counting rules: only alive features count; each labeller's latest label of a feature is its verdict
-    (relabelling replaces, it does not add); a feature counts as labelled once however many people
-    labelled it; and it counts as monosemantic when more than half of its labellers' latest verdicts say
-    so, so a tie counts as not monosemantic. The fraction's 95% interval is Wilson's, and the estimate's
-    bounds are alive times the fraction's bounds. With ``by_density`` the same numbers are given per
-    quartile of the alive features' densities. With ``by_persistence`` the fraction is compared between
-    alive features with ``mmcs_with_larger >= persistence_threshold`` and those below it (see
-    ``PersistenceOut``). Agreement (Cohen's or Fleiss' kappa) is over the alive features with more than
-    one labeller.
+    Counting rules: only alive features (enough evidence, ``training.evidence``) count, and labels of rare
+    or dead features are kept but counted apart (``labelled_not_alive``); each labeller's latest label of a
+    feature is its verdict (relabelling replaces, it does not add); a ``too_little_evidence`` verdict is
+    left out of the denominator; a feature counts as labelled once however many people labelled it; and it
+    counts as monosemantic when more than half of its labellers' latest verdicts say so, so a tie counts as
+    not monosemantic. The fraction's 95% interval is Wilson's, and the estimate's bounds are alive times the
+    fraction's bounds. The top-level numbers are the strict reading (one concept across the activation
+    range: the verdict); ``readings`` adds the looser one (one concept in the top contexts), counted over
+    the labels that record it, with the same rules and its own kappa. With ``by_density`` the strict numbers
+    are given per quartile of the alive features' densities. With ``by_persistence`` the fraction is
+    compared between alive features with ``mmcs_with_larger >= persistence_threshold`` and those below it
+    (see ``PersistenceOut``). Agreement (Cohen's or Fleiss' kappa) is over the alive features with more
+    than one labeller.
     """
     # In index order, so features of equal density fall into quartiles by index on any database.
     alive_rows = session.execute(
         select(Feature.index, Feature.density, Feature.mmcs_with_larger)
-        .where(Feature.dictionary_id == dictionary.id, Feature.alive)
+        .where(Feature.dictionary_id == dictionary.id, Feature.alive, Feature.evidence == "alive")
         .order_by(Feature.index)
     ).all()
     alive_index = {row.index for row in alive_rows}
+    readings = latest_readings(session, dictionary.content_hash)
+    labelled_not_alive = sum(1 for _, index in readings if index not in alive_index)
+    readings = {key: by for key, by in readings.items() if key[1] in alive_index}
     verdicts = {
-        key: by_labeller
-        for key, by_labeller in latest_verdicts(session, dictionary.content_hash).items()
-        if key[1] in alive_index
+        key: {name: verdict for name, (verdict, _) in by.items() if verdict in JUDGED_VERDICTS}
+        for key, by in readings.items()
     }
+    verdicts = {key: by for key, by in verdicts.items() if by}
+    too_little = sum(1 for key in readings if key not in verdicts)
+    top_verdicts = {
+        key: {
+            name: "monosemantic" if top else "polysemantic"
+            for name, (verdict, top) in by.items()
+            if verdict in JUDGED_VERDICTS and top is not None
+        }
+        for key, by in readings.items()
+    }
+    top_verdicts = {key: by for key, by in top_verdicts.items() if by}
     mono = {index for (_, index), by in verdicts.items() if majority_monosemantic(list(by.values()))}
     labelled = {index for _, index in verdicts}
     overall = labellable_estimate(len(alive_rows), len(labelled), len(mono))
@@ -453,15 +510,69 @@ def dictionary_estimate(
                     **fraction_fields(part),
                 )
             )
+    agreement = agreement_out(verdicts)
     return EstimateOut(
         dictionary_id=dictionary.id,
+        rare=dictionary.rare or 0,
+        dead=dictionary.dead,
+        min_firings=dictionary.min_firings,
+        min_contribution=dictionary.min_contribution,
+        population=estimate_population(dictionary, len(alive_rows)),
+        labelled_not_alive=labelled_not_alive,
+        too_little_evidence=too_little,
         **fraction_fields(overall),
         estimate=overall.estimate,
         estimate_low=overall.estimate_low,
         estimate_high=overall.estimate_high,
-        agreement=agreement_out(verdicts),
+        agreement=agreement,
+        readings=[
+            _reading("top_contexts", len(alive_rows), top_verdicts),
+            _reading("activation_range", len(alive_rows), verdicts, agreement),
+        ],
         quartiles=quartiles,
         persistence=persistence,
+    )
+
+
+def estimate_population(dictionary: Dictionary, alive: int) -> str:
+    """The population of a dictionary's estimate in words: which features count, and how many do not."""
+    if dictionary.min_firings is None:
+        head = f"of {alive:,} features that fired on the index corpus"
+    else:
+        times = "time" if dictionary.min_firings == 1 else "times"
+        head = f"of {alive:,} features that fired at least {dictionary.min_firings:,} {times}"
+        if dictionary.min_contribution:
+            head += (
+                f" with a largest contribution of at least {dictionary.min_contribution:.0%} of the activations' "
+                "RMS norm"
+            )
+    rare, dead = dictionary.rare or 0, dictionary.dead
+    left_out = []
+    if rare:
+        left_out.append(f"{rare:,} rarer {'one' if rare == 1 else 'ones'}")
+    if dead:
+        left_out.append(f"{dead:,} dead {'one' if dead == 1 else 'ones'}")
+    return head + (f"; {' and '.join(left_out)} not counted" if left_out else "")
+
+
+def _reading(
+    reading: str, alive: int, verdicts: dict[tuple[str, int], dict[str, str]], agreement: AgreementOut | None = None
+) -> ReadingEstimate:
+    """The estimate and kappa of one reading from {feature: {labeller: verdict under that reading}}."""
+    mono = sum(1 for by in verdicts.values() if majority_monosemantic(list(by.values())))
+    part = labellable_estimate(alive, len(verdicts), mono)
+    return ReadingEstimate(
+        reading=reading,
+        description=READINGS[reading],
+        labelled=part.labelled,
+        monosemantic=part.monosemantic,
+        fraction=part.fraction,
+        fraction_low=part.fraction_low,
+        fraction_high=part.fraction_high,
+        estimate=part.estimate,
+        estimate_low=part.estimate_low,
+        estimate_high=part.estimate_high,
+        agreement=agreement or agreement_out(verdicts),
     )
 
 

@@ -8,9 +8,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-Verdict = Literal["monosemantic", "polysemantic", "uninterpretable"]
+# "too_little_evidence": the labeller could not judge; stored and exported, left out of every estimate.
+Verdict = Literal["monosemantic", "polysemantic", "uninterpretable", "too_little_evidence"]
+EvidenceLevel = Literal["dead", "rare", "alive"]
+EvidenceFilter = Literal["alive", "rare", "dead", "all"]
 LabellerName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
 FeatureSort = Literal["index", "density", "max_activation", "label_status"]
 SortOrder = Literal["asc", "desc"]
@@ -40,8 +43,14 @@ class DictionaryOut(BaseModel):
     sparsity_value: float
     l1: float | None = Field(description="the L1 coefficient when the architecture takes one")
     k: int | None = Field(description="active latents per sample for the top-k family")
-    alive: int
-    dead: int
+    alive: int = Field(description="features with enough evidence to be labelled (see min_firings, min_contribution)")
+    rare: int = Field(description="features that fire on the index corpus but with too little evidence")
+    dead: int = Field(description="features that never fire on the index corpus")
+    min_firings: int | None = Field(description="a feature firing on fewer tokens is rare")
+    min_contribution: float | None = Field(
+        description="a feature whose max activation x decoder norm is below this fraction of the activations' RMS "
+        "norm is rare (None: indexed before contributions were kept, so only firings were tested)"
+    )
     l0: float | None
     fvu: float | None
     ce_recovered: float | None
@@ -61,7 +70,9 @@ class FeatureSummary(BaseModel):
     """A row of the feature browser."""
 
     index: int
-    alive: bool
+    alive: bool = Field(description="enough evidence to be labelled")
+    evidence: EvidenceLevel
+    fire_count: int | None = Field(description="tokens of the index corpus it fires on")
     density: float = Field(description="fraction of tokens on which the feature fires")
     mean_activation: float = Field(description="mean over the tokens where it fires")
     max_activation: float
@@ -137,9 +148,29 @@ class LabelIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     labeller: LabellerName
-    verdict: Verdict
+    verdict: Verdict = Field(
+        description="the strict reading: monosemantic when one concept covers the top contexts and the quantile "
+        "samples (the whole activation range); too_little_evidence counts in no estimate"
+    )
     description: str = Field("", max_length=MAX_DESCRIPTION_CHARS)
     confidence: float | None = Field(None, ge=0, le=1, allow_inf_nan=False)
+    top_contexts_monosemantic: bool | None = Field(
+        None,
+        description="the looser reading: one concept covers the top contexts (what the study labelled from); "
+        "implied true by a monosemantic verdict",
+    )
+
+    @model_validator(mode="after")
+    def _readings_agree(self) -> LabelIn:
+        if self.verdict == "monosemantic" and self.top_contexts_monosemantic is False:
+            raise ValueError(
+                "top_contexts_monosemantic: false contradicts the verdict monosemantic, which covers the top contexts"
+            )
+        if self.verdict == "too_little_evidence" and self.top_contexts_monosemantic is not None:
+            raise ValueError("top_contexts_monosemantic: leave it null with the verdict too_little_evidence")
+        if self.verdict == "monosemantic":
+            self.top_contexts_monosemantic = True
+        return self
 
 
 class LabelOut(BaseModel):
@@ -150,6 +181,7 @@ class LabelOut(BaseModel):
     verdict: Verdict
     description: str
     confidence: float | None
+    top_contexts_monosemantic: bool | None = Field(description="one concept covers the top contexts")
     created_at: datetime
 
 
@@ -159,7 +191,10 @@ class FeatureDetail(BaseModel):
     dictionary_id: int
     dictionary_hash: str
     index: int
-    alive: bool
+    alive: bool = Field(description="enough evidence to be labelled")
+    evidence: EvidenceLevel
+    fire_count: int | None = Field(description="tokens of the index corpus it fires on")
+    max_contribution: float | None = Field(description="max activation x decoder norm, in activation units")
     density: float
     mean_activation: float
     max_activation: float
@@ -183,6 +218,7 @@ class LabellerCounts(BaseModel):
     monosemantic: int
     polysemantic: int
     uninterpretable: int
+    too_little_evidence: int = 0
 
 
 class AgreementOut(BaseModel):
@@ -241,11 +277,42 @@ class PersistenceOut(BaseModel):
     )
 
 
+class ReadingEstimate(BaseModel):
+    """The estimate under one reading of "monosemantic", over the alive features labelled with that reading."""
+
+    reading: Literal["top_contexts", "activation_range"]
+    description: str = Field(description="the reading in words")
+    labelled: int = Field(description="alive features with a verdict under this reading")
+    monosemantic: int
+    fraction: float | None
+    fraction_low: float
+    fraction_high: float
+    estimate: float | None = Field(description="alive x fraction")
+    estimate_low: float
+    estimate_high: float
+    agreement: AgreementOut
+
+
 class EstimateOut(BaseModel):
-    """The labellable-feature estimate of one dictionary (see ``queries.dictionary_estimate``)."""
+    """The labellable-feature estimate of one dictionary (see ``queries.dictionary_estimate``).
+
+    The top-level fraction and estimate are the strict reading (``activation_range``); ``readings`` gives
+    both readings, the looser ``top_contexts`` first (the one the study's figure compares with).
+    """
 
     dictionary_id: int
-    alive: int
+    alive: int = Field(description="features with enough evidence: the population of the estimate")
+    rare: int = Field(0, description="features that fired with too little evidence (not counted)")
+    dead: int = Field(0, description="features that never fired on the index corpus (not counted)")
+    min_firings: int | None = None
+    min_contribution: float | None = None
+    population: str = Field("", description="the population of the estimate in words")
+    labelled_not_alive: int = Field(
+        0, description="rare or dead features with labels: the labels are kept and exported but not counted"
+    )
+    too_little_evidence: int = Field(
+        0, description="alive features whose only verdicts are too_little_evidence (left out of the denominator)"
+    )
     labelled: int
     monosemantic: int
     fraction: float | None
@@ -256,6 +323,7 @@ class EstimateOut(BaseModel):
     estimate_high: float
     confidence_level: float = 0.95
     agreement: AgreementOut
+    readings: list[ReadingEstimate] = Field(default_factory=list, description="top_contexts, then activation_range")
     quartiles: list[QuartileEstimate] | None = Field(None, description="with ?by=density")
     persistence: PersistenceOut | None = Field(None, description="with ?by=persistence")
 

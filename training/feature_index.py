@@ -10,7 +10,9 @@ the dictionary size, the chunk and the cap on firing entries kept between passes
 Artifacts, one folder per dictionary under ``<run>/features/<sae name>/``:
 - ``feature_index.safetensors``: arrays over features (F = dict size), numpy dtypes as named:
   ``density`` f32 (F), ``mean_activation`` f32 (F, over the tokens where it fires), ``max_activation`` f32,
-  ``fire_count`` i64; ``histogram`` i64 (F, bins), equal-width bins over (0, max_activation];
+  ``fire_count`` i64, ``max_contribution`` f32 (max activation x the decoder atom's norm, in the units of the
+  activation rows, for the evidence levels of ``training.evidence``); ``histogram`` i64 (F, bins), equal-width
+  bins over (0, max_activation];
   ``top_positions`` i64 (F, n_top) token positions, -1 where none, ``top_values`` f32, ``top_window_ids``
   i32 (F, n_top, W) token ids with -1 outside the document, ``top_window_acts`` f16 (F, n_top, W) the
   feature's activation at each token of the window (the sampled token is at ``before``);
@@ -22,7 +24,8 @@ Artifacts, one folder per dictionary under ``<run>/features/<sae name>/``:
   dictionary exists; ``mmcs_with_larger`` f32 (F), each atom's best cosine with the next larger dictionary
   (NaN when there is none).
 - ``feature_index.json``: the ``FeatureIndexMeta`` fields (which SAE, its weights hash, the neighbour
-  dictionaries, the config) so a changed input is re-indexed and an unchanged one is skipped.
+  dictionaries, the config with its evidence criteria, the activation rows' RMS norm) so a changed input is
+  re-indexed and an unchanged one is skipped.
 ``<run>/features/vocab.json`` holds the display string of every token id and the POS tag names.
 """
 
@@ -40,6 +43,12 @@ from pydantic import BaseModel, Field
 from safetensors.numpy import load_file, save_file
 
 from training.activations import load_activations
+from training.evidence import (
+    DEFAULT_MIN_CONTRIBUTION,
+    DEFAULT_MIN_FIRINGS,
+    EvidenceCriteria,
+    classify_evidence,
+)
 from training.feature_stream import (
     Chunk,
     FiringCache,
@@ -81,10 +90,28 @@ class FeatureIndexConfig(BaseModel):
         "encode every row again; a dictionary that fires more often re-encodes. Does not change the index",
     )
     seed: int = Field(0, description="seed of the quantile sampling")
+    min_firings: int = Field(
+        DEFAULT_MIN_FIRINGS, ge=1, description="a feature firing on fewer tokens of the index corpus is rare"
+    )
+    min_contribution: float = Field(
+        DEFAULT_MIN_CONTRIBUTION,
+        ge=0,
+        description="a feature whose max activation x decoder norm is below this fraction of the activation rows' "
+        "RMS norm is rare",
+    )
 
     @property
     def window(self) -> int:
         return self.before + 1 + self.after
+
+    @property
+    def evidence(self) -> EvidenceCriteria:
+        """The thresholds of the dead/rare/alive levels (``training.evidence``)."""
+        return EvidenceCriteria(self.min_firings, self.min_contribution)
+
+
+# Config fields that only classify an index's arrays: changing them rewrites the meta record, not the arrays.
+EVIDENCE_FIELDS = ("min_firings", "min_contribution")
 
 
 @dataclass
@@ -105,6 +132,7 @@ class FeatureIndexMeta:
     activations: dict  # the activation file's identity (file, weights hash of the LM, tokens fingerprint)
     config: dict
     neighbours: dict[str, dict | None] = field(default_factory=dict)  # "smaller"/"larger" -> name, hash, size
+    activation_rms_norm: float | None = None  # RMS norm of the activation rows (None: indexed before it was kept)
 
 
 @dataclass
@@ -113,6 +141,25 @@ class FeatureIndex:
 
     meta: FeatureIndexMeta
     arrays: dict[str, np.ndarray]
+
+
+def index_evidence(index: FeatureIndex) -> np.ndarray:
+    """Every feature's evidence level ("dead", "rare", "alive") under the criteria of the index's config.
+
+    An index made before contributions were kept (no ``max_contribution`` array) is classified by its fire
+    counts alone; indexing it again adds the contribution test.
+    """
+    config = index.meta.config
+    criteria = EvidenceCriteria(
+        int(config.get("min_firings", DEFAULT_MIN_FIRINGS)),
+        float(config.get("min_contribution", DEFAULT_MIN_CONTRIBUTION)),
+    )
+    fire_count = index.arrays["fire_count"]
+    contribution = index.arrays.get("max_contribution")
+    rms = index.meta.activation_rms_norm
+    if contribution is None or rms is None:
+        contribution, rms = np.full(fire_count.shape, np.inf), 0.0
+    return classify_evidence(fire_count, contribution, rms, criteria)
 
 
 def file_hash(path: Path) -> str:
@@ -172,7 +219,15 @@ def expected_shapes(meta: FeatureIndexMeta) -> dict[str, tuple[int | None, ...]]
     f, w = meta.dict_size, config.window
     top, quantiles = (f, config.n_top), (f, config.n_quantiles, config.per_quantile)
     shapes: dict[str, tuple[int | None, ...]] = {
-        name: (f,) for name in ("density", "mean_activation", "max_activation", "fire_count", "mmcs_with_larger")
+        name: (f,)
+        for name in (
+            "density",
+            "mean_activation",
+            "max_activation",
+            "max_contribution",
+            "fire_count",
+            "mmcs_with_larger",
+        )
     }
     shapes |= {"histogram": (f, config.hist_bins), "top_positions": top, "top_values": top}
     shapes |= {"top_window_ids": (*top, w), "top_window_acts": (*top, w)}
@@ -359,6 +414,8 @@ def compute_feature_index(
         "density": (fire_count.double() / max(n, 1)).float().numpy(),
         "mean_activation": (act_sum / fire_count.clamp_min(1)).float().numpy(),
         "max_activation": max_act.numpy(),
+        # Rows were multiplied by scale before encoding: divide it out to compare with the rows' own norm.
+        "max_contribution": (max_act * sae.W_dec.detach().norm(dim=1) / scale).float().numpy(),
         "fire_count": fire_count.numpy(),
         "histogram": histogram.view(f, bins).numpy(),
         "top_positions": top_positions,
@@ -496,6 +553,7 @@ def index_run(run_dir: Path, config: FeatureIndexConfig | None = None, progress:
             n_tokens=len(rows),
             activations=activations,
             config=config.model_dump(exclude={"cache_entries"}),
+            activation_rms_norm=float(manifest.mean_sq_norm) ** 0.5,
             neighbours={
                 side: None
                 if n is None
@@ -515,10 +573,22 @@ def index_run(run_dir: Path, config: FeatureIndexConfig | None = None, progress:
 
 
 def _is_current(folder: Path, meta: FeatureIndexMeta) -> bool:
+    """Whether folder holds this index already; when only the evidence criteria changed, its meta is rewritten."""
     path = folder / INDEX_META
     if not path.exists() or not (folder / INDEX_WEIGHTS).exists():
         return False
     try:
-        return json.loads(path.read_text()) == json.loads(json.dumps(asdict(meta)))
+        stored = json.loads(path.read_text())
     except json.JSONDecodeError:
         return False
+    wanted = json.loads(json.dumps(asdict(meta)))
+    if stored == wanted:
+        return True
+    if not isinstance(stored, dict) or not isinstance(stored.get("config"), dict):
+        return False
+    for record in (stored, wanted):
+        record["config"] = {k: v for k, v in record["config"].items() if k not in EVIDENCE_FIELDS}
+    if stored != wanted:
+        return False
+    path.write_text(json.dumps(asdict(meta), indent=2))
+    return True

@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 HEATMAP_METRICS: dict[str, tuple[str, str, float | None, float | None]] = {
     "mmcs": ("MMCS vs ground truth", "viridis", 0.0, 1.0),
     "dead_fraction": ("dead fraction", "magma", 0.0, 1.0),
+    "dead_or_rare_fraction": ("dead + rare fraction (too little evidence on the index corpus)", "magma", 0.0, 1.0),
     "fvu": ("reconstruction loss (FVU)", "viridis_r", 0.0, None),
 }
 

@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 from training.activations import ActivationSource, HarvestConfig, harvest_activations
 from training.convergence import HELDOUT_LOG, add_convergence, read_heldout_log, sweep_convergence, sweep_tracker
 from training.corpus import Corpus, load_corpus
+from training.evidence_report import add_evidence
 from training.feature_index import FeatureIndexConfig, index_run
 from training.figures import (
     plot_heatmap,
@@ -235,7 +236,9 @@ def run_pipeline(config: PipelineConfig, workdir: Path, corpus_path: Path | None
     heldout = read_heldout_log(workdir / "saes" / HELDOUT_LOG)
     plot_heldout_objective(heldout, figures / "heldout_objective_vs_samples.png", convergence["window"][1])
     clock = time.perf_counter()
-    index_run(workdir, FeatureIndexConfig(), progress)
+    index_config = FeatureIndexConfig()
+    index_run(workdir, index_config, progress)
     metrics["stage_seconds"]["feature_index"] = time.perf_counter() - clock
+    add_evidence(metrics, workdir, index_config, figures)
     (workdir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics

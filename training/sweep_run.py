@@ -24,6 +24,7 @@ from training.activation_store import STORE_DIR, STORE_MANIFEST, ShardedSource, 
 from training.activations import ActivationSource, HarvestConfig, harvest_activations
 from training.convergence import HELDOUT_LOG, add_convergence, read_heldout_log, sweep_convergence, sweep_tracker
 from training.distributed import Replica, agree, train_sweep_distributed
+from training.evidence_report import add_evidence
 from training.feature_index import FeatureIndexConfig, index_run
 from training.figures import plot_heldout_objective, plot_mmcs_with_larger, plot_training_curve, read_train_log
 from training.lm import load_lm
@@ -182,7 +183,9 @@ def train_run(
     clock = time.perf_counter()
     if isinstance(base, ShardedSource):
         merge_store(_store(workdir), workdir / "activations")  # the feature index reads one file
-    index_run(workdir, FeatureIndexConfig(), progress)
+    index_config = FeatureIndexConfig()
+    index_run(workdir, index_config, progress)
     stage_seconds["feature_index"] = time.perf_counter() - clock
+    add_evidence(metrics, workdir, index_config, figures)
     (workdir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics

@@ -24,7 +24,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-VERDICTS = ("monosemantic", "polysemantic", "uninterpretable")
+# "too_little_evidence" is stored and exported but counts in no estimate: the labeller could not judge.
+VERDICTS = ("monosemantic", "polysemantic", "uninterpretable", "too_little_evidence")
+JUDGED_VERDICTS = VERDICTS[:3]
 
 
 def utc_now() -> datetime:
@@ -64,8 +66,11 @@ class Dictionary(Base):
     dict_size: Mapped[int] = mapped_column(Integer)
     sparsity_key: Mapped[str] = mapped_column(String(10))
     sparsity_value: Mapped[float] = mapped_column(Float)
-    alive: Mapped[int] = mapped_column(Integer)
+    alive: Mapped[int] = mapped_column(Integer)  # features with enough evidence (training.evidence)
     dead: Mapped[int] = mapped_column(Integer)
+    rare: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    min_firings: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    min_contribution: Mapped[float | None] = mapped_column(Float, nullable=True)
     l0: Mapped[float | None] = mapped_column(Float, nullable=True)
     fvu: Mapped[float | None] = mapped_column(Float, nullable=True)
     ce_recovered: Mapped[float | None] = mapped_column(Float, nullable=True)
@@ -98,7 +103,10 @@ class Feature(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     dictionary_id: Mapped[int] = mapped_column(ForeignKey("dictionaries.id", ondelete="CASCADE"))
     index: Mapped[int] = mapped_column(Integer)
-    alive: Mapped[bool] = mapped_column(Boolean)
+    alive: Mapped[bool] = mapped_column(Boolean)  # enough evidence to be labelled: evidence == "alive"
+    evidence: Mapped[str] = mapped_column(String(5), default="alive", server_default="alive")
+    fire_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_contribution: Mapped[float | None] = mapped_column(Float, nullable=True)
     density: Mapped[float] = mapped_column(Float)
     mean_activation: Mapped[float] = mapped_column(Float)
     max_activation: Mapped[float] = mapped_column(Float)
@@ -154,3 +162,5 @@ class Label(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     confidence: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utc_now)
+    # The looser reading: one concept covers the top contexts (the verdict reads the whole activation range).
+    top_contexts_monosemantic: Mapped[bool | None] = mapped_column(Boolean, nullable=True)

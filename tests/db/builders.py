@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,7 @@ SMALL_CONFIG = FeatureIndexConfig(
     n_top=3, before=2, after=1, n_quantiles=2, per_quantile=2, hist_bins=5, n_top_tokens=3, n_logits=2, n_neighbours=2
 )
 N_TOKENS = 5_000
+ACTIVATION_RMS_NORM = 2.0
 
 
 @dataclass
@@ -44,6 +46,11 @@ def is_dead(i: int) -> bool:
     return i % 4 == 3
 
 
+def is_rare_every_eighth(i: int) -> bool:
+    """A choice of rare features for ``build_run(rare=...)``: every eighth, from index 1 (none of them dead)."""
+    return i % 8 == 1
+
+
 def weights_hash(name: str, salt: str = "") -> str:
     return hashlib.sha256(f"{name}{salt}".encode()).hexdigest()
 
@@ -55,10 +62,14 @@ def build_run(
     salt: str = "",
     config: FeatureIndexConfig = SMALL_CONFIG,
     tags: bool = True,
+    rare: Callable[[int], bool] | None = None,
 ) -> BuiltRun:
     """Write a relu sweep of the given sizes into run_dir: features/<name>/, features/vocab.json, metrics.json.
 
-    ``salt`` changes every weights hash (a retrained sweep); ``seed`` changes the statistics only.
+    ``salt`` changes every weights hash (a retrained sweep); ``seed`` changes the statistics only. Features
+    that are not dead fire at least ``config.min_firings`` times with a contribution well above the
+    criterion, except those ``rare`` picks (not dead ones): of these, the first, third, ... fire fewer than
+    ``min_firings`` times and the second, fourth, ... fire often but contribute below ``min_contribution``.
     """
     names = [f"relu_n{size}_l10.1" for size in sizes]
     infos = [
@@ -85,9 +96,10 @@ def build_run(
             activations={"file": "activations_train.f32"},
             config=config.model_dump(),
             neighbours=neighbours,
+            activation_rms_norm=ACTIVATION_RMS_NORM,
         )
         rng = np.random.default_rng(seed * 1000 + i)
-        index = FeatureIndex(meta=meta, arrays=feature_arrays(rng, size, config, neighbours, tags))
+        index = FeatureIndex(meta=meta, arrays=feature_arrays(rng, size, config, neighbours, tags, rare))
         save_feature_index(index, run_dir / FEATURES_DIR / name)
         indexes.append(index)
     vocab = {"tokens": TOKENS, "tag_vocab": TAGS if tags else None}
@@ -101,13 +113,26 @@ def build_run(
 
 
 def feature_arrays(
-    rng: np.random.Generator, n: int, config: FeatureIndexConfig, neighbours: dict, tags: bool
+    rng: np.random.Generator,
+    n: int,
+    config: FeatureIndexConfig,
+    neighbours: dict,
+    tags: bool,
+    rare: Callable[[int], bool] | None = None,
 ) -> dict[str, np.ndarray]:
     """Arrays of a feature index of n features with the documented names, dtypes and padding."""
     window, vocab = config.window, len(TOKENS)
     dead = np.array([is_dead(i) for i in range(n)])
-    fire_count = np.where(dead, 0, rng.integers(1, 200, n)).astype(np.int64)
+    fire_count = np.where(dead, 0, rng.integers(config.min_firings, 200, n)).astype(np.int64)
     max_activation = np.where(dead, 0, rng.uniform(1, 5, n)).astype(np.float32)
+    # Decoder atoms of unit norm: the contribution is the max activation.
+    max_contribution = max_activation.copy()
+    picked = [i for i in range(n) if rare is not None and rare(i) and not dead[i]]
+    for k, i in enumerate(picked):
+        if k % 2 == 0:
+            fire_count[i] = 1 + i % (config.min_firings - 1) if config.min_firings > 1 else 0
+        else:
+            max_contribution[i] = config.min_contribution * ACTIVATION_RMS_NORM / 2
 
     def windows(shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         positions = rng.integers(0, N_TOKENS, shape).astype(np.int64)
@@ -129,6 +154,7 @@ def feature_arrays(
         "mean_activation": np.where(dead, 0, max_activation / 2).astype(np.float32),
         "max_activation": max_activation,
         "fire_count": fire_count,
+        "max_contribution": max_contribution,
         "histogram": rng.integers(0, 50, (n, config.hist_bins)).astype(np.int64) * ~dead[:, None],
         "top_positions": top[0],
         "top_values": top[1],

@@ -30,7 +30,7 @@ def test_a_backup_has_the_same_rows_and_passes_the_integrity_check(engine, datab
     with sqlite3.connect(out) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("delete",)  # one file, no -wal beside it
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == ("0001",)
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == ("0002",)
     assert not (tmp_path / "backup.db.partial").exists()
 
 

@@ -153,7 +153,7 @@ def test_labels_export_without_a_database_is_a_one_line_error(workdir, tmp_path,
 
 def test_db_upgrade_then_backup(workdir, tmp_path, capsys):
     assert main(["db", "upgrade", "--workdir", str(workdir)]) == 0
-    assert "is at revision 0001 (head)" in capsys.readouterr().out
+    assert "is at revision 0002 (head)" in capsys.readouterr().out
     engine = engine_of(workdir)
     add_labels(engine, LABELS)
     out = tmp_path / "backup.db"

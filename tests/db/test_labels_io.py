@@ -117,7 +117,7 @@ def test_times_with_an_offset_are_stored_in_utc_and_missing_fields_take_defaults
     )
     import_labels(engine, parse_labels(text, "jsonl"))
     (row,) = label_rows(engine)
-    assert row[1:] == ("abc", 2, "cy", "monosemantic", "", None, datetime(2024, 6, 1, 10, 0))
+    assert row[1:] == ("abc", 2, "cy", "monosemantic", "", None, datetime(2024, 6, 1, 10, 0), None)
 
 
 GOOD_JSONL = '{"dictionary": "abc", "index": 1, "labeller": "ada", "verdict": "monosemantic"}'
@@ -139,7 +139,7 @@ GOOD_JSONL = '{"dictionary": "abc", "index": 1, "labeller": "ada", "verdict": "m
         ("abc,1,ada,monosemantic,,2,2024-01-01T00:00:00", "csv", "line 3: confidence"),
         ("abc,x,ada,monosemantic,,,", "csv", "line 3: index"),
         ("abc,1,ada,monosemantic,,,yesterday", "csv", "line 3: created_at"),
-        ("abc,1,ada,monosemantic,,,,extra", "csv", "line 3: more values"),
+        ("abc,1,ada,monosemantic,,,,,extra", "csv", "line 3: more values"),
     ],
 )
 def test_a_malformed_row_names_its_line_and_field_and_nothing_is_written(engine, tmp_path, bad_line, fmt, expected):
