@@ -75,6 +75,30 @@ def undo_last_label(session: Session, dictionary: Dictionary, labeller: str) -> 
     return undone
 
 
+def queue_rng(dictionary: Dictionary, labeller: str, labelled: int) -> random.Random:
+    """The random draw of a labeller's next feature, fixed by how many they have labelled.
+
+    A reload, or a second submit of a card already stored, draws the same feature as before, so none is
+    skipped unseen; each label moves the draw on. The draw stays uniform over the unlabelled alive features.
+    """
+    return random.Random(f"{dictionary.content_hash}/{labeller}/{labelled}")
+
+
+def labelled_before(session: Session, dictionary: Dictionary, labeller: str, index: int) -> LabelOut | None:
+    """This labeller's newest label of feature ``index``, or None when they have not labelled it."""
+    row = session.scalar(
+        select(Label)
+        .where(
+            Label.dictionary_hash == dictionary.content_hash,
+            Label.labeller == labeller,
+            Label.feature_index == index,
+        )
+        .order_by(Label.created_at.desc(), Label.id.desc())
+        .limit(1)
+    )
+    return None if row is None else queries.label_out(row)
+
+
 def next_feature_for(
     session: Session, dictionary: Dictionary, labeller: str, rng: random.Random, skip: int | None = None
 ) -> FeatureDetail | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs, quote, unquote, urlencode
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
@@ -36,8 +36,10 @@ from app.page_data import (
     estimates_view,
     feature_count_figures,
     figure_file,
+    labelled_before,
     labeller_progress,
     next_feature_for,
+    queue_rng,
     toy_workdir,
     undo_last_label,
 )
@@ -237,20 +239,24 @@ def feature_browser(
     order: SortOrder | None = None,
     q: Annotated[str, Query(max_length=MAX_QUERY_CHARS)] = "",
     offset: Annotated[int, Query(ge=0, le=MAX_SQL_INT)] = 0,
+    evidence: Literal["alive", "all"] = "alive",
 ) -> HTMLResponse:
-    """A dictionary's features, sortable and filterable by top token; htmx swaps only the table."""
+    """A dictionary's features, sortable and filterable by top token; htmx swaps only the table.
+
+    Dead and rare features are hidden unless ``evidence=all``.
+    """
     dictionary = _dictionary(session, dictionary_id)
     if dictionary is None:
         return _missing_dictionary(request, dictionary_id)
     order = order or DEFAULT_ORDERS[sort]
     q = q.strip()
     page = queries.feature_page(
-        session, dictionary, sort=sort, order=order, q=q or None, limit=PAGE_SIZE, offset=offset
+        session, dictionary, sort=sort, order=order, q=q or None, limit=PAGE_SIZE, offset=offset, evidence=evidence
     )
 
     def table_url(**changes: Any) -> str:
-        params = {"sort": sort, "order": order, "q": q, "offset": offset, **changes}
-        defaults = {"sort": "index", "order": DEFAULT_ORDERS[params["sort"]], "q": "", "offset": 0}
+        params = {"sort": sort, "order": order, "q": q, "offset": offset, "evidence": evidence, **changes}
+        defaults = {"sort": "index", "order": DEFAULT_ORDERS[params["sort"]], "q": "", "offset": 0, "evidence": "alive"}
         kept = {k: v for k, v in params.items() if v != defaults[k]}
         return f"/dictionaries/{dictionary.id}" + (f"?{urlencode(kept)}" if kept else "")
 
@@ -261,6 +267,7 @@ def feature_browser(
         "sort": sort,
         "order": order,
         "q": q,
+        "evidence": evidence,
         "columns": COLUMNS,
         "default_orders": DEFAULT_ORDERS,
         "table_url": table_url,
@@ -426,9 +433,10 @@ def _labelling(
         **extra,
     }
     if labeller is not None:
-        if feature is None:
-            feature = next_feature_for(session, dictionary, labeller, request.app.state.rng, skip)
         context["progress"] = labeller_progress(session, dictionary, labeller)
+        if feature is None:
+            rng = queue_rng(dictionary, labeller, context["progress"].labelled)
+            feature = next_feature_for(session, dictionary, labeller, rng, skip)
         if feature is not None:
             context["feature"] = cached_evidence(request, dictionary, feature, compact=True)
     return render(request, "label.html", context, block="labelling", status_code=status_code)
@@ -527,16 +535,56 @@ async def submit_label(request: Request, dictionary_id: DictionaryId, session: S
         raise HTTPException(status_code=404, detail=f"feature_index: dictionary {dictionary.id} has no feature {index}")
     if form.get("verdict") not in VERDICTS:
         raise HTTPException(status_code=422, detail=f"verdict: expected one of {', '.join(VERDICTS)}")
-    try:
-        label = LabelIn(labeller=labeller, verdict=form["verdict"], description=form.get("description", "").strip())
-    except ValidationError as exc:
-        field = ".".join(str(part) for part in exc.errors()[0]["loc"])
-        raise HTTPException(status_code=422, detail=f"{field}: {exc.errors()[0]['msg']}") from None
+    label = _card_label(form, labeller)
+    earlier = labelled_before(session, dictionary, labeller, index)
+    if earlier is not None and form.get("relabel") != "1":
+        # A second submit of the same card (double click, resent form, reload after a POST) stores nothing, and
+        # the queue is drawn from the labeller's progress, so it shows the same next feature as the first did.
+        flash = (
+            f"Feature #{index} was already labelled by you ({_verdict_words(earlier.verdict)}), so this second "
+            "submission was not stored. Press Undo (u) to take that label back."
+        )
+        if not wants_fragment(request):
+            return RedirectResponse(f"/dictionaries/{dictionary.id}/label", status_code=303)
+        return _labelling(request, session, dictionary, labeller, flash=flash)
     saved = queries.add_label(session, dictionary, index, label)
     if not wants_fragment(request):
         return RedirectResponse(f"/dictionaries/{dictionary.id}/label", status_code=303)
-    flash = f"Saved feature #{saved.feature_index} as {saved.verdict}."
+    flash = f"Saved feature #{saved.feature_index} as {_verdict_words(saved.verdict)}."
     return _labelling(request, session, dictionary, labeller, flash=flash)
+
+
+def _verdict_words(verdict: str) -> str:
+    return verdict.replace("_", " ")
+
+
+CONFIDENCE_CHOICES = {"": None, "0.5": 0.5, "0.75": 0.75, "1": 1.0}
+
+
+def _card_label(form: dict[str, str], labeller: str) -> LabelIn:
+    """The label a card's form gives: verdict, description, confidence and the top-contexts reading."""
+    raw_confidence = form.get("confidence", "").strip()
+    if raw_confidence not in CONFIDENCE_CHOICES:
+        raise HTTPException(
+            status_code=422, detail=f"confidence: expected one of 0.5, 0.75, 1 or empty, got {raw_confidence!r}"
+        )
+    verdict = form["verdict"]
+    top: bool | None = None
+    if verdict in ("polysemantic", "uninterpretable"):
+        top = form.get("top_contexts") == "1"
+    elif verdict == "monosemantic":
+        top = True
+    try:
+        return LabelIn(
+            labeller=labeller,
+            verdict=verdict,
+            description=form.get("description", "").strip(),
+            confidence=CONFIDENCE_CHOICES[raw_confidence],
+            top_contexts_monosemantic=top,
+        )
+    except ValidationError as exc:
+        field = ".".join(str(part) for part in exc.errors()[0]["loc"])
+        raise HTTPException(status_code=422, detail=f"{field}: {exc.errors()[0]['msg']}") from None
 
 
 @router.post("/dictionaries/{dictionary_id}/label/undo", response_class=HTMLResponse)

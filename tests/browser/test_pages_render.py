@@ -249,6 +249,7 @@ def test_estimates_show_the_labelled_numbers(client: TestClient, page_app: PageA
     html = client.get("/estimates").text
     row = re.search(rf"<tr data-dictionary=\"{page_app.built.small_id}\">(.*?)</tr>", html, re.S).group(1)
     cells = dict(re.findall(r'data-field="(\w+)">([^<]*)<', row))
+    assert cells.pop("population").startswith("of 14 features that fired")
     assert cells == {"labelled": "3", "monosemantic": "2", "fraction": "66.7%", "estimate": "9"}
     assert "<circle" in html  # the plot across sizes has a point
     assert re.search(r"<td>ann</td><td class=\"num\">3</td><td class=\"num\">2</td><td class=\"num\">1</td>", html)
