@@ -65,6 +65,13 @@ def test_density_mean_max_and_histogram_match_the_full_code_matrix(case):
             assert arrays["histogram"][f].sum() == len(values)
 
 
+def test_max_contribution_is_max_activation_times_decoder_norm_in_the_rows_units(case):
+    sae, *_, arrays, codes = case
+    norms = sae.W_dec.detach().norm(dim=1).numpy()
+    # The rows were multiplied by 2.0 before encoding: the contribution is in the rows' own units.
+    np.testing.assert_allclose(arrays["max_contribution"], codes.max(0) * norms / 2.0, rtol=1e-5)
+
+
 def test_top_activations_equal_brute_force(case):
     *_, arrays, codes = case
     for f in range(F):
