@@ -416,7 +416,10 @@ def _ingest(workdir: Path, url: str, force: bool = False) -> list:
     from app.ingest import DictionarySummary, ingest_run
 
     def report(summary: DictionarySummary) -> None:
-        head = f"{summary.name:<28} {summary.dict_size:>6} features {summary.alive:>6} alive {summary.dead:>6} dead"
+        head = (
+            f"{summary.name:<28} {summary.dict_size:>6} features {summary.alive:>6} alive {summary.rare:>6} rare "
+            f"{summary.dead:>6} dead"
+        )
         if summary.unchanged:
             print(f"{head} {summary.examples:>9,} examples  unchanged")
         else:
@@ -436,7 +439,11 @@ def _index(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         raise ValueError(
             f"workdir {workdir} does not exist: run `monosemantic run --workdir {workdir}` or pass --workdir"
         )
-    feature_index.index_run(workdir, progress=not args.no_progress)
+    from training.evidence_report import update_run_metrics
+
+    config = feature_index.FeatureIndexConfig()
+    feature_index.index_run(workdir, config, progress=not args.no_progress)
+    update_run_metrics(workdir, config)
     summaries = _ingest(workdir, url, args.force)
     print(f"{len(summaries)} dictionaries in {_shown_url(url)}")
     return 0

@@ -8,6 +8,7 @@ as not there, since a latent that fired a handful of times at a tiny value is no
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from pathlib import Path
 
@@ -56,4 +57,15 @@ def add_evidence(metrics: dict, run_dir: Path, config: FeatureIndexConfig, figur
         records = [r for r in metrics.get("runs", []) if "dead_or_rare_fraction" in r]
         for arch in sorted({r["arch"] for r in records}):
             plot_heatmap(records, "dead_or_rare_fraction", arch, figures / f"heatmap_dead_or_rare_fraction_{arch}.png")
+    return metrics
+
+
+def update_run_metrics(run_dir: Path, config: FeatureIndexConfig) -> dict | None:
+    """Add the evidence counts to ``<run_dir>/metrics.json`` and its figures; None when the run has no metrics."""
+    path = Path(run_dir) / "metrics.json"
+    if not path.is_file():
+        return None
+    metrics = json.loads(path.read_text())
+    add_evidence(metrics, Path(run_dir), config, Path(run_dir) / "figures")
+    path.write_text(json.dumps(metrics, indent=2))
     return metrics
