@@ -7,6 +7,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
@@ -146,3 +147,44 @@ def test_the_environment_takes_the_url_from_the_environment_variable(database_ur
 def test_missing_migration_scripts_are_a_clear_error(database_url, tmp_path):
     with pytest.raises(FileNotFoundError, match="no migration scripts"):
         upgrade_to_head(database_url, Path(tmp_path / "nowhere"))
+
+
+def test_upgrading_from_0001_keeps_labels_and_marks_features_that_never_fired_dead(database_url, built_run):
+    from alembic import command
+
+    command.upgrade(alembic_config(database_url), "0001")
+    engine = make_engine(database_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO vocabularies (id, content_hash, tokens) VALUES (1, 'v', '[]');"))
+        conn.execute(
+            sa.text(
+                "INSERT INTO dictionaries (id, content_hash, name, run_dir, artifact_dir, model, site, arch, dict_size,"
+                " sparsity_key, sparsity_value, alive, dead, n_tokens, vocabulary_id, indexed_at)"
+                " VALUES (1, 'h', 'd', '.', '.', 'tinylm', 'mlp_post', 'relu', 2, 'l1', 0.1, 1, 1, 10, 1, '2024-01-01')"
+            )
+        )
+        for index, alive in ((0, 1), (1, 0)):
+            conn.execute(
+                sa.text(
+                    'INSERT INTO features (dictionary_id, "index", alive, density, mean_activation, max_activation,'
+                    " top_token_text, histogram, top_tokens, logit_promoted, logit_suppressed, pos_tags, neighbours)"
+                    f" VALUES (1, {index}, {alive}, 0, 0, 0, '', '{{}}', '[]', '[]', '[]', '[]', '[]')"
+                )
+            )
+    add_labels(engine, some_labels())
+    before = (
+        "SELECT id, dictionary_hash, feature_index, labeller, verdict, description, confidence, created_at FROM labels"
+    )
+    with engine.connect() as conn:
+        labels = [tuple(row) for row in conn.execute(sa.text(before + " ORDER BY id"))]
+    assert len(labels) == 3
+
+    assert upgrade_to_head(database_url) == "0002"
+    with engine.connect() as conn:
+        assert [tuple(row) for row in conn.execute(sa.text(before + " ORDER BY id"))] == labels
+    assert all(row[-1] is None for row in label_rows(engine))  # the top-contexts reading was never recorded
+    with engine.connect() as conn:
+        evidence = conn.execute(sa.text('SELECT "index", evidence FROM features ORDER BY "index"')).all()
+        rare = conn.execute(sa.text("SELECT rare FROM dictionaries")).scalar_one()
+    assert [tuple(row) for row in evidence] == [(0, "alive"), (1, "dead")] and rare == 0
+    engine.dispose()
