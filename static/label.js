@@ -66,7 +66,10 @@
   function submitDescription(labelling, textarea) {
     var chosen = labelling.querySelector("#chosen-verdict");
     if (chosen && !chosen.disabled && chosen.value) {
-      textarea.form.requestSubmit();
+      // htmx gives focus back to the element of the same id after the swap: the next card must not start in its box.
+      var form = textarea.form;
+      textarea.blur();
+      form.requestSubmit();
       return;
     }
     textarea.blur();

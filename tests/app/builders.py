@@ -82,6 +82,8 @@ def add_dictionary(
             dictionary=dictionary,
             index=i,
             alive=alive,
+            evidence="alive" if alive else "dead",
+            fire_count=(i + 1) * 10 if alive else 0,
             density=(i + 1) / 1000 if alive else 0.0,
             mean_activation=max_activation / 2,
             max_activation=max_activation,
