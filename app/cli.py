@@ -305,9 +305,22 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         )
     estimate = metrics["feature_count_estimate"]
     print(f"feature count estimate {estimate['value']} ({estimate['low']}-{estimate['high']})")
+    dead_view = "dead + rare" if estimate.get("from_dead_fraction_counts") else "dead"
     for view in estimate.get("from_dead_fraction", []):
         if view["value"] is not None:
-            print(f"  {view['sweep']}: {view['value']} alive latents at {view['saturated_at']}, where half are dead")
+            print(
+                f"  {view['sweep']}: {view['value']} alive latents at {view['saturated_at']}, "
+                f"where half are {dead_view}"
+            )
+    criteria = metrics.get("evidence_criteria")
+    if criteria:
+        print(f"evidence: alive = {criteria['description']}; rare = fired with less; dead = never fired")
+        for run in metrics["runs"]:
+            if "evidence" in run:
+                counts = run["evidence"]
+                print(
+                    f"  {run['name']:<26} alive {counts['alive']:>5} rare {counts['rare']:>5} dead {counts['dead']:>5}"
+                )
     print(f"metrics: {workdir / 'metrics.json'}")
     settings = Settings(workdir=workdir, port=args.port)
     _ingest(workdir, settings.resolved_database_url())
