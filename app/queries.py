@@ -510,7 +510,10 @@ def dictionary_estimate(
                     **fraction_fields(part),
                 )
             )
-    agreement = agreement_out(verdicts)
+    # Per-labeller counts include "too little evidence"; the kappa leaves it out (agreement_out does).
+    agreement = agreement_out(
+        {key: {name: verdict for name, (verdict, _) in by.items()} for key, by in readings.items()}
+    )
     return EstimateOut(
         dictionary_id=dictionary.id,
         rare=dictionary.rare or 0,

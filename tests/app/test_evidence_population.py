@@ -93,6 +93,12 @@ def test_the_estimate_states_its_population_and_keeps_rare_labels_apart(client, 
     assert (estimate["labelled"], estimate["monosemantic"]) == (2, 1)
     assert estimate["labelled_not_alive"] == 1 and estimate["too_little_evidence"] == 1
     assert estimate["estimate"] == pytest.approx(10 * 0.5)
+    assert [(c["labeller"], c["too_little_evidence"]) for c in estimate["agreement"]["per_labeller"]] == [("ada", 1)]
+    page = client.get("/estimates").text
+    assert (
+        "of 10 features that fired at least 20 times" in page and "1 labelled rare or dead feature kept apart" in page
+    )
+    assert 'data-reading="top_contexts"' in page and 'data-reading="activation_range"' in page
     # The label of the rare feature is still stored, shown on its feature and exported.
     detail = client.get(f"/api/dictionaries/{dictionary_id}/features/{RARE[0]}").json()
     assert detail["evidence"] == "rare" and [label["id"] for label in detail["labels"]] == [rare_label["id"]]
