@@ -199,7 +199,6 @@ def _ingest_dictionary(
         ).first()
         if existing is not None and existing.artifact_fingerprint == fingerprint and not force:
             conn.execute(update(DICTIONARIES).where(DICTIONARIES.c.id == existing.id).values(values))
-            _update_evidence(conn, existing.id, levels)
             return _summary(meta, existing.id, counts, _count_examples(conn, existing.id), start, unchanged=True)
         values |= {"indexed_at": utc_now(), "artifact_fingerprint": fingerprint}
         if existing is None:
@@ -228,23 +227,6 @@ def _ingest_dictionary(
             feature_ids = np.array([ids[i] for i in range(lo, hi)], dtype=np.int64)
             n_examples += bulk_insert(conn, EXAMPLES, example_columns(index, feature_ids, lo, hi))
     return _summary(meta, dictionary_id, counts, n_examples, start, unchanged=False)
-
-
-def _update_evidence(conn: Connection, dictionary_id: int, levels: np.ndarray) -> None:
-    """Set the features' evidence levels where they changed (the criteria of an unchanged index may have)."""
-    stored = dict(
-        conn.execute(
-            select(FEATURES.c.index, FEATURES.c.evidence).where(FEATURES.c.dictionary_id == dictionary_id)
-        ).all()
-    )
-    for level in ("dead", "rare", "alive"):
-        changed = [i for i, old in stored.items() if i < len(levels) and levels[i] == level and old != level]
-        if changed:
-            conn.execute(
-                update(FEATURES)
-                .where(FEATURES.c.dictionary_id == dictionary_id, FEATURES.c.index.in_(changed))
-                .values(evidence=level, alive=level == "alive")
-            )
 
 
 def _count_examples(conn: Connection, dictionary_id: int) -> int:

@@ -185,3 +185,18 @@ def test_both_readings_and_the_fourth_verdict_survive_export_and_import(tmp_path
         assert b.post("/api/labels/import?format=csv", content=old.encode()).status_code == 200
         after = b.get(f"/api/dictionaries/{ids[1]}/estimate").json()
         assert after["readings"][1]["labelled"] == 3 and after["readings"][0]["labelled"] == 2
+
+
+def test_new_criteria_in_the_index_meta_reclassify_on_the_next_ingest(client, evidence_app, tmp_path):
+    app, dictionary_id = evidence_app
+    detail_url = f"/api/dictionaries/{dictionary_id}/features/{RARE[0]}"
+    assert client.get(detail_url).json()["evidence"] == "rare"  # and now cached
+    folder = next((tmp_path / "run" / "features").glob("relu_*"))
+    meta = json.loads((folder / "feature_index.json").read_text())
+    meta["config"]["min_firings"] = 1  # RARE[0] fired a few times: enough now
+    (folder / "feature_index.json").write_text(json.dumps(meta))
+    (summary,) = ingest_run(app.state.engine, tmp_path / "run", force=False)
+    assert (summary.alive, summary.rare, summary.dead) == (11, 1, 4)
+    assert client.get(detail_url).json()["evidence"] == "alive"
+    (record,) = client.get("/api/dictionaries").json()
+    assert (record["alive"], record["rare"], record["min_firings"]) == (11, 1, 1)
