@@ -16,6 +16,7 @@ from typing import NoReturn
 
 from pydantic import ValidationError
 
+from app.cli_sae import add_sae
 from training.corpus import CorpusError
 from training.pipeline import PRESETS, run_pipeline
 from training.saes import ARCHS
@@ -619,6 +620,7 @@ def build_parser() -> CommandParser:
     add_train_lm(commands)
     add_train(commands)
     _add_index(commands)
+    add_sae(commands)
     _add_labels(commands)
     _add_db(commands)
     _add_serve(commands)

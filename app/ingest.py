@@ -34,6 +34,7 @@ from training.feature_index import (
     load_feature_index,
     load_vocab,
 )
+from training.sae_formats.run_saes import imported_records
 
 # Bump when the rows made from an artifact change, so `index` re-ingests artifacts it would skip.
 INGEST_VERSION = 2
@@ -105,12 +106,15 @@ def ingest_run(
 
 def _run_metrics(run_dir: Path) -> dict[str, dict]:
     """metrics.json's per-SAE records by name (empty when the run has no metrics yet)."""
+    imported = {
+        name: {**record["metrics"], "source": record["source"]} for name, record in imported_records(run_dir).items()
+    }
     path = run_dir / "metrics.json"
     if not path.exists():
-        return {}
+        return imported
     try:
         runs = json.loads(path.read_text())["runs"]
-        return {record["name"]: record for record in runs}
+        return {record["name"]: record for record in runs} | imported
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise ValueError(f"{path} is unreadable: {exc}") from exc
 
@@ -188,6 +192,8 @@ def _ingest_dictionary(
         "l0": _finite(record.get("l0")),
         "fvu": _finite(record.get("fvu")),
         "ce_recovered": _finite(record.get("ce_recovered")),
+        "source": record.get("source", {}).get("format", "ours"),
+        "source_metadata": record.get("source"),
         "n_tokens": meta.n_tokens,
         "vocabulary_id": vocabulary_id,
     }

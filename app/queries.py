@@ -119,6 +119,8 @@ def dictionary_out(dictionary: Dictionary, labelled: int) -> DictionaryOut:
         n_tokens=dictionary.n_tokens,
         labelled=labelled,
         indexed_at=dictionary.indexed_at.replace(tzinfo=UTC),
+        source=dictionary.source,
+        source_metadata=dictionary.source_metadata,
     )
 
 

@@ -57,6 +57,12 @@ class DictionaryOut(BaseModel):
     n_tokens: int = Field(description="tokens the feature statistics were computed over")
     labelled: int = Field(description="features with at least one label")
     indexed_at: datetime
+    source: str = Field(
+        "ours", description='"ours" (trained here), or the format it was imported from: "saelens", "sparsify"'
+    )
+    source_metadata: dict | None = Field(
+        None, description="for an imported SAE: its format, original path, architecture and the metadata it carried"
+    )
 
 
 class TopToken(BaseModel):

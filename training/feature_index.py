@@ -466,7 +466,9 @@ def compute_feature_index(
 
 
 def _sae_folders(run_dir: Path) -> list[Path]:
-    return sorted(p.parent for p in (run_dir / "saes" / "saes").glob("*/sae.safetensors"))
+    """The run's trained SAEs (``saes/saes/``) and those imported from other formats (``imported/``)."""
+    patterns = ("saes/saes/*/sae.safetensors", "imported/*/sae.safetensors")
+    return sorted(p.parent for pattern in patterns for p in run_dir.glob(pattern))
 
 
 def _sweep_neighbours(saes: dict[Path, SparseAutoencoder]) -> dict[Path, dict[str, Path | None]]:

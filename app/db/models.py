@@ -79,6 +79,9 @@ class Dictionary(Base):
     indexed_at: Mapped[datetime] = mapped_column(DateTime, default=utc_now)
     # Identity of the artifact the feature rows came from, so re-running `index` skips unchanged dictionaries.
     artifact_fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # "ours" for a dictionary trained here, else the format it was imported from ("saelens", "sparsify").
+    source: Mapped[str] = mapped_column(String(20), default="ours", server_default="ours")
+    source_metadata: Mapped[dict | None] = mapped_column(JSON, nullable=True)
 
     vocabulary: Mapped[Vocabulary] = relationship()
     features: Mapped[list[Feature]] = relationship(back_populates="dictionary", cascade="all, delete-orphan")

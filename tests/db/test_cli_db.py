@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from app.cli import main
+from app.db.migrate import head_revision
 from app.db.session import make_engine
 from tests.db.builders import add_labels, build_run, label_rows, table_counts
 from tests.db.test_labels_io import LABELS
@@ -153,7 +154,7 @@ def test_labels_export_without_a_database_is_a_one_line_error(workdir, tmp_path,
 
 def test_db_upgrade_then_backup(workdir, tmp_path, capsys):
     assert main(["db", "upgrade", "--workdir", str(workdir)]) == 0
-    assert "is at revision 0002 (head)" in capsys.readouterr().out
+    assert f"is at revision {head_revision()} (head)" in capsys.readouterr().out
     engine = engine_of(workdir)
     add_labels(engine, LABELS)
     out = tmp_path / "backup.db"

@@ -18,6 +18,7 @@ from app.db.session import make_engine
 from app.ingest import ingest_run
 from tests.db.builders import add_labels, label_rows, table_counts
 
+HEAD = "0003"
 SCHEMA_TABLES = {"vocabularies", "dictionaries", "features", "examples", "labels"}
 
 # A later migration that alters the two tables other rows point to, as SQLite batch mode does: by copying.
@@ -80,7 +81,7 @@ def some_labels() -> list[dict]:
 
 def test_upgrade_of_an_empty_database_creates_exactly_the_models_schema(database_url):
     assert current_revision(database_url) is None
-    assert upgrade_to_head(database_url) == head_revision() == "0002"
+    assert upgrade_to_head(database_url) == head_revision() == HEAD
     assert tables(database_url) == SCHEMA_TABLES | {"alembic_version"}
     assert schema_differences(database_url) == []
 
@@ -89,7 +90,7 @@ def test_downgrade_to_base_removes_the_schema_and_upgrade_restores_it(database_u
     upgrade_to_head(database_url)
     assert downgrade(database_url, "base") is None
     assert tables(database_url) == {"alembic_version"}
-    assert upgrade_to_head(database_url) == "0002"
+    assert upgrade_to_head(database_url) == HEAD
     assert schema_differences(database_url) == []
 
 
@@ -101,7 +102,7 @@ def test_upgrading_a_filled_database_again_keeps_every_row(database_url, built_r
     counts, labels = table_counts(engine), label_rows(engine)
     assert counts["examples"] > 0 and counts["labels"] == 3
 
-    assert upgrade_to_head(database_url) == "0002"
+    assert upgrade_to_head(database_url) == HEAD
     assert table_counts(engine) == counts
     assert label_rows(engine) == labels
     engine.dispose()
@@ -122,7 +123,7 @@ def test_a_later_migration_that_copies_tables_keeps_labels_features_and_examples
     assert table_counts(engine) == counts  # features were copied without cascading into examples
     assert label_rows(engine) == labels
 
-    assert downgrade(database_url, "0002", scripts) == "0002"
+    assert downgrade(database_url, HEAD, scripts) == HEAD
     assert table_counts(engine) == counts
     assert label_rows(engine) == labels
     assert schema_differences(database_url) == []
@@ -131,7 +132,7 @@ def test_a_later_migration_that_copies_tables_keeps_labels_features_and_examples
 
 def test_migrating_works_from_any_working_directory(database_url, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert upgrade_to_head(database_url) == "0002"
+    assert upgrade_to_head(database_url) == HEAD
 
 
 def test_the_environment_takes_the_url_from_the_environment_variable(database_url, monkeypatch):
@@ -141,7 +142,7 @@ def test_the_environment_takes_the_url_from_the_environment_variable(database_ur
     del config.attributes["database_url"]
     monkeypatch.setenv("MONOSEMANTIC_DATABASE_URL", database_url)
     command.upgrade(config, "head")
-    assert current_revision(database_url) == "0002"
+    assert current_revision(database_url) == HEAD
 
 
 def test_missing_migration_scripts_are_a_clear_error(database_url, tmp_path):
@@ -179,7 +180,7 @@ def test_upgrading_from_0001_keeps_labels_and_marks_features_that_never_fired_de
         labels = [tuple(row) for row in conn.execute(sa.text(before + " ORDER BY id"))]
     assert len(labels) == 3
 
-    assert upgrade_to_head(database_url) == "0002"
+    assert upgrade_to_head(database_url) == HEAD
     with engine.connect() as conn:
         assert [tuple(row) for row in conn.execute(sa.text(before + " ORDER BY id"))] == labels
     assert all(row[-1] is None for row in label_rows(engine))  # the top-contexts reading was never recorded

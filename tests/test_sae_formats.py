@@ -1,0 +1,327 @@
+"""SAELens and sparsify layouts: golden folders written here, each format's formula, round trips, errors, a run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from app.cli import main
+from app.db.models import Dictionary
+from app.db.session import make_engine, make_sessionmaker
+from tests.text_builders import SMALLEST_PIPELINE, brown_jsonl
+from training.pipeline import run_pipeline
+from training.sae_formats.raw import FormatError, RawSAE, from_raw, to_raw
+from training.sae_formats.run_saes import export_run_sae, import_run_sae
+from training.sae_formats.saelens import read_saelens, write_saelens
+from training.sae_formats.sparsify import read_sparsify, write_sparsify
+from training.saes import SAEConfig, build_sae
+
+D_IN, D_SAE, K = 6, 10, 3
+
+
+def random_tensors(seed: int = 0) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return {
+        "W_enc": torch.randn(D_IN, D_SAE, generator=gen),
+        "W_dec": torch.randn(D_SAE, D_IN, generator=gen),
+        "b_enc": torch.randn(D_SAE, generator=gen) * 0.1,
+        "b_dec": torch.randn(D_IN, generator=gen),
+        "threshold": torch.rand(D_SAE, generator=gen) * 0.5,
+    }
+
+
+def write_golden_saelens(folder: Path, architecture: str, tensors: dict, **cfg_extra) -> None:
+    """A SAELens 6 folder as SAELens's save_model lays it out, written by hand."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names = ["W_enc", "W_dec", "b_enc", "b_dec"] + (["threshold"] if architecture == "jumprelu" else [])
+    save_file({n: tensors[n].contiguous() for n in names}, str(folder / "sae_weights.safetensors"))
+    cfg = {
+        "architecture": architecture,
+        "d_in": D_IN,
+        "d_sae": D_SAE,
+        "dtype": "float32",
+        "device": "cpu",
+        "apply_b_dec_to_input": True,
+        "normalize_activations": "none",
+        "reshape_activations": "none",
+        "metadata": {"sae_lens_version": "6.54.0", "model_name": "m", "hook_name": "blocks.2.mlp.act"},
+    }
+    if architecture == "topk":
+        cfg |= {"k": K, "rescale_acts_by_decoder_norm": False}
+    cfg |= cfg_extra
+    (folder / "cfg.json").write_text(json.dumps(cfg))
+
+
+def write_golden_sparsify(folder: Path, tensors: dict, **cfg_extra) -> None:
+    """A sparsify hookpoint folder, written by hand: encoder.weight is W_enc transposed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(
+        {
+            "encoder.weight": tensors["W_enc"].T.contiguous(),
+            "encoder.bias": tensors["b_enc"],
+            "W_dec": tensors["W_dec"],
+            "b_dec": tensors["b_dec"],
+        },
+        str(folder / "sae.safetensors"),
+    )
+    cfg = {
+        "activation": "topk",
+        "expansion_factor": 2,
+        "normalize_decoder": True,
+        "num_latents": D_SAE,
+        "k": K,
+        "multi_topk": False,
+        "skip_connection": False,
+        "transcode": False,
+        "d_in": D_IN,
+    } | cfg_extra
+    (folder / "cfg.json").write_text(json.dumps(cfg))
+
+
+# Each format's documented encoding, written independently of the code under test.
+def saelens_reference(t: dict, architecture: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    pre = (x - t["b_dec"]) @ t["W_enc"] + t["b_enc"]
+    if architecture == "standard":
+        codes = torch.relu(pre)
+    elif architecture == "jumprelu":
+        codes = pre * (pre > t["threshold"]).float()
+    else:
+        top = pre.topk(K, dim=1)
+        codes = torch.zeros_like(pre).scatter(1, top.indices, torch.relu(top.values))
+    return codes, codes @ t["W_dec"] + t["b_dec"]
+
+
+def sparsify_reference(t: dict, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    acts = torch.relu((x - t["b_dec"]) @ t["W_enc"].T.T + t["b_enc"])
+    top = acts.topk(K, dim=1)
+    recon = (top.values.unsqueeze(-1) * t["W_dec"][top.indices]).sum(dim=1) + t["b_dec"]
+    return torch.zeros_like(acts).scatter(1, top.indices, top.values), recon
+
+
+@pytest.mark.parametrize("architecture", ["standard", "topk", "jumprelu"])
+def test_a_saelens_folder_encodes_and_decodes_as_saelens_does(tmp_path, architecture):
+    tensors = random_tensors()
+    write_golden_saelens(tmp_path / "sae", architecture, tensors)
+    raw = read_saelens(tmp_path / "sae")
+    x = torch.randn(50, D_IN)
+    codes, recon = saelens_reference(tensors, architecture, x)
+    assert torch.allclose(raw.encode(x), codes, atol=1e-5)
+    assert torch.allclose(raw.decode(raw.encode(x)), recon, atol=1e-5)
+    assert raw.metadata["hook_name"] == "blocks.2.mlp.act"
+
+
+@pytest.mark.parametrize("architecture", ["standard", "topk", "jumprelu"])
+def test_an_imported_saelens_sae_is_ours_with_the_same_codes_at_any_scale(tmp_path, architecture):
+    tensors = random_tensors(1)
+    write_golden_saelens(tmp_path / "sae", architecture, tensors)
+    scale = 0.37
+    ours = from_raw(read_saelens(tmp_path / "sae"), scale)
+    x = torch.randn(40, D_IN)
+    codes, recon = saelens_reference(tensors, architecture, x)
+    assert torch.allclose(ours.encode(x * scale), codes, atol=1e-5)
+    assert torch.allclose(ours.reconstruct(x * scale) / scale, recon, atol=1e-4)
+
+
+def test_a_sparsify_folder_encodes_and_decodes_as_sparsify_does(tmp_path):
+    tensors = random_tensors(2)
+    write_golden_sparsify(tmp_path / "layers.2.mlp", tensors)
+    raw = read_sparsify(tmp_path / "layers.2.mlp")
+    x = torch.randn(50, D_IN)
+    codes, recon = sparsify_reference(tensors, x)
+    assert torch.allclose(raw.encode(x), codes, atol=1e-5)
+    assert torch.allclose(raw.decode(raw.encode(x)), recon, atol=1e-5)
+    assert raw.metadata["hookpoint"] == "layers.2.mlp"
+
+
+@pytest.mark.parametrize("architecture", ["standard", "topk", "jumprelu"])
+def test_saelens_import_then_export_gives_back_the_same_tensors_and_cfg(tmp_path, architecture):
+    tensors = random_tensors(3)
+    write_golden_saelens(tmp_path / "in", architecture, tensors)
+    scale = 1.7
+    ours = from_raw(read_saelens(tmp_path / "in"), scale)
+    back = to_raw(ours, scale, read_saelens(tmp_path / "in").metadata)
+    write_saelens(back, tmp_path / "out")
+    original, written = (
+        load_file(str(tmp_path / "in" / "sae_weights.safetensors")),
+        load_file(str(tmp_path / "out" / "sae_weights.safetensors")),
+    )
+    assert set(written) == set(original)
+    for name in original:
+        assert torch.allclose(written[name], original[name], rtol=1e-5, atol=1e-6), name
+    cfg_in = json.loads((tmp_path / "in" / "cfg.json").read_text())
+    cfg_out = json.loads((tmp_path / "out" / "cfg.json").read_text())
+    for key in ("architecture", "d_in", "d_sae", "apply_b_dec_to_input", "normalize_activations", "k"):
+        assert cfg_out.get(key) == cfg_in.get(key), key
+    assert cfg_out["metadata"]["hook_name"] == cfg_in["metadata"]["hook_name"]
+
+
+def test_sparsify_import_then_export_gives_back_the_same_tensors_and_cfg(tmp_path):
+    tensors = random_tensors(4)
+    write_golden_sparsify(tmp_path / "in", tensors, expansion_factor=1, normalize_decoder=False)
+    back = to_raw(from_raw(read_sparsify(tmp_path / "in"), 0.5), 0.5)
+    write_sparsify(back, tmp_path / "out")
+    original, written = (
+        load_file(str(tmp_path / "in" / "sae.safetensors")),
+        load_file(str(tmp_path / "out" / "sae.safetensors")),
+    )
+    for name in original:
+        assert torch.allclose(written[name], original[name], rtol=1e-5, atol=1e-6), name
+    cfg_in = json.loads((tmp_path / "in" / "cfg.json").read_text())
+    cfg_out = json.loads((tmp_path / "out" / "cfg.json").read_text())
+    assert cfg_out == cfg_in
+
+
+def trained_like(arch: str) -> torch.nn.Module:
+    """One of our SAEs with random weights of every kind it has (thresholds too)."""
+    sparsity = {"k": K} if arch in ("topk", "batchtopk") else {"l1": 0.1}
+    sae = build_sae(SAEConfig(arch=arch, d_in=D_IN, dict_size=D_SAE, **sparsity))
+    gen = torch.Generator().manual_seed(5)
+    sae.b_enc.copy_(torch.randn(D_SAE, generator=gen) * 0.3)
+    sae.b_dec.copy_(torch.randn(D_IN, generator=gen))
+    if arch == "jumprelu":
+        sae.log_threshold.copy_((torch.rand(D_SAE, generator=gen) * 0.5 + 0.01).log())
+    if arch == "batchtopk":
+        sae.threshold = torch.tensor(0.2)
+    return sae
+
+
+@pytest.mark.parametrize(
+    ("arch", "raw_arch"),
+    [("relu", "standard"), ("tied", "standard"), ("topk", "topk"), ("jumprelu", "jumprelu"), ("batchtopk", "jumprelu")],
+)
+def test_every_architecture_exports_to_an_sae_with_the_same_codes_on_raw_activations(arch, raw_arch):
+    sae, scale = trained_like(arch), 0.6
+    raw = to_raw(sae, scale)
+    assert raw.arch == raw_arch
+    x = torch.randn(64, D_IN) * 2
+    assert torch.allclose(raw.encode(x), sae.encode(x * scale), atol=1e-5)
+    assert torch.allclose(raw.decode(raw.encode(x)), sae.reconstruct(x * scale) / scale, atol=1e-4)
+
+
+def test_sparsify_refuses_what_it_cannot_express(tmp_path):
+    with pytest.raises(FormatError, match="top-k SAEs only"):
+        write_sparsify(to_raw(trained_like("relu"), 1.0), tmp_path / "out")
+    write_golden_sparsify(tmp_path / "g", random_tensors(), activation="groupmax")
+    with pytest.raises(FormatError, match="groupmax"):
+        read_sparsify(tmp_path / "g")
+    write_golden_sparsify(tmp_path / "s", random_tensors(), skip_connection=True)
+    with pytest.raises(FormatError, match="skip_connection"):
+        read_sparsify(tmp_path / "s")
+
+
+def test_saelens_folders_that_cannot_load_faithfully_are_clear_errors(tmp_path):
+    tensors = random_tensors()
+    write_golden_saelens(tmp_path / "gated", "gated", tensors)
+    with pytest.raises(FormatError, match="architecture 'gated'"):
+        read_saelens(tmp_path / "gated")
+    write_golden_saelens(tmp_path / "norm", "standard", tensors, normalize_activations="expected_average_only_in")
+    with pytest.raises(FormatError, match="normalize_activations"):
+        read_saelens(tmp_path / "norm")
+    write_golden_saelens(tmp_path / "rescale", "topk", tensors, rescale_acts_by_decoder_norm=True)
+    with pytest.raises(FormatError, match="rescale_acts_by_decoder_norm"):
+        read_saelens(tmp_path / "rescale")
+    write_golden_saelens(tmp_path / "wide", "standard", tensors, d_in=D_IN + 1)
+    with pytest.raises(FormatError, match="d_in"):
+        read_saelens(tmp_path / "wide")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "cfg.json").write_text("{not json")
+    with pytest.raises(FormatError, match="not valid JSON"):
+        read_saelens(tmp_path / "broken")
+    write_golden_saelens(tmp_path / "noweights", "standard", tensors)
+    (tmp_path / "noweights" / "sae_weights.safetensors").unlink()
+    with pytest.raises(FormatError, match="missing"):
+        read_saelens(tmp_path / "noweights")
+
+
+def test_pre_6_saelens_files_are_read_with_their_top_level_metadata(tmp_path):
+    tensors = random_tensors()
+    write_golden_saelens(
+        tmp_path / "old",
+        "standard",
+        tensors,
+        metadata=None,
+        hook_name="blocks.2.hook_mlp_out",
+        model_name="gpt2",
+        context_size=128,
+        activation_fn_str="topk",
+        activation_fn_kwargs={"k": K},
+    )
+    raw = read_saelens(tmp_path / "old")
+    assert (raw.arch, raw.k) == ("topk", K)
+    assert raw.metadata == {"model_name": "gpt2", "hook_name": "blocks.2.hook_mlp_out", "context_size": 128}
+
+
+def test_apply_b_dec_to_input_false_is_folded_into_the_encoder_bias(tmp_path):
+    tensors = random_tensors()
+    write_golden_saelens(tmp_path / "sae", "standard", tensors, apply_b_dec_to_input=False)
+    raw = read_saelens(tmp_path / "sae")
+    x = torch.randn(20, D_IN)
+    expected = torch.relu(x @ tensors["W_enc"] + tensors["b_enc"])
+    assert torch.allclose(raw.encode(x), expected, atol=1e-5)
+
+
+def test_a_raw_sae_with_inconsistent_shapes_is_refused():
+    t = random_tensors()
+    raw = RawSAE("standard", t["W_enc"], t["b_enc"][:-1], t["W_dec"], t["b_dec"])
+    with pytest.raises(FormatError, match="b_enc"):
+        raw.check_shapes()
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    corpus = brown_jsonl(tmp_path_factory.mktemp("corpus"))
+    workdir = tmp_path_factory.mktemp("run")
+    run_pipeline(SMALLEST_PIPELINE, workdir, corpus, progress=False)
+    return workdir
+
+
+def test_an_export_imported_into_the_run_is_indexed_and_served_with_its_fvu(trained_run, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("MONOSEMANTIC_DATABASE_URL", raising=False)
+    out = tmp_path / "export"
+    with pytest.raises(SystemExit) as missing_out:
+        main(["sae", "export", "--workdir", str(trained_run), "--sae", "relu_n32_l10.03", "--format", "saelens"])
+    assert missing_out.value.code == 2 and "--out" in capsys.readouterr().err
+    args = ["--workdir", str(trained_run), "--sae", "relu_n32_l10.03", "--format", "saelens", "--out", str(out)]
+    assert main(["sae", "export", *args]) == 0
+    cfg = json.loads((out / "cfg.json").read_text())
+    assert cfg["architecture"] == "standard" and cfg["metadata"]["hook_name"] == "blocks.2.mlp.act"
+
+    imported = ["sae", "import", str(out), "--format", "saelens", "--workdir", str(trained_run), "--name", "back"]
+    assert main(imported) == 0
+    assert main(imported) == 1
+    assert "already has an SAE named 'back'" in capsys.readouterr().err
+    assert main(["index", "--workdir", str(trained_run), "--no-progress"]) == 0
+
+    metrics = {r["name"]: r for r in json.loads((trained_run / "metrics.json").read_text())["runs"]}
+    engine = make_engine(f"sqlite:///{trained_run / 'monosemantic.db'}")
+    with make_sessionmaker(engine)() as session:
+        rows = {d.name: d for d in session.query(Dictionary)}
+    engine.dispose()
+    assert rows["back"].source == "saelens" and rows["relu_n32_l10.03"].source == "ours"
+    assert rows["back"].source_metadata["metadata"]["hook_name"] == "blocks.2.mlp.act"
+    # Same held-out rows, same codes: the imported SAE's FVU and L0 are the original's.
+    assert rows["back"].fvu == pytest.approx(metrics["relu_n32_l10.03"]["fvu"], rel=1e-4)
+    assert rows["back"].l0 == pytest.approx(metrics["relu_n32_l10.03"]["l0"], rel=1e-4)
+    assert rows["back"].dead == rows["relu_n32_l10.03"].dead
+
+
+def test_importing_an_sae_of_another_width_or_hook_is_a_one_line_error(trained_run, tmp_path, capsys):
+    write_golden_saelens(tmp_path / "narrow", "standard", random_tensors())
+    code = main(["sae", "import", str(tmp_path / "narrow"), "--format", "saelens", "--workdir", str(trained_run)])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "6-dimensional inputs" in err
+    export_run_sae(trained_run, "relu_n16_l10.03", "saelens", tmp_path / "hooked")
+    cfg = json.loads((tmp_path / "hooked" / "cfg.json").read_text())
+    cfg["metadata"]["hook_name"] = "blocks.4.mlp.act"
+    (tmp_path / "hooked" / "cfg.json").write_text(json.dumps(cfg))
+    with pytest.raises(FormatError, match="blocks.4.mlp.act"):
+        import_run_sae(tmp_path / "hooked", "saelens", trained_run, "other")
+    folder, _ = import_run_sae(tmp_path / "hooked", "saelens", trained_run, "other", check_hook=False)
+    assert (folder / "sae.safetensors").exists()
+    missing = ["--workdir", str(trained_run), "--sae", "nope", "--format", "sparsify", "--out", str(tmp_path / "x")]
+    code = main(["sae", "export", *missing])
+    assert code == 1 and "no SAE named 'nope'" in capsys.readouterr().err
