@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 # htmx and Swagger UI (for /docs) are served from our own origin (static/vendor/, ignored), fetched from their
 # npm packages; one grouped rule, so the fetch runs once when any of the files is missing.
 $(HTMX) $(SWAGGER_UI) &: | $(STAMP)
-	$(PYTHON) -m app.vendor
+	$(PYTHON) -m app.web.vendor
 
 # The browser tests drive Debian's Chromium; only `make test` needs it (the install runs as root in CI).
 $(CHROMIUM):

@@ -1,5 +1,5 @@
 """``python -m app``: the ``monosemantic`` command line."""
 
-from app.cli import main
+from app.cli.commands import main
 
 raise SystemExit(main())

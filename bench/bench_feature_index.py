@@ -17,12 +17,12 @@ from pathlib import Path
 
 import torch
 
-from training.activations import load_activations
-from training.feature_index import CorpusTokens, FeatureIndexConfig, compute_feature_index, lm_direct_path
-from training.feature_stream import encoded_chunks
-from training.lm import load_lm
+from training.activations.harvest import load_activations
+from training.data.tokenizer import load_tokenized
+from training.features.index import CorpusTokens, FeatureIndexConfig, compute_feature_index, lm_direct_path
+from training.features.stream import encoded_chunks
+from training.lm.tinylm import load_lm
 from training.saes import load_sae
-from training.tokenizer import load_tokenized
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from training.pipeline import PRESETS, run_pipeline
+from training.experiments.pipeline import PRESETS, run_pipeline
 
 
 def report(workdir: Path, metrics: dict) -> None:

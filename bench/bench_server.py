@@ -40,13 +40,13 @@ from sqlalchemy import select
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # the synthetic run comes from the tests' builders
 
-from app.csrf import CSRF_COOKIE  # noqa: E402
 from app.db.backup import backup_sqlite  # noqa: E402
 from app.db.migrate import upgrade_to_head  # noqa: E402
 from app.db.models import Dictionary, Feature  # noqa: E402
 from app.db.session import make_engine, make_sessionmaker  # noqa: E402
-from app.ingest import ingest_run  # noqa: E402
-from training.feature_index import FeatureIndexConfig  # noqa: E402
+from app.services.ingest import ingest_run  # noqa: E402
+from app.web.csrf import CSRF_COOKIE  # noqa: E402
+from training.features.index import FeatureIndexConfig  # noqa: E402
 
 SYNTHETIC_SIZE = 1024
 MAX_ROTATED_FEATURES = 256

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
+from training.data.toy import ToyConfig, ToyData
 from training.saes import ARCHS, SAEConfig
-from training.toy import ToyConfig, ToyData
-from training.trainer import SweepRun, TrainConfig, train_sweep
+from training.sweeps.trainer import SweepRun, TrainConfig, train_sweep
 
 D_IN, DICT_SIZE, BATCH = 64, 1024, 4096
 

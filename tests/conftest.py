@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from training.toy import ToyConfig, ToyData
+from training.data.toy import ToyConfig, ToyData
 
 # Two threads as on CI; on a machine busy with other work one thread avoids OpenMP stalls on tiny ops.
 torch.set_num_threads(int(os.environ.get("MONOSEMANTIC_TEST_THREADS", "1")))

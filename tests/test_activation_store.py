@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from training.activation_store import (
+from training.activations.harvest import ActivationSource, harvest_module, load_activations, weights_hash
+from training.activations.store import (
     STORE_MANIFEST,
     ShardedActivations,
     ShardedSource,
@@ -20,8 +21,7 @@ from training.activation_store import (
     merge_store,
     shard_rows,
 )
-from training.activations import ActivationSource, harvest_module, load_activations, weights_hash
-from training.lm import token_fingerprint
+from training.lm.tinylm import token_fingerprint
 
 from .text_builders import tiny_lm, tiny_tokens
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.activations import (
+from training.activations.harvest import (
     ActivationSource,
     HarvestConfig,
     harvest_activations,
@@ -17,7 +17,7 @@ from training.activations import (
     module_activations,
     site_module,
 )
-from training.lm import config_hash
+from training.lm.tinylm import config_hash
 
 from .text_builders import tiny_lm, tiny_tokens
 

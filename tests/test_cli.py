@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from app.cli import main
+from app.cli.commands import main
 
 TINY = ["--dim", "8", "--features", "16", "--samples", "4096", "--batch-size", "256", "--eval-samples", "2000"]
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from app.cli import main
-from training.metrics import mmcs
+from app.cli.commands import main
+from training.analysis.metrics import mmcs
+from training.data.toy import ToyConfig, ToyData
 from training.saes import load_sae
-from training.toy import ToyConfig, ToyData
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_DATA = ["--dim", "16", "--features", "32", "--samples", "20000"]

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from tests.builders import sae_config
-from training.convergence import HeldOutTracker, convergence_report, heldout_point, read_heldout_log
-from training.trainer import TrainConfig, train_sweep
+from training.sweeps.convergence import HeldOutTracker, convergence_report, heldout_point, read_heldout_log
+from training.sweeps.trainer import TrainConfig, train_sweep
 
 TRAIN = TrainConfig(samples=60_000, batch_size=256, log_every=10, checkpoint_every=40, init_samples=2048)
 EVERY = 11  # does not divide the 234 steps, so the last record is the end's own

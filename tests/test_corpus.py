@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from training import corpus as corpus_module
-from training.corpus import (
+from training.data import corpus as corpus_module
+from training.data.corpus import (
     CorpusError,
     Document,
     detokenize,

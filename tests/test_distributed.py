@@ -18,21 +18,21 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
-from app.cli import main
+from app.cli.commands import main
 from tests.builders import sae_config
 from tests.text_builders import tiny_lm_config, tiny_tokens
-from training.distributed import (
+from training.data.toy import ToyConfig, ToyData
+from training.experiments.distributed import (
     Replica,
     init_replica,
     train_lm_distributed,
     train_pipeline_lm,
     train_sweep_distributed,
 )
-from training.lm import TrainLMConfig, load_lm, train_lm
-from training.pipeline import PRESETS
+from training.experiments.pipeline import PRESETS
+from training.lm.tinylm import TrainLMConfig, load_lm, train_lm
 from training.saes import load_sae
-from training.toy import ToyConfig, ToyData
-from training.trainer import TrainConfig, train_sweep
+from training.sweeps.trainer import TrainConfig, train_sweep
 
 WORLD = 2
 TOLERANCE = 1e-4  # max abs difference of any weight after the whole run
@@ -48,7 +48,7 @@ def sweep_configs():
     """relu with resampling (latents die and are resampled: the firing counters must agree), topk, jumprelu.
 
     topk's latents never count as dead here: its aux-k loss is normalised per process (see
-    training.distributed), so with dead latents it agrees with one process only approximately.
+    training.experiments.distributed), so with dead latents it agrees with one process only approximately.
     """
     return [
         sae_config("relu", dict_size=64, l1=1.0, dead_after=1024, resample=True),

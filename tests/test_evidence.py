@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from tests.db.builders import ACTIVATION_RMS_NORM, build_run, is_dead, is_rare_every_eighth
-from training.evidence import EvidenceCriteria, classify_evidence, count_evidence
-from training.evidence_report import update_run_metrics
-from training.feature_index import FeatureIndexConfig, FeatureIndexMeta, index_evidence
+from training.experiments.evidence_report import update_run_metrics
+from training.features.evidence import EvidenceCriteria, classify_evidence, count_evidence
+from training.features.index import FeatureIndexConfig, FeatureIndexMeta, index_evidence
 
 
 def test_each_criterion_decides_at_its_threshold():
@@ -70,7 +70,7 @@ def test_the_run_metrics_gain_dead_rare_alive_and_the_dead_view_counts_rare_as_d
 
 
 def test_changing_only_the_criteria_keeps_the_arrays_and_rewrites_the_meta(tmp_path):
-    from training.feature_index import _is_current
+    from training.features.index import _is_current
 
     run = build_run(tmp_path / "run", sizes=(8,))
     folder = run.run_dir / "features" / run.indexes[0].meta.sae_name

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tests.builders import sae_config
-from training.feature_index import (
+from training.features.index import (
     CorpusTokens,
     FeatureIndex,
     FeatureIndexConfig,
@@ -18,7 +18,7 @@ from training.feature_index import (
     logit_effects,
     save_feature_index,
 )
-from training.feature_stream import window_positions
+from training.features.stream import window_positions
 from training.saes import build_sae
 
 N_ROWS, D, F, VOCAB, N_TAGS = 3000, 8, 16, 50, 5

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from training.figures import plot_mmcs_vs_samples, write_figures
+from training.figures.sweep import plot_mmcs_vs_samples, write_figures
 
 
 def _run(arch: str, size: int, key: str, value: float) -> dict:

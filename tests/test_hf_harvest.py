@@ -16,12 +16,12 @@ import pytest
 import torch
 from tokenizers import Tokenizer
 
-from app.cli import main
-from training.activation_store import ShardedActivations, finalize_store, harvest_shard
-from training.activations import load_activations, weights_hash
-from training.feature_index import display_tokens, load_feature_index
-from training.hf_harvest import check_module, check_per_token_output, layer_of, load_hf_model, model_name
-from training.tokenizer import load_tokenized
+from app.cli.commands import main
+from training.activations.harvest import load_activations, weights_hash
+from training.activations.hf_harvest import check_module, check_per_token_output, layer_of, load_hf_model, model_name
+from training.activations.store import ShardedActivations, finalize_store, harvest_shard
+from training.data.tokenizer import load_tokenized
+from training.features.index import display_tokens, load_feature_index
 
 from .text_builders import tiny_lm, tiny_tokens
 
@@ -143,12 +143,12 @@ def test_ingest_into_sqlite_makes_the_dictionary_rows_and_the_app_serves_them(ru
     from fastapi.testclient import TestClient
     from sqlalchemy import select
 
-    from app import ingest
     from app.db.migrate import upgrade_to_head
     from app.db.models import Dictionary
     from app.db.session import make_engine
-    from app.main import create_app
+    from app.services import ingest
     from app.settings import Settings
+    from app.web.factory import create_app
 
     url = f"sqlite:///{tmp_path / 'labels.db'}"
     upgrade_to_head(url)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from training.init import geometric_median
+from training.saes.init import geometric_median
 
 
 def test_geometric_median_of_a_symmetric_cloud_is_its_centre():

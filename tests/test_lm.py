@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.lm import (
+from training.lm.tinylm import (
     TinyLM,
     TrainLMConfig,
     bigram_loss,

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tests.builders import orthonormal_rows, sae_config, unit_gaussian_rows
-from training.metrics import (
+from training.analysis.metrics import (
     SizedDictionary,
     evaluate,
     feature_count_estimate,

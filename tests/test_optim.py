@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from training.optim import Adam, learning_rate
+from training.sweeps.optim import Adam, learning_rate
 
 
 def test_adam_matches_torch_adam():

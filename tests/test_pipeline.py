@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from app.cli import main
+from app.cli.commands import main
 from tests.text_builders import brown_jsonl
-from training.feature_index import feature_index_folders, index_run, load_feature_index, load_vocab
-from training.pipeline import PRESETS, PipelineConfig, run_pipeline
+from training.experiments.pipeline import PRESETS, PipelineConfig, run_pipeline
+from training.features.index import feature_index_folders, index_run, load_feature_index, load_vocab
 
 TINY = PipelineConfig(
     name="tiny",

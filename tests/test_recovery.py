@@ -10,11 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.cli import main
+from app.cli.commands import main
 from tests.builders import sae_config
-from training.init_comparison import init_comparison, samples_to_reach
-from training.metrics import RECOVERED_COSINE, max_cosines, mmcs
-from training.recovery import (
+from training.analysis.metrics import RECOVERED_COSINE, max_cosines, mmcs
+from training.experiments.toy_experiment import ToyExperimentConfig
+from training.saes import load_sae
+from training.sweeps.init_comparison import init_comparison, samples_to_reach
+from training.sweeps.recovery import (
     RecoveryTracker,
     SAERecovery,
     read_recoveries,
@@ -22,9 +24,7 @@ from training.recovery import (
     recovery_report,
     recovery_spearman,
 )
-from training.saes import load_sae
-from training.toy_experiment import ToyExperimentConfig
-from training.trainer import TrainConfig, train_sweep
+from training.sweeps.trainer import TrainConfig, train_sweep
 
 TRAIN = TrainConfig(samples=100_000, batch_size=256, log_every=10, checkpoint_every=40, init_samples=2048)
 EVERY = 7  # does not divide the 390 steps, so the last record is the end's own

@@ -9,15 +9,15 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from app.cli import main
+from app.cli.commands import main
 from app.db.models import Dictionary
 from app.db.session import make_engine, make_sessionmaker
 from tests.text_builders import SMALLEST_PIPELINE, brown_jsonl
-from training.pipeline import run_pipeline
-from training.sae_formats.raw import FormatError, RawSAE, from_raw, to_raw
-from training.sae_formats.run_saes import export_run_sae, import_run_sae
-from training.sae_formats.saelens import read_saelens, write_saelens
-from training.sae_formats.sparsify import read_sparsify, write_sparsify
+from training.experiments.pipeline import run_pipeline
+from training.formats.raw import FormatError, RawSAE, from_raw, to_raw
+from training.formats.run_saes import export_run_sae, import_run_sae
+from training.formats.saelens import read_saelens, write_saelens
+from training.formats.sparsify import read_sparsify, write_sparsify
 from training.saes import SAEConfig, build_sae
 
 D_IN, D_SAE, K = 6, 10, 3

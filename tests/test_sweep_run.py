@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-from app.cli import main
-from training.activation_store import STORE_DIR, harvest_shard
-from training.activations import load_activations, site_module
-from training.feature_index import load_feature_index
-from training.lm import save_lm
+from app.cli.commands import main
+from training.activations.harvest import load_activations, site_module
+from training.activations.store import STORE_DIR, harvest_shard
+from training.data.tokenizer import TokenizeConfig, load_tokenized, tokenize_corpus
+from training.features.index import load_feature_index
+from training.lm.tinylm import save_lm
 from training.saes import load_sae
-from training.tokenizer import TokenizeConfig, load_tokenized, tokenize_corpus
 
 from .text_builders import TINY_VOCAB, tiny_corpus, tiny_lm
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.tokenizer import EOS, TokenizeConfig, load_tokenized, token_tags, tokenize_corpus, train_tokenizer
+from training.data.tokenizer import EOS, TokenizeConfig, load_tokenized, token_tags, tokenize_corpus, train_tokenizer
 
 from .text_builders import TINY_VOCAB, brown_sample, tiny_corpus
 

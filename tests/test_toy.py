@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from training.toy import ToyConfig, ToyData
+from training.data.toy import ToyConfig, ToyData
 
 SAMPLES_PER_STEP = 20_000
 STEPS = 3

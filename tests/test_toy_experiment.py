@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from training.toy import ToyConfig
-from training.toy_experiment import DEFAULT_K, DEFAULT_L1, ToyExperimentConfig, default_dict_sizes
+from training.data.toy import ToyConfig
+from training.experiments.toy_experiment import DEFAULT_K, DEFAULT_L1, ToyExperimentConfig, default_dict_sizes
 
 
 def test_defaults_follow_the_number_of_features() -> None:

@@ -10,10 +10,10 @@ import torch
 from safetensors.torch import load_file
 
 from tests.builders import RecordingSource, sae_config
-from training.metrics import mmcs
+from training.analysis.metrics import mmcs
+from training.data.toy import ToyConfig, ToyData
 from training.saes import build_sae, load_sae
-from training.toy import ToyConfig, ToyData
-from training.trainer import INIT_STEP, TrainConfig, train_sweep
+from training.sweeps.trainer import INIT_STEP, TrainConfig, train_sweep
 
 SWEEP_TRAIN = TrainConfig(samples=40_000, batch_size=256, checkpoint_every=20, log_every=10, init_samples=2048)
 STEPS = SWEEP_TRAIN.steps

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training.corpus import Corpus, Document, read_brown_folder
-from training.lm import TinyLM, TinyLMConfig
-from training.pipeline import PipelineConfig
-from training.tokenizer import train_tokenizer
+from training.data.corpus import Corpus, Document, read_brown_folder
+from training.data.tokenizer import train_tokenizer
+from training.experiments.pipeline import PipelineConfig
+from training.lm.tinylm import TinyLM, TinyLMConfig
 
 BROWN_SAMPLE = Path(__file__).parent / "data" / "brown"
 TINY_VOCAB = 320

@@ -66,7 +66,7 @@ class Dictionary(Base):
     dict_size: Mapped[int] = mapped_column(Integer)
     sparsity_key: Mapped[str] = mapped_column(String(10))
     sparsity_value: Mapped[float] = mapped_column(Float)
-    alive: Mapped[int] = mapped_column(Integer)  # features with enough evidence (training.evidence)
+    alive: Mapped[int] = mapped_column(Integer)  # features with enough evidence (training.features.evidence)
     dead: Mapped[int] = mapped_column(Integer)
     rare: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     min_firings: Mapped[int | None] = mapped_column(Integer, nullable=True)

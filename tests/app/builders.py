@@ -15,7 +15,7 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from app.db.models import Dictionary, Example, Feature, Label, Vocabulary
-from app.examples import encode_windows
+from app.services.examples import encode_windows
 
 TOKENS = ["<|endoftext|>", " the", " cat", " sat", " on", " mat", ".", " dog", " Ran", "\n", " fish"]
 TAGS = ["", "DT", "NN", "VBD"]

@@ -11,8 +11,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from app.main import create_app
 from app.settings import Settings
+from app.web.factory import create_app
 from tests.app.builders import BuiltDatabase, build_database
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.estimates import (
+from app.services.estimates import (
     Z_95,
     cohen_kappa,
     density_quartiles,

@@ -13,7 +13,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from app.ingest import ingest_run
+from app.services.ingest import ingest_run
 from tests.app.conftest import make_app
 from tests.db.builders import build_run, is_dead, is_rare_every_eighth
 

@@ -10,11 +10,12 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from app import queries
-from app.api import DictionaryDep, FeatureIndexParam, SessionDep
 from app.db.models import Dictionary, Vocabulary
-from app.evidence_cache import EvidenceCache
-from app.schemas import FeatureDetail
+from app.services import queries
+from app.services.schemas import FeatureDetail
+from app.web.api import DictionaryDep
+from app.web.deps import FeatureIndexParam, SessionDep
+from app.web.evidence_cache import EvidenceCache
 from tests.app.builders import BuiltDatabase, add_dictionary, add_labels
 
 REFERENCE = "/reference/dictionaries/{}/features/{}"

@@ -12,11 +12,11 @@ from fastapi.testclient import TestClient
 from markupsafe import Markup
 from sqlalchemy import select
 
-from app import api
 from app.db.models import Dictionary, Vocabulary
-from app.evidence_cache import EvidenceCache, EvidenceKey, FeatureEvidence
-from app.schemas import Context
-from app.token_display import TOKEN_HTML_CACHE_MAX_CHARS, context_strip_html, token_html
+from app.services.schemas import Context
+from app.web import api
+from app.web.evidence_cache import EvidenceCache, EvidenceKey, FeatureEvidence
+from app.web.token_display import TOKEN_HTML_CACHE_MAX_CHARS, context_strip_html, token_html
 from tests.app.builders import BuiltDatabase, add_dictionary, add_labels
 
 

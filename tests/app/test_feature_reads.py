@@ -8,10 +8,10 @@ from types import SimpleNamespace
 
 from fastapi import FastAPI
 
-from app import feature_reads, queries
-from app.api import short_read
 from app.db.models import Dictionary
-from app.schemas import Neighbour
+from app.services import feature_reads, queries
+from app.services.schemas import Neighbour
+from app.web.deps import short_read
 from tests.app.builders import BuiltDatabase, add_labels
 
 

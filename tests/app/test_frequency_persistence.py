@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.db.models import Feature
-from app.estimates import compare_proportions, fisher_exact_p, newcombe_interval
+from app.services.estimates import compare_proportions, fisher_exact_p, newcombe_interval
 from tests.app.builders import BuiltDatabase, add_labels
 from tests.app.test_estimates import wilson_by_quadratic
 

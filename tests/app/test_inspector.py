@@ -13,11 +13,11 @@ from fastapi.testclient import TestClient
 from app.db.models import Dictionary, Vocabulary
 from tests.app.conftest import make_app
 from tests.text_builders import tiny_corpus, tiny_lm_config
-from training.activations import HarvestConfig, harvest_activations
-from training.feature_index import INDEX_META, file_hash
-from training.lm import TinyLM, save_lm
+from training.activations.harvest import HarvestConfig, harvest_activations
+from training.data.tokenizer import TokenizeConfig, load_tokenized, tokenize_corpus
+from training.features.index import INDEX_META, file_hash
+from training.lm.tinylm import TinyLM, save_lm
 from training.saes import SAEConfig, build_sae
-from training.tokenizer import TokenizeConfig, load_tokenized, tokenize_corpus
 
 LAYER = 1
 DICT_SIZE = 32

@@ -6,7 +6,7 @@ from __future__ import annotations
 from jinja2 import Environment, select_autoescape
 from markupsafe import Markup
 
-from app.page_shell import render_shell, slot
+from app.web.page_shell import render_shell, slot
 
 ENV = Environment(autoescape=select_autoescape(default=True, default_for_string=True))
 TEMPLATE = ENV.from_string('<meta content="{{ token }}"><p>{{ text }}</p><div>{{ labels }}</div><i>{{ token }}</i>')

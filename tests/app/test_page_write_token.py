@@ -11,10 +11,10 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from app.csrf import CSRF_COOKIE
 from app.db.models import Label
-from app.pages import LABELLER_COOKIE
-from app.security import WRITE_COOKIE, write_cookie_value
+from app.web.csrf import CSRF_COOKIE
+from app.web.pages import LABELLER_COOKIE
+from app.web.security import WRITE_COOKIE, write_cookie_value
 from tests.app.builders import BuiltDatabase, build_database
 from tests.app.conftest import make_app
 

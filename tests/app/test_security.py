@@ -9,9 +9,9 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-from app.cli import main
-from app.security import CONTENT_SECURITY_POLICY, is_loopback, open_server_warning
+from app.cli.commands import main
 from app.settings import Settings
+from app.web.security import CONTENT_SECURITY_POLICY, is_loopback, open_server_warning
 from tests.app.builders import BuiltDatabase, build_database
 from tests.app.conftest import make_app
 

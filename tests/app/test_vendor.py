@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from app.vendor import VendorError, fetch_htmx, fetch_swagger_ui, swagger_ui_paths
+from app.web.vendor import VendorError, fetch_htmx, fetch_swagger_ui, swagger_ui_paths
 
 
 def fake_npm(bin_dir: Path, members: dict[str, bytes], log: Path) -> None:

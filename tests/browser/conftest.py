@@ -16,9 +16,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from app.db.models import Dictionary
-from app.main import create_app
-from app.schemas import ActivationsOut, FeatureActivation, TokenActivations
+from app.services.schemas import ActivationsOut, FeatureActivation, TokenActivations
 from app.settings import Settings
+from app.web.factory import create_app
 from tests.app.builders import BuiltDatabase, build_database
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"

@@ -16,11 +16,11 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_play
 from sqlalchemy import select
 
 from app.db.models import Label
-from app.vendor import fetch_htmx, fetch_swagger_ui
+from app.web.vendor import fetch_htmx, fetch_swagger_ui
 from tests.app.builders import SMALL_DEAD, SMALL_SIZE, add_labels
 from tests.app.test_frequency_persistence import shape_small_dictionary
 from tests.browser.conftest import PageApp
-from training.figures import plot_mmcs_with_larger
+from training.figures.sweep import plot_mmcs_with_larger
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

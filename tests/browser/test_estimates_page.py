@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from app.api_docs import SWAGGER_DIR, SWAGGER_FILES
-from app.estimates import compare_proportions, labellable_estimate
-from app.page_data import persistence_reading, toy_workdir
-from app.schemas import GroupFraction, PersistenceOut
+from app.services.estimates import compare_proportions, labellable_estimate
+from app.services.schemas import GroupFraction, PersistenceOut
 from app.settings import Settings
-from app.svg_charts import CategoryPoint, category_chart
+from app.web.api_docs import SWAGGER_DIR, SWAGGER_FILES
+from app.web.page_data import persistence_reading, toy_workdir
+from app.web.svg_charts import CategoryPoint, category_chart
 from tests.app.builders import add_labels
 from tests.app.test_estimates import wilson_by_quadratic
 from tests.app.test_frequency_persistence import QUARTILE_COUNTS, shape_small_dictionary
@@ -204,7 +204,7 @@ def test_docs_page_uses_vendored_swagger_ui_or_says_how_to_get_it(
 ) -> None:
     page_app.app.state.static_dir = tmp_path
     bare = client.get("/docs")
-    assert bare.status_code == 200 and "python -m app.vendor" in bare.text and 'href="/openapi.json"' in bare.text
+    assert bare.status_code == 200 and "python -m app.web.vendor" in bare.text and 'href="/openapi.json"' in bare.text
     assert "<script" not in bare.text
     for name in SWAGGER_FILES:
         (tmp_path / SWAGGER_DIR).mkdir(parents=True, exist_ok=True)

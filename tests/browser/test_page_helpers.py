@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from app.svg_charts import SizePoint, histogram_chart, size_chart
-from app.token_display import format_number, shade, token_pieces
+from app.web.svg_charts import SizePoint, histogram_chart, size_chart
+from app.web.token_display import format_number, shade, token_pieces
 
 
 def test_whitespace_is_made_visible() -> None:

@@ -8,10 +8,10 @@ import re
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from app.csrf import CSRF_COOKIE
 from app.db.models import Label, Vocabulary
-from app.inspector import InspectorUnavailable
-from app.pages import LABELLER_COOKIE
+from app.services.inspector import InspectorUnavailable
+from app.web.csrf import CSRF_COOKIE
+from app.web.pages import LABELLER_COOKIE
 from tests.app.builders import SMALL_DEAD, SMALL_SIZE, add_dictionary, add_labels
 from tests.browser.conftest import PageApp
 

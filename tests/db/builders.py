@@ -12,7 +12,7 @@ import numpy as np
 from sqlalchemy import Engine, func, insert, select
 
 from app.db.models import Base, Label
-from training.feature_index import (
+from training.features.index import (
     FEATURES_DIR,
     VOCAB_FILE,
     FeatureIndex,

@@ -8,7 +8,7 @@ import pytest
 
 from app.db.backup import backup_sqlite
 from app.db.migrate import head_revision
-from app.ingest import ingest_run
+from app.services.ingest import ingest_run
 from tests.db.builders import add_labels, table_counts
 from tests.db.test_labels_io import LABELS
 

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from app.cli import main
+from app.cli.commands import main
 from app.db.migrate import head_revision
 from app.db.session import make_engine
 from tests.db.builders import add_labels, build_run, label_rows, table_counts
 from tests.db.test_labels_io import LABELS
-from training import feature_index
+from training.features import index as feature_index
 
 
 @pytest.fixture

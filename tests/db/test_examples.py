@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from app.examples import PAD_TOKEN_ID, decode_example, encode_windows
+from app.services.examples import PAD_TOKEN_ID, decode_example, encode_windows
 
 VOCAB = ["a", " b", " c", "."]
 

@@ -7,14 +7,14 @@ import json
 import pytest
 from sqlalchemy import select
 
-from app.cli import main
+from app.cli.commands import main
 from app.db.models import Dictionary, Example, Feature
 from app.db.session import make_engine, make_sessionmaker
-from app.examples import decode_example
+from app.services.examples import decode_example
 from tests.db.builders import add_labels, label_rows, table_counts
 from tests.text_builders import SMALLEST_PIPELINE, brown_jsonl
-from training.feature_index import load_vocab
-from training.pipeline import run_pipeline
+from training.experiments.pipeline import run_pipeline
+from training.features.index import load_vocab
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-import app.ingest as ingest_module
+import app.services.ingest as ingest_module
 from app.db.models import Dictionary, Example, Feature, Vocabulary
 from app.db.session import make_sessionmaker
-from app.examples import decode_example
-from app.ingest import bulk_insert, example_columns, ingest_run, vocabulary_hash
+from app.services.examples import decode_example
+from app.services.ingest import bulk_insert, example_columns, ingest_run, vocabulary_hash
 from tests.db.builders import TAGS, TOKENS, add_labels, build_run, is_dead, label_rows, table_counts, weights_hash
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from app.db.migrate import upgrade_to_head
 from app.db.session import make_engine
-from app.labels_io import (
+from app.services.labels_io import (
     COLUMNS,
     LabelRecord,
     export_labels_file,

@@ -15,7 +15,7 @@ from sqlalchemy import inspect
 from app.db.migrate import MIGRATIONS_DIR, alembic_config, current_revision, downgrade, head_revision, upgrade_to_head
 from app.db.models import Base
 from app.db.session import make_engine
-from app.ingest import ingest_run
+from app.services.ingest import ingest_run
 from tests.db.builders import add_labels, label_rows, table_counts
 
 HEAD = "0003"
@@ -164,7 +164,7 @@ def test_upgrading_from_0001_keeps_labels_and_marks_features_that_never_fired_de
                 " VALUES (1, 'h', 'd', '.', '.', 'tinylm', 'mlp_post', 'relu', 2, 'l1', 0.1, 1, 1, 10, 1, '2024-01-01')"
             )
         )
-        for index, alive in ((0, 1), (1, 0)):
+        for index, alive in ((0, "TRUE"), (1, "FALSE")):
             conn.execute(
                 sa.text(
                     'INSERT INTO features (dictionary_id, "index", alive, density, mean_activation, max_activation,'

@@ -18,9 +18,9 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error, response_schema_conformance
 
 from app.db.models import Dictionary
-from app.main import create_app
-from app.schemas import ActivationsOut
+from app.services.schemas import ActivationsOut
 from app.settings import Settings
+from app.web.factory import create_app
 from tests.app.builders import build_database
 
 EXAMPLES_PER_OPERATION = 20

@@ -11,10 +11,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from app.db.models import Dictionary, Label
-from app.main import create_app
-from app.pages import MAX_FORM_BYTES
-from app.schemas import MAX_SQL_INT, ActivationsOut
+from app.services.schemas import MAX_SQL_INT, ActivationsOut
 from app.settings import Settings
+from app.web.factory import create_app
+from app.web.pages import MAX_FORM_BYTES
 from tests.app.builders import BuiltDatabase, build_database
 
 HUGE = 10**20  # past SQLite's 64-bit integers: the driver raises OverflowError if it gets this far

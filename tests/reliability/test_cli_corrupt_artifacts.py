@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from app.cli import main
+from app.cli.commands import main
 from tests.text_builders import SMALLEST_PIPELINE, brown_jsonl
-from training.pipeline import run_pipeline
+from training.experiments.pipeline import run_pipeline
 
 SMALL, LARGE = "relu_n16_l10.03", "relu_n32_l10.03"
 

@@ -17,12 +17,12 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from app.csrf import CSRF_COOKIE
 from app.db.models import Dictionary, Label, Vocabulary
-from app.main import create_app
-from app.pages import LABELLER_COOKIE
-from app.schemas import ActivationsOut, FeatureActivation, TokenActivations
+from app.services.schemas import ActivationsOut, FeatureActivation, TokenActivations
 from app.settings import Settings
+from app.web.csrf import CSRF_COOKIE
+from app.web.factory import create_app
+from app.web.pages import LABELLER_COOKIE
 from tests.app.builders import BuiltDatabase, build_database
 
 SCRIPT = "<script>alert(1)</script>"

@@ -26,8 +26,8 @@ import tests.db.test_labels_io
 import tests.db.test_migrations
 from app.db.migrate import upgrade_to_head
 from app.db.session import make_engine
-from app.main import create_app
 from app.settings import Settings
+from app.web.factory import create_app
 from tests.app.conftest import built, client, session  # noqa: F401  the API tests' fixtures, over this app
 from tests.db.builders import BuiltRun, build_run
 from tests.reliability.conftest import new_schema_url

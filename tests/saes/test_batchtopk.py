@@ -8,7 +8,7 @@ import torch
 from tests.builders import sae_config
 from training.saes import build_sae
 from training.saes.batchtopk import THRESHOLD_MOMENTUM
-from training.trainer import INIT_STEP, SweepRun
+from training.sweeps.trainer import INIT_STEP, SweepRun
 
 
 def test_a_training_batch_activates_exactly_k_times_batch_latents():

@@ -8,7 +8,7 @@ import torch
 from tests.builders import sae_config
 from tests.saes.test_sae_family import assert_grads_match_autograd
 from training.saes import build_sae
-from training.trainer import INIT_STEP, SweepRun
+from training.sweeps.trainer import INIT_STEP, SweepRun
 
 
 @pytest.mark.parametrize("arch", ["relu", "tied"])

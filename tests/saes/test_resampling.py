@@ -7,7 +7,7 @@ import torch
 from tests.builders import sae_config
 from training.saes import build_sae
 from training.saes.resampling import resample_dead_latents
-from training.trainer import INIT_STEP, SweepRun
+from training.sweeps.trainer import INIT_STEP, SweepRun
 
 DEAD_AFTER = 1024
 BATCH = 256

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from tests.builders import sae_config
 from training.saes import ARCHS, REGISTRY, SAEConfig, build_sae, load_sae
-from training.trainer import INIT_STEP, SweepRun
+from training.sweeps.trainer import INIT_STEP, SweepRun
 
 
 def assert_grads_match_autograd(sae, x: torch.Tensor) -> None:

@@ -8,7 +8,7 @@ import torch
 from tests.builders import sae_config
 from training.saes import build_sae
 from training.saes.sparse_codes import SparseCodes
-from training.trainer import INIT_STEP, SweepRun
+from training.sweeps.trainer import INIT_STEP, SweepRun
 
 
 def positive_topk_sae(k: int = 4, **overrides):

@@ -19,7 +19,7 @@ import torch
 from pydantic import BaseModel, Field, model_validator
 from safetensors.torch import save_file
 
-from training.init import geometric_median
+from training.saes.init import geometric_median
 
 PARAM_NAMES = ("W_enc", "b_enc", "W_dec", "b_dec")
 

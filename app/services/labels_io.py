@@ -1,0 +1,269 @@
+"""Export and import of labels as CSV or JSONL, one row per label, for backups and for sharing judgements.
+
+Columns: ``dictionary`` (the dictionary's content hash), ``index``, ``labeller``, ``verdict``,
+``description``, ``confidence`` (empty / null when not given), ``created_at`` (ISO 8601, UTC) and
+``top_contexts_monosemantic`` (true / false, empty / null when not recorded; files without it import). An
+import validates every row before writing any, writes all of them in one transaction, and skips rows that
+are already stored exactly (so importing the same export twice adds nothing).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from sqlalchemy import Engine, insert, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db.models import VERDICTS, Label, utc_now
+from app.services.schemas import MAX_SQL_INT
+
+FORMATS = ("csv", "jsonl")
+COLUMNS = (
+    "dictionary",
+    "index",
+    "labeller",
+    "verdict",
+    "description",
+    "confidence",
+    "created_at",
+    "top_contexts_monosemantic",
+)
+OPTIONAL_COLUMNS = ("description", "confidence", "top_contexts_monosemantic")
+LABELS = Label.__table__
+
+LabelFormat = Literal["csv", "jsonl"]
+
+
+class LabelRecord(BaseModel):
+    """One label as exported and imported; validation mirrors what the API accepts."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    dictionary: str = Field(min_length=1, max_length=64, description="content hash of the dictionary")
+    index: int = Field(ge=0, le=MAX_SQL_INT, description="feature index inside the dictionary")
+    labeller: str = Field(min_length=1, max_length=64)
+    verdict: str = Field(description=f"one of {', '.join(VERDICTS)}")
+    description: str = Field("", max_length=2000)
+    confidence: float | None = Field(None, ge=0, le=1, allow_inf_nan=False)
+    created_at: datetime = Field(default_factory=utc_now, description="UTC; naive values are taken as UTC")
+    top_contexts_monosemantic: bool | None = Field(None, description="one concept covers the top contexts")
+
+    @field_validator("verdict")
+    @classmethod
+    def _known_verdict(cls, value: str) -> str:
+        if value not in VERDICTS:
+            raise ValueError(f"must be one of {', '.join(VERDICTS)}")
+        return value
+
+    @field_validator("created_at")
+    @classmethod
+    def _naive_utc(cls, value: datetime) -> datetime:
+        # The database stores naive UTC: convert aware times, keep naive ones as they are.
+        return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo is not None else value
+
+    @model_validator(mode="after")
+    def _readings_agree(self) -> LabelRecord:
+        if self.verdict == "monosemantic" and self.top_contexts_monosemantic is False:
+            raise ValueError("top_contexts_monosemantic: false contradicts the verdict monosemantic")
+        return self
+
+    def key(self) -> tuple:
+        """Every field: two labels with equal keys are the same label."""
+        return (
+            self.dictionary,
+            self.index,
+            self.labeller,
+            self.verdict,
+            self.description,
+            self.confidence,
+            self.created_at,
+            self.top_contexts_monosemantic,
+        )
+
+
+@dataclass
+class ImportResult:
+    """How many rows an import added and how many it skipped as already stored."""
+
+    added: int
+    skipped: int
+
+
+def _session_engine(bind: Engine | sessionmaker[Session]) -> Engine:
+    return bind if isinstance(bind, Engine) else bind.kw["bind"]
+
+
+def read_labels(bind: Engine | sessionmaker[Session]) -> list[LabelRecord]:
+    """Every stored label, oldest first."""
+    with _session_engine(bind).connect() as conn:
+        rows = conn.execute(select(LABELS).order_by(LABELS.c.created_at, LABELS.c.id)).all()
+    return [
+        LabelRecord.model_construct(
+            dictionary=row.dictionary_hash,
+            index=row.feature_index,
+            labeller=row.labeller,
+            verdict=row.verdict,
+            description=row.description,
+            confidence=row.confidence,
+            created_at=row.created_at,
+            top_contexts_monosemantic=row.top_contexts_monosemantic,
+        )
+        for row in rows
+    ]
+
+
+def _plain(record: LabelRecord) -> dict:
+    """A record as JSON-ready values, created_at in ISO 8601 with its UTC offset."""
+    return {
+        "dictionary": record.dictionary,
+        "index": record.index,
+        "labeller": record.labeller,
+        "verdict": record.verdict,
+        "description": record.description,
+        "confidence": record.confidence,
+        "created_at": record.created_at.replace(tzinfo=UTC).isoformat(),
+        "top_contexts_monosemantic": record.top_contexts_monosemantic,
+    }
+
+
+def format_labels(records: Iterable[LabelRecord], fmt: LabelFormat) -> str:
+    """Labels as the text of a CSV file (with a header) or of a JSONL file."""
+    if fmt == "jsonl":
+        return "".join(json.dumps(_plain(record), ensure_ascii=False) + "\n" for record in records)
+    if fmt != "csv":
+        raise ValueError(f"unknown label format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for record in records:
+        row = _plain(record)
+        row["confidence"] = "" if record.confidence is None else repr(record.confidence)
+        top = record.top_contexts_monosemantic
+        row["top_contexts_monosemantic"] = "" if top is None else str(top).lower()
+        writer.writerow(row)
+    return out.getvalue()
+
+
+def parse_labels(text: str, fmt: LabelFormat, source: str = "labels") -> list[LabelRecord]:
+    """Every row of a CSV or JSONL text, validated; a ValueError naming the first bad line and field."""
+    if fmt == "jsonl":
+        return [_record(row, source, line) for line, row in _jsonl_rows(text, source)]
+    if fmt == "csv":
+        return [_record(row, source, line) for line, row in _csv_rows(text, source)]
+    raise ValueError(f"unknown label format {fmt!r}: expected one of {', '.join(FORMATS)}")
+
+
+def _jsonl_rows(text: str, source: str) -> Iterable[tuple[int, dict]]:
+    for line, content in enumerate(text.splitlines(), start=1):
+        if not content.strip():
+            continue
+        try:
+            row = json.loads(content)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{source} line {line}: not valid JSON ({exc.msg})") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{source} line {line}: expected a JSON object with fields {', '.join(COLUMNS)}")
+        yield line, row
+
+
+def _csv_rows(text: str, source: str) -> Iterable[tuple[int, dict]]:
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    header = reader.fieldnames or []
+    missing = [name for name in COLUMNS if name not in header and name not in OPTIONAL_COLUMNS]
+    if missing:
+        raise ValueError(f"{source} line 1: header lacks {', '.join(missing)}: expected {','.join(COLUMNS)}")
+    end_of_previous = reader.line_num
+    for row in reader:
+        line, end_of_previous = end_of_previous + 1, reader.line_num
+        if None in row:
+            raise ValueError(f"{source} line {line}: more values than the {len(header)} header columns")
+        # CSV has no null: an empty confidence or created_at means "not given".
+        yield line, {key: value for key, value in row.items() if not (value == "" and key != "description")}
+
+
+def _record(row: dict, source: str, line: int) -> LabelRecord:
+    try:
+        return LabelRecord.model_validate(row)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(part) for part in error["loc"]) or "row"
+        got = f" (got {error['input']!r})" if error["type"] != "missing" else ""
+        message = error["msg"].removeprefix("Value error, ")
+        raise ValueError(f"{source} line {line}: {field}: {message}{got}") from None
+
+
+def import_labels(bind: Engine | sessionmaker[Session], records: list[LabelRecord]) -> ImportResult:
+    """Store the records in one transaction, skipping those already stored exactly (or repeated)."""
+    engine = _session_engine(bind)
+    hashes = sorted({record.dictionary for record in records})
+    with engine.begin() as conn:
+        stored = conn.execute(select(LABELS).where(LABELS.c.dictionary_hash.in_(hashes))).all() if hashes else []
+        seen = {
+            (
+                r.dictionary_hash,
+                r.feature_index,
+                r.labeller,
+                r.verdict,
+                r.description,
+                r.confidence,
+                r.created_at,
+                r.top_contexts_monosemantic,
+            )
+            for r in stored
+        }
+        fresh = []
+        for record in records:
+            if record.key() not in seen:
+                seen.add(record.key())
+                fresh.append(record)
+        if fresh:
+            conn.execute(
+                insert(LABELS),
+                [
+                    {
+                        "dictionary_hash": r.dictionary,
+                        "feature_index": r.index,
+                        "labeller": r.labeller,
+                        "verdict": r.verdict,
+                        "description": r.description,
+                        "confidence": r.confidence,
+                        "created_at": r.created_at,
+                        "top_contexts_monosemantic": r.top_contexts_monosemantic,
+                    }
+                    for r in fresh
+                ],
+            )
+    return ImportResult(added=len(fresh), skipped=len(records) - len(fresh))
+
+
+def format_of(path: Path, fmt: str | None = None) -> LabelFormat:
+    """The label format named, or the one a file's suffix implies (.csv, .jsonl or .ndjson)."""
+    chosen = fmt or {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}.get(path.suffix.lower())
+    if chosen not in FORMATS:
+        raise ValueError(f"cannot tell the format of {path}: pass --format csv or --format jsonl")
+    return chosen
+
+
+def export_labels_file(bind: Engine | sessionmaker[Session], path: Path, fmt: LabelFormat) -> int:
+    """Write every label to path in fmt; the number of labels written."""
+    records = read_labels(bind)
+    Path(path).write_text(format_labels(records, fmt), encoding="utf-8")
+    return len(records)
+
+
+def import_labels_file(bind: Engine | sessionmaker[Session], path: Path, fmt: LabelFormat) -> ImportResult:
+    """Validate every row of a CSV or JSONL file, then store them all in one transaction (or none)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path} is not UTF-8 text: {exc.reason} at byte {exc.start}") from None
+    return import_labels(bind, parse_labels(text, fmt, source=str(path)))

@@ -1,0 +1,476 @@
+"""Request and response bodies of the REST API; the pages render the same records.
+
+Field names are the contract in DESIGN.md: extend them, never rename them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+# "too_little_evidence": the labeller could not judge; stored and exported, left out of every estimate.
+Verdict = Literal["monosemantic", "polysemantic", "uninterpretable", "too_little_evidence"]
+EvidenceLevel = Literal["dead", "rare", "alive"]
+EvidenceFilter = Literal["alive", "rare", "dead", "all"]
+LabellerName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+FeatureSort = Literal["index", "density", "max_activation", "label_status"]
+SortOrder = Literal["asc", "desc"]
+MAX_DESCRIPTION_CHARS = 2000
+# Ids, feature indices and offsets fit a SQL INTEGER (PostgreSQL int4); larger ones would overflow SQLite's driver.
+MAX_SQL_INT = 2**31 - 1
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+    version: str = Field(description="version of the monosemantic package")
+    dictionaries: int = Field(description="number of indexed dictionaries")
+
+
+class DictionaryOut(BaseModel):
+    """One indexed dictionary (SAE) with its summary metrics."""
+
+    id: int
+    content_hash: str = Field(description="sha256 of the weights: labels are stored against it")
+    name: str
+    model: str
+    layer: int | None
+    site: str
+    arch: str
+    dict_size: int
+    sparsity_key: str = Field(description='"l1" or "k"')
+    sparsity_value: float
+    l1: float | None = Field(description="the L1 coefficient when the architecture takes one")
+    k: int | None = Field(description="active latents per sample for the top-k family")
+    alive: int = Field(description="features with enough evidence to be labelled (see min_firings, min_contribution)")
+    rare: int = Field(description="features that fire on the index corpus but with too little evidence")
+    dead: int = Field(description="features that never fire on the index corpus")
+    min_firings: int | None = Field(description="a feature firing on fewer tokens is rare")
+    min_contribution: float | None = Field(
+        description="a feature whose max activation x decoder norm is below this fraction of the activations' RMS "
+        "norm is rare (None: indexed before contributions were kept, so only firings were tested)"
+    )
+    l0: float | None
+    fvu: float | None
+    ce_recovered: float | None
+    n_tokens: int = Field(description="tokens the feature statistics were computed over")
+    labelled: int = Field(description="features with at least one label")
+    indexed_at: datetime
+    source: str = Field(
+        "ours", description='"ours" (trained here), or the format it was imported from: "saelens", "sparsify"'
+    )
+    source_metadata: dict | None = Field(
+        None, description="for an imported SAE: its format, original path, architecture and the metadata it carried"
+    )
+
+
+class TopToken(BaseModel):
+    token_id: int
+    token: str
+    count: int
+    mean_activation: float
+
+
+class FeatureSummary(BaseModel):
+    """A row of the feature browser."""
+
+    index: int
+    alive: bool = Field(description="enough evidence to be labelled")
+    evidence: EvidenceLevel
+    fire_count: int | None = Field(description="tokens of the index corpus it fires on")
+    density: float = Field(description="fraction of tokens on which the feature fires")
+    mean_activation: float = Field(description="mean over the tokens where it fires")
+    max_activation: float
+    mmcs_with_larger: float | None = Field(description="best cosine of this atom with the next larger dictionary")
+    top_tokens: list[TopToken]
+    label_count: int
+    latest_verdict: Verdict | None = Field(description="verdict of the newest label, any labeller")
+
+
+class FeaturePage(BaseModel):
+    total: int = Field(description="features matching the filter, before limit and offset")
+    limit: int
+    offset: int
+    features: list[FeatureSummary]
+
+
+class Context(BaseModel):
+    """A window of text around one token, with the feature's activation on every token."""
+
+    tokens: list[str]
+    activations: list[float]
+    center: int = Field(description="position in tokens of the token the window was sampled for")
+    position: int = Field(description="that token's position in the corpus")
+
+
+class QuantileGroup(BaseModel):
+    """Contexts sampled from one equal-width interval of the feature's activations."""
+
+    interval: int
+    low: float
+    high: float
+    contexts: list[Context]
+
+
+class Histogram(BaseModel):
+    """Counts of the feature's nonzero activations in equal-width bins over (0, max]."""
+
+    max: float
+    edges: list[float]
+    counts: list[int]
+
+
+class TokenEffect(BaseModel):
+    token_id: int
+    token: str
+    value: float
+
+
+class LogitEffects(BaseModel):
+    """Tokens whose logits the feature's decoder direction raises or lowers most (direct path)."""
+
+    promoted: list[TokenEffect]
+    suppressed: list[TokenEffect]
+
+
+class PosTagCount(BaseModel):
+    tag: str
+    count: int
+
+
+class Neighbour(BaseModel):
+    dictionary_hash: str
+    dictionary_id: int | None = Field(description="id of that dictionary when it is indexed here too")
+    dictionary_size: int
+    direction: Literal["smaller", "larger"]
+    index: int
+    cosine: float
+
+
+class LabelIn(BaseModel):
+    """A labeller's judgement of one feature."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    labeller: LabellerName
+    verdict: Verdict = Field(
+        description="the strict reading: monosemantic when one concept covers the top contexts and the quantile "
+        "samples (the whole activation range); too_little_evidence counts in no estimate"
+    )
+    description: str = Field("", max_length=MAX_DESCRIPTION_CHARS)
+    confidence: float | None = Field(None, ge=0, le=1, allow_inf_nan=False)
+    top_contexts_monosemantic: bool | None = Field(
+        None,
+        description="the looser reading: one concept covers the top contexts (what the study labelled from); "
+        "implied true by a monosemantic verdict",
+    )
+
+    @model_validator(mode="after")
+    def _readings_agree(self) -> LabelIn:
+        if self.verdict == "monosemantic" and self.top_contexts_monosemantic is False:
+            raise ValueError(
+                "top_contexts_monosemantic: false contradicts the verdict monosemantic, which covers the top contexts"
+            )
+        if self.verdict == "too_little_evidence" and self.top_contexts_monosemantic is not None:
+            raise ValueError("top_contexts_monosemantic: leave it null with the verdict too_little_evidence")
+        if self.verdict == "monosemantic":
+            self.top_contexts_monosemantic = True
+        return self
+
+
+class LabelOut(BaseModel):
+    id: int
+    dictionary_hash: str
+    feature_index: int
+    labeller: str
+    verdict: Verdict
+    description: str
+    confidence: float | None
+    top_contexts_monosemantic: bool | None = Field(description="one concept covers the top contexts")
+    created_at: datetime
+
+
+class FeatureDetail(BaseModel):
+    """Everything a labeller looks at for one feature."""
+
+    dictionary_id: int
+    dictionary_hash: str
+    index: int
+    alive: bool = Field(description="enough evidence to be labelled")
+    evidence: EvidenceLevel
+    fire_count: int | None = Field(description="tokens of the index corpus it fires on")
+    max_contribution: float | None = Field(description="max activation x decoder norm, in activation units")
+    density: float
+    mean_activation: float
+    max_activation: float
+    mmcs_with_larger: float | None
+    top_contexts: list[Context]
+    quantile_samples: list[QuantileGroup]
+    histogram: Histogram
+    top_tokens: list[TopToken]
+    logit_effects: LogitEffects
+    pos_tags: list[PosTagCount]
+    # Keep these two last: the API caches the JSON of the fields above and appends these per request.
+    neighbours: list[Neighbour]
+    labels: list[LabelOut] = Field(description="every label of this feature, newest first")
+
+
+class LabellerCounts(BaseModel):
+    """A labeller's latest verdicts on one dictionary's alive features (or on all, for /api/agreement)."""
+
+    labeller: str
+    labelled: int
+    monosemantic: int
+    polysemantic: int
+    uninterpretable: int
+    too_little_evidence: int = 0
+
+
+class AgreementOut(BaseModel):
+    method: Literal["cohen", "fleiss"] | None = Field(description="cohen for two labellers, fleiss for three or more")
+    kappa: float | None = Field(description="None when undefined (no overlap, or all verdicts alike)")
+    observed: float | None
+    expected: float | None
+    features: int = Field(description="features with latest verdicts from two or more labellers")
+    labellers: int = Field(description="labellers among those features")
+    per_labeller: list[LabellerCounts]
+
+
+class QuartileEstimate(BaseModel):
+    quartile: int = Field(description="1 (rarest features) to 4 (densest)")
+    density_low: float | None
+    density_high: float | None
+    alive: int
+    labelled: int
+    monosemantic: int
+    fraction: float | None
+    fraction_low: float
+    fraction_high: float
+
+
+class GroupFraction(BaseModel):
+    """The monosemantic fraction of one group of alive features, with its Wilson 95% interval."""
+
+    alive: int
+    labelled: int
+    monosemantic: int
+    fraction: float | None = Field(description="None when no feature of the group is labelled")
+    fraction_low: float
+    fraction_high: float
+
+
+class PersistenceOut(BaseModel):
+    """Whether features that persist into the next larger dictionary are labelled monosemantic more often.
+
+    A feature is persistent when its decoder direction's best cosine with the next larger dictionary of
+    its sweep (``mmcs_with_larger``) is at least ``threshold``. Features without a larger dictionary are
+    left out of both groups and counted in ``no_larger``.
+    """
+
+    threshold: float = Field(description="mmcs_with_larger at or above which a feature is persistent")
+    persistent: GroupFraction
+    not_persistent: GroupFraction
+    no_larger: int = Field(description="alive features with no larger dictionary to compare with (left out)")
+    no_larger_labelled: int = Field(description="of those, how many are labelled")
+    difference: float | None = Field(description="persistent fraction minus not-persistent fraction")
+    difference_low: float | None = Field(description="Newcombe's hybrid score 95% interval of the difference")
+    difference_high: float | None
+    p_value: float | None = Field(description="two-sided Fisher's exact test of the 2 x 2 table")
+    interval_excludes_zero: bool | None = Field(description="whether the difference's 95% interval excludes zero")
+    significant: bool | None = Field(
+        description="the interval excludes zero and p_value < 0.05 (both; with few labels they can disagree)"
+    )
+
+
+class ReadingEstimate(BaseModel):
+    """The estimate under one reading of "monosemantic", over the alive features labelled with that reading."""
+
+    reading: Literal["top_contexts", "activation_range"]
+    description: str = Field(description="the reading in words")
+    labelled: int = Field(description="alive features with a verdict under this reading")
+    monosemantic: int
+    fraction: float | None
+    fraction_low: float
+    fraction_high: float
+    estimate: float | None = Field(description="alive x fraction")
+    estimate_low: float
+    estimate_high: float
+    agreement: AgreementOut
+
+
+class EstimateOut(BaseModel):
+    """The labellable-feature estimate of one dictionary (see ``queries.dictionary_estimate``).
+
+    The top-level fraction and estimate are the strict reading (``activation_range``); ``readings`` gives
+    both readings, the looser ``top_contexts`` first (the one the study's figure compares with).
+    """
+
+    dictionary_id: int
+    alive: int = Field(description="features with enough evidence: the population of the estimate")
+    rare: int = Field(0, description="features that fired with too little evidence (not counted)")
+    dead: int = Field(0, description="features that never fired on the index corpus (not counted)")
+    min_firings: int | None = None
+    min_contribution: float | None = None
+    population: str = Field("", description="the population of the estimate in words")
+    labelled_not_alive: int = Field(
+        0, description="rare or dead features with labels: the labels are kept and exported but not counted"
+    )
+    too_little_evidence: int = Field(
+        0, description="alive features whose only verdicts are too_little_evidence (left out of the denominator)"
+    )
+    labelled: int
+    monosemantic: int
+    fraction: float | None
+    fraction_low: float
+    fraction_high: float
+    estimate: float | None
+    estimate_low: float
+    estimate_high: float
+    confidence_level: float = 0.95
+    agreement: AgreementOut
+    readings: list[ReadingEstimate] = Field(default_factory=list, description="top_contexts, then activation_range")
+    quartiles: list[QuartileEstimate] | None = Field(None, description="with ?by=density")
+    persistence: PersistenceOut | None = Field(None, description="with ?by=persistence")
+
+
+class MMCSRecord(BaseModel):
+    """One point of the MMCS-with-larger curve: a dictionary size against the next larger one."""
+
+    model_config = ConfigDict(extra="allow")
+
+    arch: str
+    dict_size: int
+    mmcs_with_larger: float
+    larger_size: int | None = None
+    l1: float | None = None
+    k: int | None = None
+
+
+class FeatureCountEstimate(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    value: float | None
+    low: float | None
+    high: float | None
+    method: str
+
+
+class FeatureCountOut(BaseModel):
+    mmcs_with_larger: list[MMCSRecord]
+    feature_count_estimate: FeatureCountEstimate | None
+    true_feature_count: int | None = Field(None, description="the known G of a toy experiment")
+
+
+class ConvergenceRun(BaseModel):
+    """Whether one SAE had stopped improving: its held-out objective's fall over the window, and where it ended."""
+
+    name: str
+    converged: bool
+    objective_fall: float = Field(description="relative fall of the held-out objective over the window")
+    objective: float = Field(description="final objective on the tracked held-out rows")
+    fvu: float
+    l0: float
+
+
+class ConvergenceOut(BaseModel):
+    window: list[float] = Field(description="the stretch of training measured, as fractions of it (before the decay)")
+    tolerance: float = Field(description="a fall below this counts as converged")
+    runs: list[ConvergenceRun]
+    preset: str | None = Field(None, description="the preset the sweep was trained with")
+
+
+class ActivationsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dictionary_id: int = Field(ge=1, le=MAX_SQL_INT)
+    text: str = Field(min_length=1)
+    feature: int | None = Field(
+        None, ge=0, le=MAX_SQL_INT, description="also report this feature's activation on every token"
+    )
+
+
+class FeatureActivation(BaseModel):
+    index: int
+    activation: float
+
+
+class TokenActivations(BaseModel):
+    token: str = Field(description="the token's text as it appears in the input")
+    start: int = Field(description="character offset of the token in the input")
+    end: int
+    top_features: list[FeatureActivation] = Field(description="strongest active features, at most 5")
+    feature_activation: float | None = Field(description="activation of the requested feature, if any")
+
+
+class ActivationsOut(BaseModel):
+    dictionary_id: int
+    feature: int | None
+    tokens: list[TokenActivations]
+
+
+class LabelsImportOut(BaseModel):
+    imported: int = Field(description="label rows written")
+    skipped: int = Field(description="rows already stored exactly (importing an export twice adds nothing)")
+
+
+class ContrastIn(BaseModel):
+    """Two sets of token positions, each a pattern over the run's text with its target marked, or examples."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    a: str | None = Field(
+        None, max_length=500, description=r"regex with the target in [[...]] or (?P<target>...), e.g. (Mr|Dr)[[\.]]"
+    )
+    b: str | None = Field(None, max_length=500, description="the other set's regex, marked the same way")
+    a_examples: list[str] | None = Field(
+        None, max_length=50, description="instead of a: literal example strings, each with its target in [[...]]"
+    )
+    b_examples: list[str] | None = Field(None, max_length=50, description="instead of b: literal examples")
+    max_positions: int = Field(2000, ge=20, le=20_000, description="positions kept per set (a seeded sample)")
+    seed: int = Field(0, ge=0, le=MAX_SQL_INT, description="seed of the sample and of the train/held-out split")
+
+
+class AucOut(BaseModel):
+    value: float = Field(description="area under the ROC curve on held-out positions")
+    low: float = Field(description="95% interval, Hanley and McNeil")
+    high: float
+
+
+class ProbeOut(BaseModel):
+    layer: int = Field(description="block index, 0-based (layer 2 is the study's third layer)")
+    site: str = Field(description='"mlp" (MLP activations) or "resid" (residual stream after the block)')
+    dim: int
+    auc: AucOut
+
+
+class ContrastFeatureOut(BaseModel):
+    dictionary: str
+    dictionary_id: int | None = Field(description="id in /api/dictionaries when the dictionary is indexed")
+    index: int
+    auc: AucOut
+    fires_more_on: str = Field(description='"a" or "b"')
+    fire_rate_a: float
+    fire_rate_b: float
+    contexts: list[str] = Field(description="where it fires most among the sets' positions, target in [[...]]")
+
+
+class ContrastPairOut(BaseModel):
+    dictionary: str
+    indices: list[int]
+    auc: AucOut
+
+
+class ContrastOut(BaseModel):
+    a: str
+    b: str
+    positions_a: int
+    positions_b: int
+    dropped_overlap: int = Field(description="positions both patterns matched, left out of both sets")
+    heldout_a: int
+    heldout_b: int
+    harvested_layer: int | None = Field(description="the layer whose MLP activations the SAEs were trained on")
+    probes: list[ProbeOut]
+    features: dict[str, list[ContrastFeatureOut]]
+    pairs: dict[str, ContrastPairOut]
+    seed: int

@@ -1,0 +1,213 @@
+"""The contrastive feature search: its statistics, a planted feature, a real run, and its CLI, API and page."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from app.cli.commands import main
+from app.services.ingest import ingest_run
+from app.settings import Settings
+from app.web.factory import create_app
+from tests.text_builders import SMALLEST_PIPELINE, brown_jsonl
+from training.activations.harvest import load_activations
+from training.data.tokenizer import load_tokenized
+from training.experiments.pipeline import run_pipeline
+from training.features.contrast import (
+    ContrastConfig,
+    ContrastInputError,
+    CorpusText,
+    auc_columns,
+    compile_pattern,
+    contrast,
+    examples_pattern,
+    feature_results,
+    hanley_mcneil,
+    layer_activations,
+    match_positions,
+    probe_auc,
+)
+from training.features.index import index_run
+from training.lm.tinylm import load_lm
+
+
+def test_auc_columns_counts_ties_as_half_and_reads_direction():
+    scores = np.array([[3.0, 0.0, 1.0], [2.0, 0.0, 1.0], [1.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
+    is_a = np.array([True, True, False, False])
+    assert auc_columns(scores, is_a).tolist() == [1.0, 0.5, 0.5]
+    assert auc_columns(-scores[:, :1], is_a).tolist() == [0.0]
+
+
+def test_the_interval_narrows_with_more_positions_and_contains_the_value():
+    small, large = hanley_mcneil(0.8, 20, 20), hanley_mcneil(0.8, 2000, 2000)
+    assert small.low < large.low <= 0.8 <= large.high < small.high
+
+
+def test_a_probe_on_two_random_position_sets_is_near_chance():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2000, 16))
+    is_a = rng.random(2000) < 0.5
+    auc = probe_auc(x[:1000], is_a[:1000], x[1000:], is_a[1000:])
+    assert 0.44 < auc.value < 0.56 and auc.low < 0.5 < auc.high
+
+
+def test_a_probe_finds_a_direction_that_separates_the_sets():
+    rng = np.random.default_rng(1)
+    is_a = rng.random(2000) < 0.5
+    x = rng.normal(size=(2000, 16))
+    x[:, 3] += np.where(is_a, 1.5, -1.5)
+    assert probe_auc(x[:1000], is_a[:1000], x[1000:], is_a[1000:]).value > 0.95
+
+
+def tiny_corpus(n_tokens: int) -> CorpusText:
+    vocab = [f"t{i} " for i in range(50)]
+    tokens = np.arange(n_tokens) % 50
+    lengths = np.array([len(v) for v in vocab])[tokens]
+    return CorpusText(
+        text="".join(vocab[t] for t in tokens),
+        starts=np.concatenate([[0], np.cumsum(lengths)]),
+        vocab=vocab,
+        tokens=tokens,
+    )
+
+
+def test_a_planted_feature_is_ranked_first_with_its_held_out_auc():
+    rng = np.random.default_rng(2)
+    n, size = 1200, 64
+    is_a = np.arange(n) < 600
+    codes = np.where(rng.random((n, size)) < 0.1, rng.random((n, size)), 0.0)
+    codes[:, 41] = np.where(is_a, 1 + rng.random(n), np.where(rng.random(n) < 0.05, 0.3, 0.0))
+    train = rng.random(n) < 0.5
+    positions = np.arange(n) * 3
+    features, pair = feature_results("planted", codes, is_a, train, positions, tiny_corpus(4000), ContrastConfig())
+    assert features[0].index == 41 and features[0].fires_more_on == "a"
+    assert features[0].auc.value > 0.95 and features[0].fire_rate_a == 1.0 and features[0].fire_rate_b < 0.1
+    assert "[[" in features[0].contexts[0]
+    assert 41 in pair.indices and pair.auc.value > 0.95
+    assert all(f.auc.value < 0.7 for f in features[1:])
+
+
+def test_patterns_need_a_marked_target_and_valid_syntax():
+    assert compile_pattern("a", r"Mr[[\.]]").groupindex == {"target": 1}
+    assert compile_pattern("b", r"(?P<target>\.) [A-Z]").groupindex == {"target": 1}
+    for pattern, message in [("Mr\\.", "mark the target"), ("x(", "not a valid regular expression"), ("  ", "empty")]:
+        with pytest.raises(ContrastInputError, match=message) as error:
+            compile_pattern("a", pattern)
+        assert error.value.field == "a"
+    with pytest.raises(ContrastInputError, match="one target"):
+        match_positions(tiny_corpus(100), "b", "[[t1]] [[t2]]")
+    with pytest.raises(ContrastInputError, match="no \\[\\[...\\]\\]|has no target"):
+        examples_pattern("a", ["Mr. Smith"])
+
+
+def test_targets_map_to_the_token_that_holds_them():
+    corpus = tiny_corpus(200)
+    positions = match_positions(corpus, "a", r"t3 [[t4]] ")
+    assert positions.tolist() == [4, 54, 104, 154]
+    assert match_positions(corpus, "a", examples_pattern("a", ["t3 [[t4 ]]"])).tolist() == positions.tolist()
+    with pytest.raises(ContrastInputError, match="matches no token"):
+        match_positions(corpus, "a", "zz[[q]]")
+
+
+@pytest.fixture(scope="module")
+def indexed_run(tmp_path_factory) -> Path:
+    corpus = brown_jsonl(tmp_path_factory.mktemp("corpus"))
+    workdir = tmp_path_factory.mktemp("run")
+    run_pipeline(SMALLEST_PIPELINE, workdir, corpus, progress=False)
+    index_run(workdir, progress=False)
+    return workdir
+
+
+def test_the_lm_rows_at_the_sets_positions_are_the_harvested_ones(indexed_run):
+    tokens = load_tokenized(indexed_run / "tokens").train.tokens
+    rows, manifest = load_activations(indexed_run / "activations", "train")
+    positions = np.array([0, 5, 127, 128, 400, len(tokens) - 1])
+    layers = layer_activations(load_lm(indexed_run / "lm"), tokens, positions[::-1].copy(), progress=False)
+    harvested = np.asarray(rows[positions[::-1]])
+    assert np.allclose(layers[(manifest.layer, "mlp")], harvested, atol=1e-5)
+    assert {key[1] for key in layers} == {"mlp", "resid"} and len(layers) == 2 * 6
+
+
+def test_a_run_is_searched_layer_by_layer_and_dictionary_by_dictionary(indexed_run):
+    result = contrast(indexed_run, r"[[\.]]", r"[[,]]", ContrastConfig(max_positions=30), progress=False)
+    assert result.positions_a == 30 and 10 < result.positions_b <= 30 and result.dropped_overlap == 0
+    assert result.heldout_a == 15 and result.harvested_layer == 2
+    assert len(result.probes) == 12 and all(p.auc.low <= p.auc.value <= p.auc.high for p in result.probes)
+    # Two different tokens are told apart from the embedding on: the probes separate them well above chance.
+    assert np.median([p.auc.value for p in result.probes]) > 0.75
+    assert set(result.features) == {"relu_n16_l10.03", "relu_n32_l10.03"}
+    again = contrast(indexed_run, r"[[\.]]", r"[[,]]", ContrastConfig(max_positions=30), progress=False)
+    assert json.dumps(again.to_json()) == json.dumps(result.to_json())
+
+
+def test_the_cli_prints_the_search_and_writes_json(indexed_run, tmp_path, capsys):
+    out = tmp_path / "contrast.json"
+    args = ["contrast", "--workdir", str(indexed_run), "--a", r"[[\.]]", "--b-example", "[[,]]"]
+    assert main([*args, "--max-positions", "100", "--json", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "layer 2 mlp" in printed and "the SAEs' layer" in printed and "relu_n32_l10.03" in printed
+    assert json.loads(out.read_text())["positions_b"] > 10
+    with pytest.raises(SystemExit) as bad:
+        main(["contrast", "--workdir", str(indexed_run), "--a", "x(", "--b", "[[,]]"])
+    err = capsys.readouterr().err
+    assert bad.value.code == 2 and err.count("\n") == 1 and "argument --a: not a valid regular expression" in err
+
+
+@pytest.fixture(scope="module")
+def client(indexed_run, tmp_path_factory):
+    database = tmp_path_factory.mktemp("db") / "contrast.db"
+    app = create_app(Settings(workdir=indexed_run, database_url=f"sqlite:///{database}"))
+    ingest_run(app.state.engine, indexed_run)
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def test_the_api_answers_with_probes_and_linked_features(client):
+    response = client.post("/api/contrast", json={"a": r"[[\.]]", "b_examples": ["[[,]]"], "max_positions": 100})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["heldout_a"] > 5 and len(body["probes"]) == 12
+    feature = body["features"]["relu_n32_l10.03"][0]
+    assert feature["dictionary_id"] is not None
+    assert client.get(f"/api/dictionaries/{feature['dictionary_id']}/features/{feature['index']}").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"a": "x(", "b": "[[,]]"}, "a"),
+        ({"a": r"[[\.]]", "b": "no marker"}, "b"),
+        ({"a": r"[[\.]]", "b": "[[qqqq]]zz"}, "b"),
+        ({"a": r"[[\.]]"}, "b"),
+        ({"a": r"[[\.]]", "b": "[[,]]", "b_examples": ["[[,]]"]}, "b"),
+        ({"a_examples": ["no target"], "b": "[[,]]"}, "a_examples"),
+        ({"a": r"[[\.]]", "b": "[[,]]", "max_positions": 5}, "max_positions"),
+    ],
+)
+def test_bad_input_is_a_422_naming_the_field(client, body, field):
+    response = client.post("/api/contrast", json=body)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"][-1] == field
+
+
+def test_the_page_renders_the_form_and_a_result(client):
+    empty = client.get("/contrast")
+    assert empty.status_code == 200 and 'name="a"' in empty.text and 'href="/contrast"' in empty.text
+    page = client.get("/contrast", params={"a": r"[[\.]]", "b": "[[,]]", "max_positions": 100})
+    assert page.status_code == 200
+    assert "Probe AUC per layer" in page.text and "(the SAEs' layer)" in page.text
+    assert "relu_n32_l10.03" in page.text and "/features/" in page.text
+    bad = client.get("/contrast", params={"a": "x(", "b": "[[,]]"})
+    assert bad.status_code == 422 and "Set a: not a valid regular expression" in bad.text
+
+
+def test_the_probe_is_deterministic_in_torch():
+    torch.manual_seed(0)
+    x = np.random.default_rng(3).normal(size=(400, 4))
+    is_a = x[:, 0] > 0
+    assert probe_auc(x[:200], is_a[:200], x[200:], is_a[200:]) == probe_auc(x[:200], is_a[:200], x[200:], is_a[200:])

@@ -1,0 +1,238 @@
+"""The whole offline experiment on a tiny LM: corpus -> tokenizer -> LM -> activations -> SAE sweep -> metrics.
+
+Every step writes into its own folder of the run directory and is skipped when its output already
+exists for the same settings and inputs (the tokenizer, LM trainer, harvester and sweep trainer each
+check this themselves), so a killed run continues where it stopped. ``metrics.json`` at the top of the
+run directory has the same shape as the toy experiment's, with CE-loss recovered per SAE, so LM and toy
+results can be put side by side. The last step indexes every SAE's features (``training.features.index``)
+for the app to ingest.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel, Field
+
+from training.activations.harvest import ActivationSource, HarvestConfig, harvest_activations
+from training.analysis.metrics import SizedDictionary, evaluate, feature_count_estimate, mmcs_with_larger_records
+from training.data.corpus import corpus_subset, load_corpus
+from training.data.tokenizer import TokenizeConfig, tokenize_corpus
+from training.experiments.evidence_report import add_evidence
+from training.features.index import FeatureIndexConfig, index_run
+from training.figures.sweep import (
+    plot_heatmap,
+    plot_heldout_objective,
+    plot_mmcs_with_larger,
+    plot_training_curve,
+    read_train_log,
+)
+from training.lm.tinylm import TinyLMConfig, TrainLMConfig, splice_losses, train_lm
+from training.saes import SAEConfig, SparseAutoencoder
+from training.sweeps.convergence import HELDOUT_LOG, add_convergence, read_heldout_log, sweep_convergence, sweep_tracker
+from training.sweeps.trainer import TrainConfig, samples_per_second, train_sweep
+
+
+class PipelineConfig(BaseModel):
+    """One preset of the LM pipeline."""
+
+    name: str = Field(..., description="preset name")
+    max_documents: int | None = Field(None, gt=0, description="use only the first N documents of the corpus")
+    vocab_size: int = Field(4096, gt=0, description="BPE vocabulary size")
+    lm_steps: int = Field(700, gt=0, description="LM training steps")
+    lm_batch_size: int = Field(32, gt=0, description="LM contexts per step")
+    layer: int = Field(2, ge=0, description="block whose post-GELU MLP activations the SAEs learn")
+    dict_sizes: list[int] = Field(..., description="SAE dictionary sizes")
+    l1: list[float] = Field(..., description="L1 coefficients of the relu SAEs")
+    k: list[int] = Field(..., description="k values of the topk SAEs")
+    sae_samples: int = Field(..., gt=0, description="activation rows each SAE trains on")
+    sae_batch_size: int = Field(1024, gt=0, description="rows per SAE step")
+    resample_until: float = Field(
+        0.4,
+        ge=0,
+        le=1,
+        description="relu SAEs resample dead latents only in this first fraction of training, which leaves the "
+        "stretch before the learning rate decays free of resampling shocks, so its held-out curve shows convergence",
+    )
+    eval_rows: int = Field(20_000, gt=0, description="held-out rows for L0, FVU and dead latents")
+    splice_tokens: int = Field(32_768, gt=0, description="validation tokens for CE-loss recovered")
+
+
+PRESETS: dict[str, PipelineConfig] = {
+    "quick": PipelineConfig(
+        name="quick",
+        max_documents=40,
+        vocab_size=1024,
+        lm_steps=150,
+        lm_batch_size=16,
+        dict_sizes=[32, 64, 128],
+        l1=[0.1, 0.3],
+        k=[8],
+        sae_samples=150_000,
+        eval_rows=5_000,
+        splice_tokens=8_192,
+    ),
+    "default": PipelineConfig(
+        name="default",
+        lm_steps=700,
+        dict_sizes=[32, 64, 128, 256, 512, 1024, 2048, 4096],
+        l1=[0.1, 0.3],
+        k=[8],
+        sae_samples=2_000_000,
+        sae_batch_size=512,
+    ),
+}
+
+
+class ScaledSource:
+    """An activation source rescaled so that rows have unit mean squared norm.
+
+    Sparsity coefficients then mean the same on any model, site or corpus (and on the toy data).
+    """
+
+    def __init__(self, source: ActivationSource) -> None:
+        self.source = source
+        self.dim = source.dim
+        self.scale = float(source.manifest.mean_sq_norm) ** -0.5
+
+    def batch(self, step: int, batch_size: int) -> torch.Tensor:
+        return self.source.batch(step, batch_size).mul_(self.scale)
+
+    def spec(self) -> dict:
+        return {**self.source.spec(), "scale": self.scale}
+
+
+def sae_configs(config: PipelineConfig, d_in: int) -> list[SAEConfig]:
+    """The sweep: relu over the l1 grid and topk over k, at every dictionary size."""
+    relu = [
+        SAEConfig(arch="relu", d_in=d_in, dict_size=n, l1=l1, resample_until=config.resample_until)
+        for l1 in config.l1
+        for n in config.dict_sizes
+    ]
+    topk = [SAEConfig(arch="topk", d_in=d_in, dict_size=n, k=k) for k in config.k for n in config.dict_sizes if k <= n]
+    return relu + topk
+
+
+def run_record(sae: SparseAutoencoder, evaluation, sps: float, losses=None) -> dict:
+    """One SAE's line of ``metrics.json``: L0, FVU, dead fraction, throughput and CE losses (None without an LM)."""
+    cfg = sae.config
+    return {
+        "arch": cfg.arch,
+        "dict_size": cfg.dict_size,
+        cfg.sparsity_key: cfg.sparsity,
+        "name": cfg.name,
+        "l0": evaluation.l0,
+        "fvu": evaluation.fvu,
+        "dead_fraction": evaluation.dead_fraction,
+        "alive": int((~evaluation.dead).sum()),
+        "samples_per_s": sps,
+        "ce_clean": None if losses is None else losses.clean,
+        "ce_spliced": None if losses is None else losses.spliced,
+        "ce_zero_ablated": None if losses is None else losses.zero_ablated,
+        "ce_recovered": None if losses is None else losses.recovered,
+    }
+
+
+def run_pipeline(config: PipelineConfig, workdir: Path, corpus_path: Path | None = None, progress: bool = True) -> dict:
+    """Run (or resume) every step of the LM experiment in workdir; the metrics.json dict it wrote."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    stage_seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        stage_seconds[stage] = now - clock
+        clock = now
+
+    corpus = corpus_subset(load_corpus(corpus_path), config.max_documents)
+    tokens = tokenize_corpus(corpus, workdir / "tokens", TokenizeConfig(vocab_size=config.vocab_size), progress)
+    lap("corpus_and_tokenizer")
+    lm_config = TinyLMConfig(vocab_size=tokens.tokenizer.get_vocab_size())
+    trained = train_lm(
+        lm_config,
+        tokens.train.tokens,
+        tokens.val.tokens,
+        workdir / "lm",
+        TrainLMConfig(steps=config.lm_steps, batch_size=config.lm_batch_size),
+        progress=progress,
+    )
+    model = trained.model
+    lap("lm")
+    harvest = HarvestConfig(layer=config.layer)
+    harvest_activations(model, tokens.train.tokens, workdir / "activations", "train", harvest, progress)
+    lap("harvest")
+    source = ScaledSource(ActivationSource(workdir / "activations"))
+    train = TrainConfig(samples=config.sae_samples, batch_size=config.sae_batch_size)
+    held_out = source.batch(-1_000_000, config.eval_rows)
+    runs = train_sweep(
+        sae_configs(config, source.dim),
+        source,
+        train,
+        workdir / "saes",
+        source_spec=source.spec(),
+        progress=progress,
+        observer=sweep_tracker(workdir / "saes", held_out, train),
+    )
+
+    lap("sae_sweep")
+    splice_stream = torch.as_tensor(tokens.val.tokens[: config.splice_tokens].astype("int64"))
+    records, groups = [], defaultdict(list)
+    baselines: tuple[float, float] | None = None
+    for run in runs:
+        sae = run.sae
+        evaluation = evaluate(sae, held_out)
+
+        def reconstruct(hidden: torch.Tensor, sae: SparseAutoencoder = sae) -> torch.Tensor:
+            return sae.reconstruct(hidden * source.scale) / source.scale
+
+        losses = splice_losses(model, splice_stream, config.layer, reconstruct, baselines=baselines)
+        baselines = (losses.clean, losses.zero_ablated)
+        records.append(run_record(sae, evaluation, samples_per_second(run, train), losses))
+        groups[(sae.config.arch, sae.config.sparsity)].append(
+            SizedDictionary(sae.config.dict_size, sae.W_dec.clone(), evaluation.dead)
+        )
+
+    larger = [
+        record
+        for (arch, value), sweep in groups.items()
+        for record in mmcs_with_larger_records(sweep, {"arch": arch, "k" if arch == "topk" else "l1": value})
+    ]
+    convergence = sweep_convergence(workdir / "saes", train)
+    add_convergence(records, convergence)
+    lap("evaluation")
+    estimate = feature_count_estimate({f"{arch} {value:g}": sweep for (arch, value), sweep in groups.items()})
+    metrics = {
+        "preset": config.name,
+        "layer": config.layer,
+        "lm": json.loads((workdir / "lm" / "lm_metrics.json").read_text()),
+        "runs": records,
+        "mmcs_with_larger": larger,
+        "feature_count_estimate": estimate,
+        "convergence": convergence,
+        "config": config.model_dump(),
+        "stage_seconds": stage_seconds,
+    }
+    (workdir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    figures = workdir / "figures"
+    for arch in sorted({r["arch"] for r in records}):
+        for metric in ("dead_fraction", "fvu", "ce_recovered"):
+            plot_heatmap(records, metric, arch, figures / f"heatmap_{metric}_{arch}.png")
+    plot_mmcs_with_larger(larger, figures / "mmcs_with_larger.png", None, estimate)
+    log = read_train_log(workdir / "saes" / "train_log.jsonl")
+    plot_training_curve(log, "fvu", figures / "fvu_vs_samples.png", log_y=True)
+    plot_training_curve(log, "l0", figures / "l0_vs_samples.png", log_y=True)
+    plot_training_curve(log, "dead_fraction", figures / "dead_fraction_vs_samples.png")
+    heldout = read_heldout_log(workdir / "saes" / HELDOUT_LOG)
+    plot_heldout_objective(heldout, figures / "heldout_objective_vs_samples.png", convergence["window"][1])
+    clock = time.perf_counter()
+    index_config = FeatureIndexConfig()
+    index_run(workdir, index_config, progress)
+    metrics["stage_seconds"]["feature_index"] = time.perf_counter() - clock
+    add_evidence(metrics, workdir, index_config, figures)
+    (workdir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics

@@ -1,0 +1,392 @@
+"""Contrastive feature search: which layers and which SAE features tell two sets of token positions apart?
+
+Each set is a pattern over the run's training text with its target token marked: a regex in which
+``[[...]]`` (or a named group ``target``) marks the target, or literal example strings with the target in
+``[[...]]``. Every match's target is the token whose text covers the target's first character. Positions
+matched by both sets are dropped from both. The positions are split once, by a seeded shuffle, into
+training and held-out halves: probes are fitted and features chosen on the training half, and every AUC
+reported is on the held-out half, with a 95% interval (Hanley and McNeil's standard error).
+
+Per layer, a logistic probe on the MLP activations (and on the residual stream after the block), read by
+running the run's TinyLM on the same context windows the harvest used, so layer ``manifest.layer``'s rows
+equal the harvested ones the SAEs were trained on. Per dictionary, the single features that separate the
+sets best (either direction) and the best pair of features.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import rankdata
+from tqdm import tqdm
+
+from training.activations.harvest import load_activations
+from training.data.tokenizer import TokenizedCorpus, load_tokenized
+from training.features.index import display_tokens, sae_folders
+from training.lm.tinylm import TinyLM, load_lm
+from training.saes import load_sae
+
+TARGET_GROUP = "target"
+MARKER = re.compile(r"\[\[(.+?)\]\]")
+MAX_SAMPLE_MATCHES = 2_000_000
+
+
+class ContrastInputError(ValueError):
+    """A pattern that cannot define a set of positions; ``field`` names which set ("a" or "b")."""
+
+    def __init__(self, field_name: str, message: str) -> None:
+        super().__init__(f"{field_name}: {message}")
+        self.field = field_name
+        self.message = message
+
+
+@dataclass
+class ContrastConfig:
+    """How many positions each set keeps, the split seed, and how many features are reported per dictionary."""
+
+    max_positions: int = 4000
+    seed: int = 0
+    heldout_fraction: float = 0.5
+    top_features: int = 5
+    pair_candidates: int = 6
+    contexts_per_feature: int = 3
+
+
+@dataclass
+class Auc:
+    """An AUC on held-out positions with its 95% interval."""
+
+    value: float
+    low: float
+    high: float
+
+
+@dataclass
+class ProbeResult:
+    layer: int
+    site: str  # "mlp" (the MLP activations) or "resid" (the residual stream after the block)
+    dim: int
+    auc: Auc
+
+
+@dataclass
+class FeatureResult:
+    dictionary: str
+    index: int
+    auc: Auc  # of the feature's activation as a score, in the direction it separates the sets
+    fires_more_on: str  # "a" or "b"
+    fire_rate_a: float
+    fire_rate_b: float
+    contexts: list[str] = field(default_factory=list)  # where it fires most among the sets' positions
+
+
+@dataclass
+class PairResult:
+    dictionary: str
+    indices: tuple[int, int]
+    auc: Auc
+
+
+@dataclass
+class ContrastResult:
+    a: str
+    b: str
+    positions_a: int
+    positions_b: int
+    dropped_overlap: int
+    heldout_a: int
+    heldout_b: int
+    harvested_layer: int | None
+    probes: list[ProbeResult]
+    features: dict[str, list[FeatureResult]]
+    pairs: dict[str, PairResult]
+    seed: int
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class CorpusText:
+    """The training split as one string, with each token's character start, for pattern matching."""
+
+    text: str
+    starts: np.ndarray  # (n_tokens + 1,) character offset of each token, then the end
+    vocab: list[str]
+    tokens: np.ndarray
+
+    @classmethod
+    def of(cls, tokenized: TokenizedCorpus) -> CorpusText:
+        vocab = display_tokens(tokenized.tokenizer)
+        tokens = np.asarray(tokenized.train.tokens)
+        lengths = np.array([len(t) for t in vocab], dtype=np.int64)[tokens]
+        starts = np.concatenate([[0], np.cumsum(lengths)])
+        return cls(text="".join(vocab[t] for t in tokens.tolist()), starts=starts, vocab=vocab, tokens=tokens)
+
+    def snippet(self, position: int, before: int = 12, after: int = 4) -> str:
+        """The text around a token, with the token in ``[[...]]``."""
+        lo, hi = max(0, position - before), min(len(self.tokens), position + after + 1)
+        pieces = [self.vocab[t] for t in self.tokens[lo:hi].tolist()]
+        pieces[position - lo] = f"[[{pieces[position - lo]}]]"
+        return "".join(pieces).replace("\n", " ")
+
+
+def compile_pattern(field_name: str, pattern: str) -> re.Pattern:
+    """A regex with a ``target`` group, from ``[[...]]`` markers or a named group; ContrastInputError if not."""
+    if not pattern or not pattern.strip():
+        raise ContrastInputError(field_name, "the pattern is empty")
+    source = MARKER.sub(lambda m: f"(?P<{TARGET_GROUP}>{m.group(1)})", pattern, count=1)
+    try:
+        compiled = re.compile(source)
+    except re.error as exc:
+        raise ContrastInputError(field_name, f"not a valid regular expression: {exc}") from None
+    if TARGET_GROUP not in compiled.groupindex:
+        raise ContrastInputError(field_name, "mark the target token with [[...]] or a named group (?P<target>...)")
+    return compiled
+
+
+def examples_pattern(field_name: str, examples: list[str]) -> str:
+    """A regex matching any of the example strings literally, each with its target in ``[[...]]``."""
+    alternatives = []
+    for example in examples:
+        match = MARKER.search(example)
+        if match is None:
+            raise ContrastInputError(field_name, f"example {example!r} has no target in [[...]]")
+        before, target, after = example[: match.start()], match.group(1), example[match.end() :]
+        alternatives.append(f"{re.escape(before)}[[{re.escape(target)}]]{re.escape(after)}")
+    if not alternatives:
+        raise ContrastInputError(field_name, "no examples given")
+    return "|".join(f"(?:{a})" for a in alternatives)
+
+
+def match_positions(corpus: CorpusText, field_name: str, pattern: str) -> np.ndarray:
+    """Token positions of the pattern's target in the training text, ascending and unique."""
+    if pattern.count("[[") > 1:
+        raise ContrastInputError(field_name, "mark one target only")
+    compiled = compile_pattern(field_name, pattern)
+    chars = []
+    for match in compiled.finditer(corpus.text):
+        start = match.start(TARGET_GROUP)
+        if start >= 0 and match.end(TARGET_GROUP) > start:
+            chars.append(start)
+        if len(chars) >= MAX_SAMPLE_MATCHES:
+            break
+    if not chars:
+        raise ContrastInputError(field_name, "the pattern matches no token of the run's training text")
+    positions = np.searchsorted(corpus.starts, np.array(chars), side="right") - 1
+    return np.unique(positions)
+
+
+def hanley_mcneil(auc: float, n_pos: int, n_neg: int) -> Auc:
+    """An AUC with its 95% interval from Hanley and McNeil's (1982) standard error."""
+    q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
+    var = (auc * (1 - auc) + (n_pos - 1) * (q1 - auc * auc) + (n_neg - 1) * (q2 - auc * auc)) / max(n_pos * n_neg, 1)
+    se = math.sqrt(max(var, 0.0))
+    return Auc(value=auc, low=max(0.0, auc - 1.96 * se), high=min(1.0, auc + 1.96 * se))
+
+
+def auc_columns(scores: np.ndarray, is_a: np.ndarray) -> np.ndarray:
+    """Per column of scores, the AUC of "higher score means set a" (ties count half)."""
+    ranks = rankdata(scores, axis=0)
+    n_a, n_b = int(is_a.sum()), int((~is_a).sum())
+    return (ranks[is_a].sum(axis=0) - n_a * (n_a + 1) / 2) / (n_a * n_b)
+
+
+def fit_logistic(x: torch.Tensor, y: torch.Tensor, l2: float = 1e-3, steps: int = 50) -> torch.Tensor:
+    """Weights (with a last bias entry) of an L2-regularised logistic regression on standardised x."""
+    xb = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], dim=1)
+    w = torch.zeros(xb.shape[1], dtype=x.dtype, requires_grad=True)
+    optimizer = torch.optim.LBFGS([w], max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(xb @ w, y) + l2 * w[:-1].pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return w.detach()
+
+
+def probe_auc(train_x: np.ndarray, train_a: np.ndarray, test_x: np.ndarray, test_a: np.ndarray) -> Auc:
+    """Held-out AUC of a logistic probe fitted on the training positions."""
+    mean, std = train_x.mean(axis=0), train_x.std(axis=0) + 1e-6
+    x = torch.from_numpy((train_x - mean) / std).double()
+    w = fit_logistic(x, torch.from_numpy(train_a.astype(np.float64)))
+    xt = torch.from_numpy((test_x - mean) / std).double()
+    scores = (torch.cat([xt, torch.ones(len(xt), 1, dtype=xt.dtype)], dim=1) @ w).numpy()
+    auc = float(auc_columns(scores[:, None], test_a)[0])
+    return hanley_mcneil(auc, int(test_a.sum()), int((~test_a).sum()))
+
+
+def layer_activations(
+    model: TinyLM, tokens: np.ndarray, positions: np.ndarray, progress: bool = True, batch_windows: int = 64
+) -> dict[tuple[int, str], np.ndarray]:
+    """Every block's MLP activations and residual stream at ``positions``, on the harvest's context windows.
+
+    The harvest cuts the token stream into consecutive windows of the model's context from the first
+    token, so running the model on the same windows reproduces the harvested rows exactly.
+    """
+    context = model.config.context
+    order = np.argsort(positions, kind="stable")
+    ordered = positions[order]
+    windows = np.unique(ordered // context)
+    captured: dict[tuple[int, str], torch.Tensor] = {}
+    handles = []
+    for layer, block in enumerate(model.blocks):
+        for site, module in (("mlp", block.mlp.act), ("resid", block)):
+
+            def keep(_module, _inputs, output, key=(layer, site)) -> None:
+                captured[key] = output
+
+            handles.append(module.register_forward_hook(keep))
+    rows: dict[tuple[int, str], list[np.ndarray]] = {}
+    full = windows[(windows + 1) * context <= len(tokens)]
+    batches = [full[i : i + batch_windows] for i in range(0, len(full), batch_windows)]
+    batches += [np.array([w]) for w in windows[(windows + 1) * context > len(tokens)]]
+    model.eval()
+    try:
+        with torch.no_grad():
+            for batch in tqdm(batches, disable=not progress, desc="contrast: LM", unit="batch"):
+                starts = batch * context
+                pieces = np.stack([np.asarray(tokens[s : s + context], dtype=np.int64) for s in starts.tolist()])
+                model(torch.from_numpy(pieces))
+                for row, start in enumerate(starts.tolist()):
+                    inside = ordered[(ordered >= start) & (ordered < start + context)] - start
+                    for key, values in captured.items():
+                        rows.setdefault(key, []).append(values[row, inside].numpy())
+    finally:
+        for handle in handles:
+            handle.remove()
+    result = {}
+    for key, chunks in rows.items():
+        stacked = np.concatenate(chunks)
+        result[key] = np.empty_like(stacked)
+        result[key][order] = stacked
+    return result
+
+
+def feature_results(
+    name: str,
+    codes: np.ndarray,
+    is_a: np.ndarray,
+    train: np.ndarray,
+    positions: np.ndarray,
+    corpus: CorpusText,
+    config: ContrastConfig,
+) -> tuple[list[FeatureResult], PairResult | None]:
+    """The best single features (chosen on training positions, AUC on held-out ones) and the best pair."""
+    test = ~train
+    fired = codes > 0
+    active = np.flatnonzero(fired.any(axis=0))
+    if len(active) == 0:
+        return [], None
+    train_auc = auc_columns(codes[train][:, active], is_a[train])
+    strength = np.abs(train_auc - 0.5)
+    chosen = active[np.argsort(-strength)[: max(config.top_features, config.pair_candidates)]]
+    test_auc = auc_columns(codes[test][:, chosen], is_a[test])
+    n_a, n_b = int(is_a[test].sum()), int((~is_a[test]).sum())
+    results = []
+    for rank, index in enumerate(chosen[: config.top_features]):
+        direction_a = train_auc[np.searchsorted(active, index)] >= 0.5
+        value = float(test_auc[rank] if direction_a else 1 - test_auc[rank])
+        strongest = np.argsort(-codes[:, index])[: config.contexts_per_feature]
+        results.append(
+            FeatureResult(
+                dictionary=name,
+                index=int(index),
+                auc=hanley_mcneil(value, n_a, n_b),
+                fires_more_on="a" if direction_a else "b",
+                fire_rate_a=float(fired[is_a, index].mean()),
+                fire_rate_b=float(fired[~is_a, index].mean()),
+                contexts=[corpus.snippet(int(positions[i])) for i in strongest if codes[i, index] > 0],
+            )
+        )
+    best_pair, best_train = None, -1.0
+    candidates = chosen[: config.pair_candidates]
+    for i in range(len(candidates)):
+        for j in range(i + 1, len(candidates)):
+            pair = [int(candidates[i]), int(candidates[j])]
+            x = codes[:, pair]
+            train_fit = probe_auc(x[train], is_a[train], x[train], is_a[train]).value
+            if train_fit > best_train:
+                best_train, best_pair = train_fit, pair
+    pair_result = None
+    if best_pair is not None:
+        x = codes[:, best_pair]
+        pair_result = PairResult(
+            name, (best_pair[0], best_pair[1]), probe_auc(x[train], is_a[train], x[test], is_a[test])
+        )
+    return results, pair_result
+
+
+def contrast(
+    workdir: Path,
+    a: str,
+    b: str,
+    config: ContrastConfig | None = None,
+    corpus: CorpusText | None = None,
+    progress: bool = True,
+) -> ContrastResult:
+    """Which layers and features of the run in ``workdir`` separate the positions of pattern ``a`` from ``b``."""
+    config = config or ContrastConfig()
+    workdir = Path(workdir)
+    tokenized = load_tokenized(workdir / "tokens")
+    corpus = corpus or CorpusText.of(tokenized)
+    found_a, found_b = match_positions(corpus, "a", a), match_positions(corpus, "b", b)
+    overlap = np.intersect1d(found_a, found_b)
+    found_a, found_b = np.setdiff1d(found_a, overlap), np.setdiff1d(found_b, overlap)
+    for name, found in (("a", found_a), ("b", found_b)):
+        if len(found) < 4:
+            raise ContrastInputError(name, f"only {len(found)} positions are left after removing those both sets match")
+    rng = np.random.default_rng(config.seed)
+    if len(found_a) > config.max_positions:
+        found_a = np.sort(rng.choice(found_a, config.max_positions, replace=False))
+    if len(found_b) > config.max_positions:
+        found_b = np.sort(rng.choice(found_b, config.max_positions, replace=False))
+    positions = np.concatenate([found_a, found_b])
+    is_a = np.concatenate([np.ones(len(found_a), bool), np.zeros(len(found_b), bool)])
+    train = np.zeros(len(positions), bool)
+    for members in (np.flatnonzero(is_a), np.flatnonzero(~is_a)):
+        shuffled = rng.permutation(members)
+        train[shuffled[: int(round(len(members) * (1 - config.heldout_fraction)))]] = True
+
+    model = load_lm(workdir / "lm")
+    layers = layer_activations(model, corpus.tokens, positions, progress)
+    probes = [
+        ProbeResult(layer, site, values.shape[1], probe_auc(values[train], is_a[train], values[~train], is_a[~train]))
+        for (layer, site), values in sorted(layers.items(), key=lambda item: (item[0][1], item[0][0]))
+    ]
+
+    _, manifest = load_activations(workdir / "activations", "train")
+    scale = float(manifest.mean_sq_norm) ** -0.5
+    rows = torch.from_numpy(layers[(manifest.layer, "mlp")]).float() * scale
+    features, pairs = {}, {}
+    for folder in tqdm(sae_folders(workdir), disable=not progress, desc="contrast: SAEs", unit="sae"):
+        sae = load_sae(folder)
+        if sae.config.d_in != rows.shape[1]:
+            continue
+        with torch.no_grad():
+            codes = sae.encode(rows).numpy()
+        features[folder.name], pair = feature_results(folder.name, codes, is_a, train, positions, corpus, config)
+        if pair is not None:
+            pairs[folder.name] = pair
+    return ContrastResult(
+        a=a,
+        b=b,
+        positions_a=len(found_a),
+        positions_b=len(found_b),
+        dropped_overlap=len(overlap),
+        heldout_a=int((is_a & ~train).sum()),
+        heldout_b=int((~is_a & ~train).sum()),
+        harvested_layer=manifest.layer,
+        probes=probes,
+        features=features,
+        pairs=pairs,
+        seed=config.seed,
+    )

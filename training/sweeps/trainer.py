@@ -1,0 +1,255 @@
+"""Train a whole sweep of SAEs in one pass: every SAE sees the same batches, read or generated once.
+
+The run folder holds ``sweep.json`` (what is being trained), ``train_log.jsonl`` (metrics over
+training, one line per SAE per logged step), ``checkpoint/`` (resumable state) and, when done,
+``saes/<name>/`` (weights in safetensors with config.json beside them). Batches are a pure function
+of the step, and so is every random choice, so a resumed run ends with the same weights as one that
+was never interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from pydantic import BaseModel, Field
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from training.analysis.metrics import mmcs
+from training.saes import SAEConfig, SparseAutoencoder, StepStats, build_sae
+from training.sweeps.optim import Adam, learning_rate
+
+INIT_STEP = -2  # the batch index reserved for data-dependent initialisation
+
+
+class BatchSource(Protocol):
+    """Anything that gives batch number ``step`` deterministically (negative steps are held out)."""
+
+    dim: int
+
+    def batch(self, step: int, batch_size: int) -> torch.Tensor: ...
+
+
+class SweepObserver(Protocol):
+    """Watches a sweep from outside the SAEs' steps (e.g. to record recovery); must not change any state."""
+
+    def start(self, step: int, total: int, runs: list[SweepRun]) -> None:
+        """Called once before the first step of this pass: ``step`` steps are done (0 fresh, else resumed)."""
+        ...
+
+    def after_step(self, step: int, runs: list[SweepRun]) -> None:
+        """Called after every step with the number of steps done, before any checkpoint of that step."""
+        ...
+
+
+class TrainConfig(BaseModel):
+    """How long and how a sweep is trained."""
+
+    samples: int = Field(..., gt=0, description="training samples each SAE sees")
+    batch_size: int = Field(4096, gt=0, description="samples per step")
+    warmup_fraction: float = Field(0.01, ge=0, le=1, description="linear warm-up, as a fraction of steps")
+    decay_fraction: float = Field(0.3, ge=0, le=1, description="linear decay to zero over this last fraction")
+    init_samples: int = Field(16_384, gt=0, description="samples used for data-dependent initialisation")
+    log_every: int = Field(25, gt=0, description="steps between lines of train_log.jsonl")
+    checkpoint_every: int = Field(200, gt=0, description="steps between checkpoints")
+
+    @property
+    def steps(self) -> int:
+        return max(self.samples // self.batch_size, 1)
+
+
+class SweepRun:
+    """One SAE of a sweep with its optimiser and the time spent training it."""
+
+    def __init__(self, config: SAEConfig) -> None:
+        self.config = config
+        self.sae: SparseAutoencoder = build_sae(config)
+        self.adam = Adam(self.sae.params())
+        self.seconds = 0.0
+
+    def compute_grads(self, x: torch.Tensor, want_stats: bool) -> StepStats | None:
+        """The SAE's loss gradients on batch x (a data-parallel run averages them over its processes)."""
+        return self.sae.compute_grads(x, want_stats)
+
+    def step(self, x: torch.Tensor, step: int, total: int, lr: float, want_stats: bool):
+        start = time.perf_counter()
+        sae = self.sae
+        sae.set_progress(step, total)
+        stats = self.compute_grads(x, want_stats)
+        sae.remove_parallel_decoder_grad()
+        self.adam.step(sae.params(), sae.grads, lr)
+        sae.normalise_decoder()
+        for rows in sae.after_step(x, step, total):
+            self.adam.reset_latents(rows)
+        self.seconds += time.perf_counter() - start
+        return stats
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {
+            **{f"param.{k}": v for k, v in self.sae.params().items()},
+            **{f"buffer.{k}": v for k, v in self.sae.buffers().items()},
+            **self.adam.state(),
+            "seconds": torch.tensor(self.seconds, dtype=torch.float64),
+        }
+
+    def load_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.sae.load_tensors({k[6:]: v for k, v in tensors.items() if k.startswith("param.")})
+        self.sae.load_tensors({k[7:]: v for k, v in tensors.items() if k.startswith("buffer.")})
+        self.adam.load_state(tensors)
+        self.seconds = float(tensors["seconds"])
+
+
+def _sweep_spec(configs: list[SAEConfig], train: TrainConfig, source_spec: dict) -> dict:
+    return {
+        "train": train.model_dump(),
+        "source": source_spec,
+        "saes": [c.model_dump() for c in configs],
+    }
+
+
+def sweep_conflict(configs: list[SAEConfig], train: TrainConfig, out_dir: Path, source_spec: dict | None) -> str | None:
+    """Why ``out_dir`` cannot hold this sweep (it holds one with other settings), or None when it can."""
+    spec_path = out_dir / "sweep.json"
+    spec = _sweep_spec(configs, train, source_spec or {})
+    if spec_path.exists() and json.loads(spec_path.read_text()) != json.loads(json.dumps(spec)):
+        return f"{out_dir} holds a sweep with different settings: choose another output folder or delete it"
+    return None
+
+
+def _write_checkpoint(folder: Path, step: int, runs: list[SweepRun]) -> None:
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for i, run in enumerate(runs):
+        save_file({k: v.contiguous() for k, v in run.state().items()}, str(tmp / f"sae_{i}.safetensors"))
+    (tmp / "state.json").write_text(json.dumps({"step": step}))
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+
+
+def _read_checkpoint(folder: Path, runs: list[SweepRun]) -> int:
+    step = json.loads((folder / "state.json").read_text())["step"]
+    for i, run in enumerate(runs):
+        run.load_state(load_file(str(folder / f"sae_{i}.safetensors")))
+    return step
+
+
+def _truncate_log(path: Path, last_step: int) -> None:
+    """Drop log lines written after the checkpoint we resume from, so none appears twice."""
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= last_step]
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+def train_sweep(
+    configs: list[SAEConfig],
+    source: BatchSource,
+    train: TrainConfig,
+    out_dir: Path,
+    source_spec: dict | None = None,
+    ground_truth: torch.Tensor | None = None,
+    progress: bool = True,
+    stop_after: int | None = None,
+    observer: SweepObserver | None = None,
+    make_run: Callable[[SAEConfig], SweepRun] = SweepRun,
+    writer: bool = True,
+) -> list[SweepRun]:
+    """Train every SAE in ``configs`` on the same batches from ``source``; resume if a checkpoint exists.
+
+    ``stop_after`` ends the pass early at that step, after a checkpoint (used to test resumption).
+    With ``ground_truth`` (G x d), the log also records MMCS against it. An ``observer`` is told where
+    the pass starts and is called after every step; it sees the SAEs but its time is not counted in theirs.
+    ``make_run`` builds each SAE's run (a data-parallel sweep passes its own); with ``writer`` False this
+    process writes nothing (not the first process of a data-parallel sweep) and only trains.
+    """
+    names = [c.name for c in configs]
+    clashes = sorted({n for n in names if names.count(n) > 1})
+    if clashes:
+        raise ValueError(f"SAEs of one sweep need distinct names; give a tag to tell apart {', '.join(clashes)}")
+    if writer:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        conflict = sweep_conflict(configs, train, out_dir, source_spec)
+        if conflict:
+            raise ValueError(conflict)
+        (out_dir / "sweep.json").write_text(json.dumps(_sweep_spec(configs, train, source_spec or {}), indent=2))
+    runs = [make_run(c) for c in configs]
+    checkpoint = out_dir / "checkpoint"
+    log_path = out_dir / "train_log.jsonl"
+    total = train.steps
+    start_step = 0
+    if (checkpoint / "state.json").exists():
+        start_step = _read_checkpoint(checkpoint, runs)
+        if writer:
+            _truncate_log(log_path, start_step)
+    else:
+        init_batch = source.batch(INIT_STEP, train.init_samples)
+        for run in runs:
+            run.sae.initialise_from_data(init_batch)
+        if writer:
+            log_path.unlink(missing_ok=True)
+
+    if observer is not None:
+        observer.start(start_step, total, runs)
+    end = total if stop_after is None else min(stop_after, total)
+    bar = tqdm(
+        range(start_step, end),
+        initial=start_step,
+        total=total,
+        disable=not (progress and writer),
+        desc="sweep",
+        unit="step",
+        dynamic_ncols=True,
+    )
+    with log_path.open("a") if writer else open(os.devnull, "w") as log:
+        for step in bar:
+            x = source.batch(step, train.batch_size)
+            want = (step + 1) % train.log_every == 0 or step + 1 == total
+            lines = []
+            for index, run in enumerate(runs):
+                lr = learning_rate(step, total, run.config.lr, train.warmup_fraction, train.decay_fraction)
+                stats = run.step(x, step, total, lr, want)
+                if stats is not None:
+                    line = {
+                        "run": run.config.name,
+                        "index": index,
+                        "step": step + 1,
+                        "samples": (step + 1) * train.batch_size,
+                        "lr": lr,
+                        **stats.__dict__,
+                        "dead_fraction": run.sae.dead_fraction(),
+                    }
+                    if ground_truth is not None:
+                        line["mmcs"] = mmcs(run.sae.W_dec, ground_truth)
+                    lines.append(line)
+            if lines:
+                log.write("".join(json.dumps(line) + "\n" for line in lines))
+                log.flush()
+                l0s, fvus = [ln["l0"] for ln in lines], [ln["fvu"] for ln in lines]
+                bar.set_postfix_str(
+                    f"L0 {min(l0s):.1f}-{max(l0s):.1f} FVU {min(fvus):.3f}-{max(fvus):.3f}", refresh=False
+                )
+            if observer is not None:
+                observer.after_step(step + 1, runs)
+            if writer and ((step + 1) % train.checkpoint_every == 0 or step + 1 == end):
+                _write_checkpoint(checkpoint, step + 1, runs)
+    bar.close()
+    if end == total and writer:
+        for run in runs:
+            run.sae.save(
+                out_dir / "saes" / run.config.name,
+                {"samples": total * train.batch_size, "samples_per_s": samples_per_second(run, train)},
+            )
+    return runs
+
+
+def samples_per_second(run: SweepRun, train: TrainConfig) -> float:
+    """Measured training throughput of one SAE: samples seen over the seconds spent in its steps."""
+    return train.steps * train.batch_size / max(run.seconds, 1e-9)
