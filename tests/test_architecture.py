@@ -11,6 +11,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 # The pipeline's stages in the order data flows; a stage may import itself and the stages before it.
 TRAINING_STAGES = [
+    "runtime",
     "data",
     "lm",
     "activations",

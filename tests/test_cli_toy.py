@@ -99,7 +99,7 @@ def test_tiny_run_mmcs_matches_the_saved_dictionaries(tiny_run):
     """The reported MMCS is that of the saved decoder against the toy's true features."""
     out, metrics = tiny_run
     truth = ToyData(ToyConfig(dim=16, n_features=32, seed=0)).features
-    saved = {path.parent.name: path.parent for path in out.rglob("sae.safetensors")}
+    saved = {path.parent.name: path.parent for path in (out / "sweep" / "saes").glob("*/sae.safetensors")}
     assert len(saved) == len(metrics["runs"])
     for run in metrics["runs"]:
         sae = load_sae(saved[run["name"]])

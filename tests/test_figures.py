@@ -29,3 +29,15 @@ def test_training_curves_need_mmcs(tmp_path: Path) -> None:
     log = [{"run": "a", "samples": s, "mmcs": s / 10} for s in (1, 2, 3)]
     assert plot_mmcs_vs_samples(log, tmp_path / "curve.png") == tmp_path / "curve.png"
     assert plot_mmcs_vs_samples([{"run": "a", "samples": 1}], tmp_path / "none.png") is None
+
+
+def test_rank_correlations_of_toy_and_lm_heatmaps():
+    from training.figures.toy_vs_lm import rank_correlations
+
+    def run(size: int, l1: float, fvu: float, dead: float) -> dict:
+        return {"arch": "relu", "dict_size": size, "l1": l1, "fvu": fvu, "dead_fraction": dead, "name": f"{size}{l1}"}
+
+    toy = {"runs": [run(n, l1, 1 / n + l1, n / 1000) for n in (32, 64, 128) for l1 in (0.1, 0.3)]}
+    lm = {"runs": [run(n, l1, 2 / n + l1, 1 - n / 1000) for n in (32, 64, 128) for l1 in (0.1, 0.3)]}
+    rho = rank_correlations(toy, lm)
+    assert rho["fvu"] == 1.0 and rho["dead_fraction"] == -1.0 and rho["mmcs_with_larger"] is None

@@ -164,3 +164,24 @@ def test_splice_losses_reuse_given_baselines() -> None:
     full = splice_losses(model, windows, 2, lambda h: 0.5 * h)
     reused = splice_losses(model, windows, 2, lambda h: 0.5 * h, baselines=(full.clean, full.zero_ablated))
     assert reused == full
+
+
+def test_early_stopping_keeps_the_best_model_and_stops_after_its_patience(tmp_path: Path, monkeypatch) -> None:
+    from training.lm import tinylm
+
+    train, val = _split()
+    losses = iter([5.0, 4.0, 4.5, 4.6, 4.7, 3.0])
+    real = tinylm.mean_loss
+    monkeypatch.setattr(tinylm, "mean_loss", lambda model, windows, *a, **k: next(losses))
+    config = QUICK.model_copy(update={"steps": 60, "eval_every": 5, "log_every": 5, "patience": 2})
+    result = train_lm(tiny_lm_config(), train, val, tmp_path, config, progress=False)
+    monkeypatch.setattr(tinylm, "mean_loss", real)
+    metrics = json.loads((tmp_path / "lm_metrics.json").read_text())
+    # Evaluations at steps 5, 10, 15, 20: the best is step 10, and two evaluations without a gain end it.
+    assert metrics["best_step"] == 10 and metrics["steps"] == 20
+    best = load_lm(tmp_path)
+    kept = tinylm.load_file(str(tmp_path / tinylm.BEST_WEIGHTS))
+    for name, tensor in best.state_dict().items():
+        assert torch.equal(tensor, kept[name]) and torch.equal(tensor, result.model.state_dict()[name])
+    log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == 20

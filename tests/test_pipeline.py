@@ -24,6 +24,7 @@ TINY = PipelineConfig(
     sae_batch_size=512,
     eval_rows=2_000,
     splice_tokens=2_048,
+    toy_twin_samples=8_192,
 )
 
 
@@ -56,6 +57,7 @@ def test_every_sae_of_the_sweep_is_reported(finished):
         "sae_sweep",
         "evaluation",
         "feature_index",
+        "toy_twin",
     }
     assert {r["dict_size"] for r in metrics["mmcs_with_larger"]} == {16}
 

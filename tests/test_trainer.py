@@ -13,7 +13,7 @@ from tests.builders import RecordingSource, sae_config
 from training.analysis.metrics import mmcs
 from training.data.toy import ToyConfig, ToyData
 from training.saes import build_sae, load_sae
-from training.sweeps.trainer import INIT_STEP, TrainConfig, train_sweep
+from training.sweeps.trainer import HALF_DIR, INIT_STEP, TrainConfig, half_step, train_sweep
 
 SWEEP_TRAIN = TrainConfig(samples=40_000, batch_size=256, checkpoint_every=20, log_every=10, init_samples=2048)
 STEPS = SWEEP_TRAIN.steps
@@ -217,3 +217,16 @@ def test_the_log_records_the_training_dead_fraction(uninterrupted):
     fresh = build_sae(runs[0].config)
     fresh.samples_since_fired[: fresh.config.dict_size // 4] = fresh.config.dead_after
     assert fresh.dead_fraction() == 0.25
+
+
+def test_every_sae_is_kept_at_half_its_rows_and_a_resumed_sweep_keeps_the_same(uninterrupted, resumed):
+    folder, runs = uninterrupted
+    resumed_folder = resumed[0]
+    for run in runs:
+        half = load_sae(folder / HALF_DIR / run.config.name)
+        again = load_sae(resumed_folder / HALF_DIR / run.config.name)
+        meta = json.loads((folder / HALF_DIR / run.config.name / "config.json").read_text())
+        assert meta["samples"] == half_step(STEPS) * SWEEP_TRAIN.batch_size
+        for name, p in half.params().items():
+            assert torch.equal(again.params()[name], p), (run.config.name, name)
+        assert not torch.equal(half.W_dec, run.sae.W_dec)

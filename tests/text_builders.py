@@ -68,6 +68,7 @@ SMALLEST_PIPELINE = PipelineConfig(
     sae_batch_size=512,
     eval_rows=1_000,
     splice_tokens=512,
+    toy_twin_samples=4_096,
 )
 
 

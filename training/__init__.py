@@ -2,6 +2,7 @@
 
 One subpackage per stage, each importing only the stages before it:
 
+- ``runtime``: the compute device every stage runs on;
 - ``data``: the toy generator with known features, the corpus and the tokenizer;
 - ``lm``: the tiny language model, its training and its spliced losses;
 - ``activations``: harvesting an MLP site's activations to disk (TinyLM or any transformers model);

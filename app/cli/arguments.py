@@ -65,3 +65,23 @@ def comma_list(item: Callable[[str], int | float]) -> Callable[[str], list]:
         return sorted(set(map(item, parts)))
 
     return parse
+
+
+def add_device_option(parser: argparse.ArgumentParser) -> None:
+    """``--device auto|cpu|cuda`` (auto: CUDA when the machine has it)."""
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="where to compute: auto (CUDA when there is one, else the CPU), cpu or cuda (default auto)",
+    )
+
+
+def chosen_device(args: argparse.Namespace, parser: argparse.ArgumentParser):
+    """The torch device ``--device`` names; a one-line error (exit 2) when it names CUDA on a machine without."""
+    from training.runtime.device import DeviceError, resolve_device
+
+    try:
+        return resolve_device(args.device)
+    except DeviceError as exc:
+        parser.error(f"argument --device: {exc}")

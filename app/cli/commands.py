@@ -14,8 +14,17 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from app.cli.arguments import CommandParser, comma_list, non_negative_float, positive_float, positive_int
+from app.cli.arguments import (
+    CommandParser,
+    add_device_option,
+    chosen_device,
+    comma_list,
+    non_negative_float,
+    positive_float,
+    positive_int,
+)
 from app.cli.contrast import add_contrast
+from app.cli.record import add_record
 from app.cli.sae import add_sae
 from training.data.corpus import CorpusError
 from training.data.toy import ToyConfig
@@ -122,6 +131,7 @@ def _add_toy(commands: argparse._SubParsersAction) -> None:
     )
     toy.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
     toy.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_device_option(toy)
     toy.set_defaults(command=_toy, parser=toy)
 
 
@@ -169,7 +179,7 @@ def _toy_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> To
 
 def _toy(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     config = _toy_config(args, parser)
-    metrics = run_toy_experiment(config, args.out, progress=not args.no_progress)
+    metrics = run_toy_experiment(config, args.out, progress=not args.no_progress, device=chosen_device(args, parser))
     key = config.sparsity_key
     print(f"{'name':<28} {'mmcs':>6} {'l0':>8} {'fvu':>7} {'dead':>6}")
     for run in metrics["runs"]:
@@ -220,6 +230,7 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--no-serve", action="store_true", help="stop after the pipeline and the database load")
     run.add_argument("--port", type=port_number, default=8000, help="port of the app (default %(default)s)")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_device_option(run)
     run.set_defaults(command=_run, parser=run)
 
 
@@ -229,7 +240,9 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from app.settings import Settings
 
     workdir = args.workdir or Path("runs") / args.preset
-    metrics = run_pipeline(PRESETS[args.preset], workdir, args.corpus, progress=not args.no_progress)
+    device = chosen_device(args, parser)
+    metrics = run_pipeline(PRESETS[args.preset], workdir, args.corpus, progress=not args.no_progress, device=device)
+    print(f"computed on {metrics['device']} (per stage: {metrics['stage_devices']})")
     lm = metrics["lm"]
     print(
         f"LM validation loss {lm['val_loss']:.3f} nats/token: unigram {lm['unigram_loss']:.3f}, "
@@ -363,6 +376,7 @@ def _add_index(commands: argparse._SubParsersAction) -> None:
     _add_database_options(index)
     index.add_argument("--force", action="store_true", help="reload dictionaries whose index is unchanged")
     index.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_device_option(index)
     index.set_defaults(command=_index, parser=index)
 
 
@@ -389,6 +403,8 @@ def _ingest(workdir: Path, url: str, force: bool = False) -> list:
 def _index(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from training.features import index as feature_index
 
+    if chosen_device(args, parser).type != "cpu":
+        print("monosemantic index: the feature index is computed on the CPU (its CUDA path is not built yet)")
     workdir, url = _workdir_and_database(args)
     if not workdir.is_dir():
         raise ValueError(
@@ -517,12 +533,15 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
     _add_database_options(serve)
     serve.add_argument("--host", default=None, help="address to bind (default $MONOSEMANTIC_HOST, else 127.0.0.1)")
     serve.add_argument("--port", type=port_number, default=None, help="port (default $MONOSEMANTIC_PORT, else 8000)")
+    add_device_option(serve)
     serve.set_defaults(command=_serve, parser=serve)
 
 
 def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from app.settings import Settings
 
+    if chosen_device(args, parser).type != "cpu":
+        print("monosemantic serve: the live inspector encodes on the CPU (its CUDA path is not built yet)")
     given = {"workdir": args.workdir, "database_url": args.db, "host": args.host, "port": args.port}
     settings = Settings(**{name: value for name, value in given.items() if value is not None})
     if settings.database_url is None and not Path(settings.workdir).is_dir():
@@ -563,6 +582,7 @@ def build_parser() -> CommandParser:
     _add_index(commands)
     add_sae(commands)
     add_contrast(commands)
+    add_record(commands)
     _add_labels(commands)
     _add_db(commands)
     _add_serve(commands)

@@ -13,7 +13,7 @@ import argparse
 import re
 from pathlib import Path
 
-from app.cli.arguments import comma_list, positive_int
+from app.cli.arguments import add_device_option, chosen_device, comma_list, positive_int
 from training.experiments.pipeline import PRESETS
 
 
@@ -50,6 +50,7 @@ def add_harvest(commands: argparse._SubParsersAction) -> None:
     harvest.add_argument("--name", default=None, help="model name shown in the app (default: the folder's name)")
     harvest.add_argument("--shard", type=shard_spec, default=None, metavar="i/n", help="harvest shard i of n only")
     harvest.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_device_option(harvest)
     harvest.set_defaults(command=_harvest, parser=harvest)
 
 
@@ -64,7 +65,8 @@ def _harvest(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     config = HFHarvestConfig(
         model=args.model, module=args.module, name=args.name, context=args.context, max_documents=args.max_documents
     )
-    result = harvest_hf(config, args.workdir, args.corpus, args.shard, progress=not args.no_progress)
+    device = chosen_device(args, parser)
+    result = harvest_hf(config, args.workdir, args.corpus, args.shard, progress=not args.no_progress, device=device)
     if isinstance(result, ShardRecord):
         print(
             f"shard {result.index}/{result.count}: rows {result.start}-{result.stop} of {result.n_tokens} tokens x "
@@ -104,6 +106,7 @@ def add_train(commands: argparse._SubParsersAction) -> None:
         "--init-samples", type=positive_int, default=None, help="rows for data-dependent initialisation (default 16384)"
     )
     train.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_device_option(train)
     train.set_defaults(command=_train, parser=train)
 
 
@@ -117,7 +120,7 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     settings = sweep_settings(args.preset, args.dict_sizes, args.samples, args.batch_size, args.init_samples)
     if not launched_by_torchrun():
-        metrics = train_run(args.workdir, settings, progress=not args.no_progress)
+        metrics = train_run(args.workdir, settings, progress=not args.no_progress, device=chosen_device(args, parser))
     else:
         import torch.distributed as dist
 
@@ -159,6 +162,7 @@ def add_train_lm(commands: argparse._SubParsersAction) -> None:
         help="LM steps (default: the preset's; another value is not reused by run)",
     )
     train_lm.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_device_option(train_lm)
     train_lm.set_defaults(command=_train_lm, parser=train_lm)
 
 
@@ -173,7 +177,7 @@ def _train_lm(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     workdir = args.workdir or Path("runs") / args.preset
     progress = not args.no_progress
     if not launched_by_torchrun():
-        trained = train_pipeline_lm(config, workdir, args.corpus, progress=progress)
+        trained = train_pipeline_lm(config, workdir, args.corpus, progress=progress, device=chosen_device(args, parser))
     else:
         import torch.distributed as dist
 

@@ -82,6 +82,9 @@ class Dictionary(Base):
     # "ours" for a dictionary trained here, else the format it was imported from ("saelens", "sparsify").
     source: Mapped[str] = mapped_column(String(20), default="ours", server_default="ours")
     source_metadata: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    # The doubling test (metrics.json): None when the run kept no half-rows copy of this SAE.
+    holds: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    moved: Mapped[list | None] = mapped_column(JSON, nullable=True)
 
     vocabulary: Mapped[Vocabulary] = relationship()
     features: Mapped[list[Feature]] = relationship(back_populates="dictionary", cascade="all, delete-orphan")

@@ -193,6 +193,8 @@ def _ingest_dictionary(
         "fvu": _finite(record.get("fvu")),
         "ce_recovered": _finite(record.get("ce_recovered")),
         "source": record.get("source", {}).get("format", "ours"),
+        "holds": record.get("holds"),
+        "moved": record.get("moved"),
         "source_metadata": record.get("source"),
         "n_tokens": meta.n_tokens,
         "vocabulary_id": vocabulary_id,

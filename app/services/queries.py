@@ -120,6 +120,8 @@ def dictionary_out(dictionary: Dictionary, labelled: int) -> DictionaryOut:
         labelled=labelled,
         indexed_at=dictionary.indexed_at.replace(tzinfo=UTC),
         source=dictionary.source,
+        holds=dictionary.holds,
+        moved=dictionary.moved or [],
         source_metadata=dictionary.source_metadata,
     )
 
@@ -634,6 +636,20 @@ def _run_metrics(workdir: Path) -> tuple[Path, dict | None]:
     if not isinstance(metrics, dict):
         raise ValueError(f"{path} is not a metrics file of monosemantic run or toy: not a JSON object")
     return path, metrics
+
+
+def run_toy_vs_lm(workdir: Path) -> dict | None:
+    """The run's toy-twin comparison (``toy_vs_lm`` of metrics.json), None when the run has none."""
+    _, metrics = _run_metrics(workdir)
+    return (metrics or {}).get("toy_vs_lm")
+
+
+def run_devices(workdir: Path) -> dict | None:
+    """Where the run computed: ``{"device", "stage_devices"}`` from metrics.json (None for runs that predate it)."""
+    _, metrics = _run_metrics(workdir)
+    if not metrics or "device" not in metrics:
+        return None
+    return {"device": metrics["device"], "stage_devices": metrics.get("stage_devices", {})}
 
 
 def feature_count(workdir: Path) -> FeatureCountOut | None:

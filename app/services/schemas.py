@@ -60,6 +60,14 @@ class DictionaryOut(BaseModel):
     source: str = Field(
         "ours", description='"ours" (trained here), or the format it was imported from: "saelens", "sparsify"'
     )
+    holds: bool | None = Field(
+        None,
+        description="whether FVU, L0, dead, rare and MMCS-with-larger held when the training rows doubled "
+        "(None: the run kept no half-rows copy)",
+    )
+    moved: list[dict] = Field(
+        default_factory=list, description="what moved beyond its tolerance: metric, half, end, change, tolerance"
+    )
     source_metadata: dict | None = Field(
         None, description="for an imported SAE: its format, original path, architecture and the metadata it carried"
     )

@@ -26,6 +26,7 @@ FIGURES_DIR = "figures"
 TOY_DIR = "toy"  # a toy experiment's --out inside the run directory, shown beside the LM's figures
 FEATURE_COUNT_FIGURE = "mmcs_with_larger.png"
 CONVERGENCE_FIGURE = "heldout_objective_vs_samples.png"
+TOY_VS_LM_FIGURE = "toy_vs_lm.png"
 _FIGURE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}\.(png|svg)$")
 SKIP_REDRAWS = 8  # draws tried before a skipped feature may come back (it is the only one left)
 
@@ -143,6 +144,17 @@ def feature_count_figures(settings: Settings) -> list[Figure]:
             Figure(f"/figures/toy/{FEATURE_COUNT_FIGURE}", "Toy data (known number of features): the same curve")
         )
     return figures
+
+
+def toy_vs_lm_figure(settings: Settings) -> Figure | None:
+    """The study's plots in one form for the run's toy twin and the LM, when the run drew them."""
+    if figure_file(Path(settings.workdir) / FIGURES_DIR, TOY_VS_LM_FIGURE) is None:
+        return None
+    return Figure(
+        f"/figures/{TOY_VS_LM_FIGURE}",
+        "Toy data (d = the site's width, G near the LM's estimate) above, the LM below: the same heatmaps over "
+        "dictionary size and l1, each row with how many of its SAEs hold when the rows double",
+    )
 
 
 def convergence_figure(settings: Settings) -> Figure | None:

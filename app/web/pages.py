@@ -54,6 +54,7 @@ from app.web.page_data import (
     labeller_progress,
     next_feature_for,
     queue_rng,
+    toy_vs_lm_figure,
     toy_workdir,
     undo_last_label,
 )
@@ -190,8 +191,10 @@ def overview(request: Request, session: SessionDep, settings: SettingsDep) -> HT
     try:
         feature_count = queries.feature_count(settings.workdir)
         convergence = queries.training_convergence(settings.workdir)
+        devices = queries.run_devices(settings.workdir)
+        toy_vs_lm = queries.run_toy_vs_lm(settings.workdir)
     except ValueError:
-        feature_count = convergence = None
+        feature_count = convergence = devices = toy_vs_lm = None
     sites = sorted(
         {f"{d.model} layer {d.layer} {d.site}" if d.layer is not None else f"{d.model} {d.site}" for d in dictionaries}
     )
@@ -203,9 +206,12 @@ def overview(request: Request, session: SessionDep, settings: SettingsDep) -> HT
         "figures": figures,
         "convergence": convergence,
         "convergence_figure": convergence_figure(settings),
+        "toy_vs_lm_figure": toy_vs_lm_figure(settings),
+        "toy_vs_lm": toy_vs_lm,
         "suggest_toy": bool(figures) and not any(f.url.startswith("/figures/toy/") for f in figures),
         "workdir": str(settings.workdir),
         "model_summary": ", ".join(sites) or "a model's activations",
+        "devices": devices,
     }
     return render(request, "overview.html", context)
 

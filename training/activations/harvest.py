@@ -117,6 +117,7 @@ def write_module_rows(
     chunk_contexts: int = 64,
     progress: bool = True,
     desc: str = "",
+    device: torch.device | str = "cpu",
 ) -> tuple[int, float]:
     """Write the float32 output rows of ``module_name`` for every token to ``path``; (dim, sum of squared norms).
 
@@ -133,7 +134,7 @@ def write_module_rows(
         for begin in tqdm(
             range(0, len(tokens), chunk), disable=not progress, desc=f"harvest {desc}", unit="chunk", dynamic_ncols=True
         ):
-            piece = torch.from_numpy(np.asarray(tokens[begin : begin + chunk], dtype=np.int64))
+            piece = torch.from_numpy(np.asarray(tokens[begin : begin + chunk], dtype=np.int64)).to(device)
             full = len(piece) // context * context
             parts = []
             if full:
@@ -141,7 +142,7 @@ def write_module_rows(
                 parts.append(acts.reshape(full, -1))
             if full < len(piece):
                 parts.append(module_activations(model, module_name, piece[full:][None])[0])
-            rows = torch.cat(parts).float().numpy()
+            rows = torch.cat(parts).float().cpu().numpy()
             dim = rows.shape[1]
             sq_norm += float(np.square(rows, dtype=np.float64).sum())
             out.write(np.ascontiguousarray(rows).tobytes())
@@ -163,6 +164,7 @@ def harvest_module(
     chunk_contexts: int = 64,
     identity: dict | None = None,
     progress: bool = True,
+    device: torch.device | str = "cpu",
 ) -> ActivationManifest:
     """Harvest the output of ``module_name`` for every token of ``tokens`` into ``out_dir``; see the module doc.
 
@@ -182,7 +184,13 @@ def harvest_module(
         manifest_path.unlink()
     data_path = out_dir / f"activations_{name}.f32"
     start = time.perf_counter()
-    dim, sq_norm = write_module_rows(model, module_name, tokens, data_path, context, chunk_contexts, progress, name)
+    model.to(device)
+    try:
+        dim, sq_norm = write_module_rows(
+            model, module_name, tokens, data_path, context, chunk_contexts, progress, name, device
+        )
+    finally:
+        model.to("cpu")
     seconds = time.perf_counter() - start
     manifest = ActivationManifest(
         file=data_path.name,
@@ -211,6 +219,7 @@ def harvest_activations(
     name: str = "train",
     config: HarvestConfig | None = None,
     progress: bool = True,
+    device: torch.device | str = "cpu",
 ) -> ActivationManifest:
     """Harvest ``config.site`` of block ``config.layer`` of a TinyLM for every token into ``out_dir``."""
     config = config or HarvestConfig()
@@ -227,6 +236,7 @@ def harvest_activations(
         config.chunk_contexts,
         identity,
         progress,
+        device,
     )
 
 

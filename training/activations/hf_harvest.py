@@ -254,6 +254,7 @@ def harvest_hf(
     corpus: Corpus | Path | None = None,
     shard: tuple[int, int] | None = None,
     progress: bool = True,
+    device: torch.device | str = "cpu",
 ) -> ActivationManifest | ShardRecord:
     """Tokenize the corpus and harvest ``config.module`` for every training token into ``workdir``.
 
@@ -294,5 +295,14 @@ def harvest_hf(
             progress,
         )
     return harvest_module(
-        loaded.model, config.module, tokens, activations, "train", loaded.context, chunk_contexts, identity, progress
+        loaded.model,
+        config.module,
+        tokens,
+        activations,
+        "train",
+        loaded.context,
+        chunk_contexts,
+        identity,
+        progress,
+        device,
     )

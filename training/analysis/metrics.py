@@ -29,7 +29,7 @@ def cosine_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def max_cosines(reference: torch.Tensor, candidates: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
     """For each row of reference, its largest cosine with any row of candidates (chunked for memory)."""
-    cand = _unit_rows(candidates)
+    cand = _unit_rows(candidates.to(reference.device))
     ref = _unit_rows(reference)
     return torch.cat([(ref[i : i + chunk] @ cand.T).max(dim=1).values for i in range(0, ref.shape[0], chunk)])
 
@@ -77,10 +77,11 @@ def evaluate(sae: SparseAutoencoder, x: torch.Tensor, chunk: int = 8192) -> Eval
 
     A latent is dead when it never fires on the whole evaluation set.
     """
-    fired = torch.zeros(sae.config.dict_size, dtype=torch.bool)
+    device = sae.W_dec.device
+    fired = torch.zeros(sae.config.dict_size, dtype=torch.bool, device=device)
     err_sq, active, penalty = 0.0, 0, 0.0
     for start in range(0, x.shape[0], chunk):
-        part = x[start : start + chunk]
+        part = x[start : start + chunk].to(device)
         c = sae.encode(part)
         err_sq += (sae.decode(c) - part).pow(2).sum().item()
         penalty += sae.sparsity_penalty(c).item() * part.shape[0]
@@ -94,7 +95,7 @@ def evaluate(sae: SparseAutoencoder, x: torch.Tensor, chunk: int = 8192) -> Eval
         fvu=err_sq / max(total_var, 1e-12),
         mse=err_sq / n,
         dead_fraction=1.0 - fired.double().mean().item(),
-        dead=~fired,
+        dead=~fired.cpu(),
         sparsity_penalty=penalty / n,
     )
 

@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from training.data.corpus import CorpusError, corpus_subset, load_corpus
 from training.data.tokenizer import TokenizeConfig, load_tokenized, tokenize_corpus
-from training.experiments.pipeline import PipelineConfig
+from training.experiments.pipeline import PipelineConfig, lm_train_config
 from training.lm.tinylm import (
     LMMetrics,
     TinyLM,
@@ -301,6 +301,7 @@ def train_pipeline_lm(
     corpus_path: Path | None = None,
     replica: Replica | None = None,
     progress: bool = True,
+    device: torch.device | str = "cpu",
 ) -> TrainedLM:
     """The pipeline's tokenizer and LM steps into ``workdir`` (``monosemantic run`` then reuses both).
 
@@ -320,8 +321,8 @@ def train_pipeline_lm(
         agree(replica, problem)
     tokens = load_tokenized(workdir / "tokens")
     lm_config = TinyLMConfig(vocab_size=tokens.tokenizer.get_vocab_size())
-    train = TrainLMConfig(steps=config.lm_steps, batch_size=config.lm_batch_size)
+    train = lm_train_config(config)
     split = tokens.train.tokens, tokens.val.tokens
     if replica is None:
-        return train_lm(lm_config, *split, workdir / "lm", train, progress=progress)
+        return train_lm(lm_config, *split, workdir / "lm", train, progress=progress, device=device)
     return train_lm_distributed(lm_config, *split, workdir / "lm", replica, train, progress=progress)

@@ -53,6 +53,10 @@ def add_evidence(metrics: dict, run_dir: Path, config: FeatureIndexConfig, figur
             if len(sweep) >= 2
         ]
         estimate["from_dead_fraction_counts"] = DEAD_VIEW_COUNTS
+        judged = ((metrics.get("doubling") or {}).get("estimates") or {}).get("from_dead_fraction", {})
+        for entry in estimate["from_dead_fraction"]:
+            if entry["sweep"] in judged:
+                entry["holds"] = judged[entry["sweep"]]["holds"]
     if figures is not None:
         records = [r for r in metrics.get("runs", []) if "dead_or_rare_fraction" in r]
         for arch in sorted({r["arch"] for r in records}):

@@ -22,7 +22,9 @@ from training.activations.harvest import ActivationSource, HarvestConfig, harves
 from training.analysis.metrics import SizedDictionary, evaluate, feature_count_estimate, mmcs_with_larger_records
 from training.data.corpus import corpus_subset, load_corpus
 from training.data.tokenizer import TokenizeConfig, tokenize_corpus
+from training.experiments.doubling_report import add_doubling, plot_doubling_heatmaps
 from training.experiments.evidence_report import add_evidence
+from training.experiments.toy_twin import run_toy_twin
 from training.features.index import FeatureIndexConfig, index_run
 from training.figures.sweep import (
     plot_heatmap,
@@ -32,9 +34,10 @@ from training.figures.sweep import (
     read_train_log,
 )
 from training.lm.tinylm import TinyLMConfig, TrainLMConfig, splice_losses, train_lm
+from training.runtime.device import devices_record
 from training.saes import SAEConfig, SparseAutoencoder
 from training.sweeps.convergence import HELDOUT_LOG, add_convergence, read_heldout_log, sweep_convergence, sweep_tracker
-from training.sweeps.trainer import TrainConfig, samples_per_second, train_sweep
+from training.sweeps.trainer import SweepRun, TrainConfig, samples_per_second, train_sweep
 
 
 class PipelineConfig(BaseModel):
@@ -60,6 +63,20 @@ class PipelineConfig(BaseModel):
     )
     eval_rows: int = Field(20_000, gt=0, description="held-out rows for L0, FVU and dead latents")
     splice_tokens: int = Field(32_768, gt=0, description="validation tokens for CE-loss recovered")
+    lm_patience: int | None = Field(
+        None, gt=0, description="early stopping of the LM: validation evaluations without a gain before it stops"
+    )
+    lm_eval_every: int = Field(250, gt=0, description="LM steps between validation evaluations")
+    lm_eval_sequences: int = Field(128, gt=0, description="validation sequences of each LM evaluation")
+    max_sae_samples: int | None = Field(
+        None,
+        gt=0,
+        description="when set, the sweep is trained again on twice the rows while any SAE fails the doubling test, "
+        "up to this many rows; SAEs still moving at the cap are named in metrics.json",
+    )
+    toy_twin_samples: int = Field(
+        300_000, gt=0, description="samples per SAE of the toy twin (same sizes and l1 grid, d = the site's width)"
+    )
 
 
 PRESETS: dict[str, PipelineConfig] = {
@@ -75,6 +92,7 @@ PRESETS: dict[str, PipelineConfig] = {
         sae_samples=150_000,
         eval_rows=5_000,
         splice_tokens=8_192,
+        toy_twin_samples=20_000,
     ),
     "default": PipelineConfig(
         name="default",
@@ -84,6 +102,23 @@ PRESETS: dict[str, PipelineConfig] = {
         k=[8],
         sae_samples=2_000_000,
         sae_batch_size=512,
+    ),
+    # The study's experiment trained until its outputs hold (about 90 minutes on 2 cores, minutes on a GPU):
+    # the LM to its best validation loss, then relu and topk SAEs of 128-4096 latents on 4M rows, doubled
+    # while any fails the doubling test, up to 16M rows. Rows, not more sparsity settings, get the budget.
+    "study": PipelineConfig(
+        name="study",
+        lm_steps=8000,
+        lm_patience=4,
+        lm_eval_every=250,
+        lm_eval_sequences=512,
+        dict_sizes=[128, 256, 512, 1024, 2048, 4096],
+        l1=[0.1, 0.3],
+        k=[8],
+        sae_samples=4_000_000,
+        max_sae_samples=16_000_000,
+        sae_batch_size=512,
+        toy_twin_samples=1_000_000,
     ),
 }
 
@@ -104,6 +139,67 @@ class ScaledSource:
 
     def spec(self) -> dict:
         return {**self.source.spec(), "scale": self.scale}
+
+
+def lm_train_config(config: PipelineConfig) -> TrainLMConfig:
+    """How the preset trains its LM (early stopping when it sets a patience)."""
+    return TrainLMConfig(
+        steps=config.lm_steps,
+        batch_size=config.lm_batch_size,
+        patience=config.lm_patience,
+        eval_every=config.lm_eval_every,
+        eval_sequences=config.lm_eval_sequences,
+    )
+
+
+def sweep_until_holds(
+    config: PipelineConfig,
+    source: ScaledSource,
+    held_out: torch.Tensor,
+    workdir: Path,
+    index_rows: int,
+    progress: bool = True,
+    device: torch.device | str = "cpu",
+) -> tuple[list[SweepRun], TrainConfig, list[dict]]:
+    """Train the preset's sweep; with ``max_sae_samples``, again on twice the rows while any SAE still moves.
+
+    Each finished round that failed the doubling test is kept as ``saes_rows_<N>/`` (so an interrupted
+    run skips it when it resumes) and the next round trains afresh in ``saes/``. The rounds say which SAEs
+    moved at each row count; the last round's moving SAEs hit the cap.
+    """
+    samples, rounds = config.sae_samples, []
+    configs = sae_configs(config, source.dim)
+    while True:
+        archived = workdir / f"saes_rows_{samples}"
+        if config.max_sae_samples is not None and archived.is_dir() and samples * 2 <= config.max_sae_samples:
+            rounds.append(json.loads((archived / "doubling_round.json").read_text()))
+            samples *= 2
+            continue
+        train = TrainConfig(samples=samples, batch_size=config.sae_batch_size)
+        sweep_dir = workdir / "saes"
+        runs = train_sweep(
+            configs,
+            source,
+            train,
+            sweep_dir,
+            source_spec=source.spec(),
+            progress=progress,
+            observer=sweep_tracker(sweep_dir, held_out, train),
+            device=device,
+        )
+        if config.max_sae_samples is None:
+            return runs, train, rounds
+        probe = {"runs": [{"name": run.config.name} for run in runs]}
+        add_doubling(probe, sweep_dir, {run.config.name: run.sae for run in runs}, held_out, index_rows)
+        moving = [r["name"] for r in probe["runs"] if r["holds"] is False]
+        round_record = {"samples": samples, "moving": moving}
+        rounds.append(round_record)
+        if not moving or samples * 2 > config.max_sae_samples:
+            round_record["hit_cap"] = moving
+            return runs, train, rounds
+        (sweep_dir / "doubling_round.json").write_text(json.dumps(round_record))
+        sweep_dir.rename(archived)
+        samples *= 2
 
 
 def sae_configs(config: PipelineConfig, d_in: int) -> list[SAEConfig]:
@@ -137,7 +233,13 @@ def run_record(sae: SparseAutoencoder, evaluation, sps: float, losses=None) -> d
     }
 
 
-def run_pipeline(config: PipelineConfig, workdir: Path, corpus_path: Path | None = None, progress: bool = True) -> dict:
+def run_pipeline(
+    config: PipelineConfig,
+    workdir: Path,
+    corpus_path: Path | None = None,
+    progress: bool = True,
+    device: torch.device | str = "cpu",
+) -> dict:
     """Run (or resume) every step of the LM experiment in workdir; the metrics.json dict it wrote."""
     workdir.mkdir(parents=True, exist_ok=True)
     stage_seconds: dict[str, float] = {}
@@ -158,25 +260,19 @@ def run_pipeline(config: PipelineConfig, workdir: Path, corpus_path: Path | None
         tokens.train.tokens,
         tokens.val.tokens,
         workdir / "lm",
-        TrainLMConfig(steps=config.lm_steps, batch_size=config.lm_batch_size),
+        lm_train_config(config),
         progress=progress,
+        device=device,
     )
     model = trained.model
     lap("lm")
     harvest = HarvestConfig(layer=config.layer)
-    harvest_activations(model, tokens.train.tokens, workdir / "activations", "train", harvest, progress)
+    harvest_activations(model, tokens.train.tokens, workdir / "activations", "train", harvest, progress, device)
     lap("harvest")
     source = ScaledSource(ActivationSource(workdir / "activations"))
-    train = TrainConfig(samples=config.sae_samples, batch_size=config.sae_batch_size)
     held_out = source.batch(-1_000_000, config.eval_rows)
-    runs = train_sweep(
-        sae_configs(config, source.dim),
-        source,
-        train,
-        workdir / "saes",
-        source_spec=source.spec(),
-        progress=progress,
-        observer=sweep_tracker(workdir / "saes", held_out, train),
+    runs, train, doubling_rounds = sweep_until_holds(
+        config, source, held_out, workdir, len(tokens.train.tokens), progress, device
     )
 
     lap("sae_sweep")
@@ -216,6 +312,8 @@ def run_pipeline(config: PipelineConfig, workdir: Path, corpus_path: Path | None
         "convergence": convergence,
         "config": config.model_dump(),
         "stage_seconds": stage_seconds,
+        **devices_record(device, computed_on_device=("lm", "harvest", "sae_sweep")),
+        "doubling_rounds": doubling_rounds,
     }
     (workdir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     figures = workdir / "figures"
@@ -234,5 +332,15 @@ def run_pipeline(config: PipelineConfig, workdir: Path, corpus_path: Path | None
     index_run(workdir, index_config, progress)
     metrics["stage_seconds"]["feature_index"] = time.perf_counter() - clock
     add_evidence(metrics, workdir, index_config, figures)
+    saes = {run.config.name: run.sae for run in runs}
+    index_rows = len(tokens.train.tokens)
+    criteria = index_config.evidence
+    add_doubling(metrics, workdir / "saes", saes, held_out, index_rows, criteria.min_firings, criteria.min_contribution)
+    plot_doubling_heatmaps(metrics["runs"], figures)
+    clock = time.perf_counter()
+    metrics["toy_vs_lm"] = run_toy_twin(
+        metrics, source.dim, config.dict_sizes, config.l1, config.toy_twin_samples, workdir, progress, device
+    )
+    metrics["stage_seconds"]["toy_twin"] = time.perf_counter() - clock
     (workdir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics

@@ -18,6 +18,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import torch
 from pydantic import BaseModel, Field
 
 from training.activations.harvest import ActivationSource, HarvestConfig, harvest_activations
@@ -25,11 +26,13 @@ from training.activations.store import STORE_DIR, STORE_MANIFEST, ShardedSource,
 from training.analysis.metrics import SizedDictionary, evaluate, feature_count_estimate, mmcs_with_larger_records
 from training.data.tokenizer import load_tokenized
 from training.experiments.distributed import Replica, agree, train_sweep_distributed
+from training.experiments.doubling_report import add_doubling, plot_doubling_heatmaps
 from training.experiments.evidence_report import add_evidence
 from training.experiments.pipeline import PRESETS, PipelineConfig, ScaledSource, run_record, sae_configs
 from training.features.index import FeatureIndexConfig, index_run
 from training.figures.sweep import plot_heldout_objective, plot_mmcs_with_larger, plot_training_curve, read_train_log
 from training.lm.tinylm import load_lm
+from training.runtime.device import devices_record
 from training.sweeps.convergence import HELDOUT_LOG, add_convergence, read_heldout_log, sweep_convergence, sweep_tracker
 from training.sweeps.trainer import TrainConfig, samples_per_second, train_sweep
 
@@ -107,7 +110,11 @@ def activation_source(workdir: Path) -> ActivationSource:
 
 
 def train_run(
-    workdir: Path, settings: SweepSettings, replica: Replica | None = None, progress: bool = True
+    workdir: Path,
+    settings: SweepSettings,
+    replica: Replica | None = None,
+    progress: bool = True,
+    device: torch.device | str = "cpu",
 ) -> dict | None:
     """Train, evaluate and index the sweep on ``workdir``'s activations; the metrics (None on ranks other than 0)."""
     workdir = Path(workdir)
@@ -133,7 +140,9 @@ def train_run(
     held_out = source.batch(-1_000_000, settings.eval_rows)
     tracker = sweep_tracker(out, held_out, train)
     if replica is None:
-        runs = train_sweep(configs, source, train, out, source.spec(), progress=progress, observer=tracker)
+        runs = train_sweep(
+            configs, source, train, out, source.spec(), progress=progress, observer=tracker, device=device
+        )
     else:
         runs = train_sweep_distributed(configs, source, train, out, replica, source.spec(), progress, observer=tracker)
     stage_seconds["sae_sweep"] = time.perf_counter() - clock
@@ -169,6 +178,7 @@ def train_run(
         "convergence": convergence,
         "config": settings.model_dump(),
         "stage_seconds": stage_seconds,
+        **devices_record(device, ("sae_sweep",) if replica is None else ()),
     }
     figures = workdir / "figures"
     plot_mmcs_with_larger(larger, figures / "mmcs_with_larger.png", None, estimate)
@@ -187,5 +197,9 @@ def train_run(
     index_run(workdir, index_config, progress)
     stage_seconds["feature_index"] = time.perf_counter() - clock
     add_evidence(metrics, workdir, index_config, figures)
+    saes = {run.config.name: run.sae for run in runs}
+    criteria = index_config.evidence
+    add_doubling(metrics, out, saes, held_out, base.manifest.shape[0], criteria.min_firings, criteria.min_contribution)
+    plot_doubling_heatmaps(metrics["runs"], figures)
     (workdir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics

@@ -17,6 +17,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+import torch
 from pydantic import BaseModel, Field, model_validator
 
 from training.analysis.metrics import (
@@ -32,6 +33,7 @@ from training.analysis.metrics import (
 from training.data.toy import ToyConfig, ToyData
 from training.figures.recovery import write_recovery_figures
 from training.figures.sweep import read_train_log, write_figures
+from training.runtime.device import devices_record
 from training.saes import ARCHS, SAEConfig
 from training.sweeps.init_comparison import init_comparison
 from training.sweeps.recovery import RECOVERY_LOG, RecoveryTracker, read_recovery_log, recovery_metrics, recovery_report
@@ -179,7 +181,9 @@ def _run_record(run: SweepRun, train: TrainConfig, toy: ToyData, evaluation: Eva
     }
 
 
-def run_toy_experiment(config: ToyExperimentConfig, out: Path, progress: bool = True) -> dict:
+def run_toy_experiment(
+    config: ToyExperimentConfig, out: Path, progress: bool = True, device: torch.device | str = "cpu"
+) -> dict:
     """Train, evaluate and plot the sweep of ``config`` under ``out``; the metrics.json dict it wrote.
 
     Resumes a sweep already started in ``out/sweep``; raises ValueError when that folder holds a sweep
@@ -200,6 +204,7 @@ def run_toy_experiment(config: ToyExperimentConfig, out: Path, progress: bool = 
         ground_truth=toy.features,
         progress=progress,
         observer=tracker,
+        device=device,
     )
     x_eval = toy.evaluation_set(config.eval_samples)
     key = config.sparsity_key
@@ -235,6 +240,7 @@ def run_toy_experiment(config: ToyExperimentConfig, out: Path, progress: bool = 
         "mmcs_with_larger": larger_records,
         "feature_count_estimate": estimate,
         "config": config.model_dump(),
+        **devices_record(device, ("sae_sweep",), stages=("sae_sweep", "evaluation")),
         "true_feature_count": config.toy.n_features,
         "init_comparison": init_comparison(runs, train_log, toy, train, toy.features),
         "recovery": None if report is None else recovery_metrics(report, RECOVERY_FILE),

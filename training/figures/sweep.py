@@ -66,10 +66,12 @@ def plot_heatmap(runs: list[dict], metric: str, arch: str, path: Path) -> Path:
     sizes = sorted({int(r["dict_size"]) for r in rows})
     settings = sorted({r[key] for r in rows})
     grid = np.full((len(settings), len(sizes)), np.nan)
+    moving = np.zeros(grid.shape, dtype=bool)
     for r in rows:
         value = r.get(metric)
         if value is not None:
             grid[settings.index(r[key]), sizes.index(int(r["dict_size"]))] = value
+        moving[settings.index(r[key]), sizes.index(int(r["dict_size"]))] = r.get("holds") is False
     finite = grid[np.isfinite(grid)]
     low = vmin if vmin is not None else (float(finite.min()) if finite.size else 0.0)
     high = vmax if vmax is not None else (float(finite.max()) if finite.size else 1.0)
@@ -83,12 +85,14 @@ def plot_heatmap(runs: list[dict], metric: str, arch: str, path: Path) -> Path:
         if np.isfinite(value):
             red, green, blue, _ = colormap(norm(value))
             ink = "black" if 0.299 * red + 0.587 * green + 0.114 * blue > 0.5 else "white"
-            ax.text(j, i, _cell_text(value), ha="center", va="center", color=ink, fontsize=8)
+            text = _cell_text(value) + ("*" if moving[i, j] else "")
+            ax.text(j, i, text, ha="center", va="center", color=ink, fontsize=8)
     ax.set_xticks(range(len(sizes)), [_size_label(s) for s in sizes], fontsize=8)
     ax.set_yticks(range(len(settings)), [f"{s:g}" for s in settings], fontsize=8)
     ax.set_xlabel("dictionary size")
     ax.set_ylabel(key)
-    ax.set_title(f"{title}: {arch}", fontsize=10)
+    note = " (* still moving when the rows double)" if moving.any() else ""
+    ax.set_title(f"{title}: {arch}{note}", fontsize=10)
     fig.colorbar(image, ax=ax)
     return save_figure(fig, path)
 

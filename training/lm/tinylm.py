@@ -197,6 +197,12 @@ class TrainLMConfig(BaseModel):
     eval_every: int = Field(250, gt=0, description="steps between validation estimates in the log")
     eval_sequences: int = Field(128, gt=0, description="validation sequences of each estimate in the log")
     checkpoint_every: int = Field(250, gt=0, description="steps between checkpoints")
+    patience: int | None = Field(
+        None,
+        gt=0,
+        description="early stopping: end training when the validation loss has not improved for this many "
+        "evaluations (every eval_every steps), and keep the model of the best one; None trains all steps",
+    )
 
 
 @dataclass
@@ -216,6 +222,7 @@ class LMMetrics:
     train_seconds: float
     tokens_per_s: float
     n_params: int
+    best_step: int | None = None  # with early stopping: the step whose model was kept
 
 
 @dataclass
@@ -268,7 +275,7 @@ def mean_loss(
     model.eval()
     total, count = 0.0, 0
     for begin in range(0, len(windows), batch_size):
-        batch = windows[begin : begin + batch_size]
+        batch = windows[begin : begin + batch_size].to(next(model.parameters()).device)
         total += next_token_loss(model, batch, edit_layer, replace_mlp_hidden, reduction="sum").item()
         count += batch[:, 1:].numel()
     return total / max(count, 1)
@@ -392,10 +399,10 @@ def write_lm_checkpoint(
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
     state = optimizer.state_dict()
     tensors = {f"{i}.{name}": t for i, s in state["state"].items() for name, t in s.items()}
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / "optimizer.safetensors"))
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / "optimizer.safetensors"))
     (tmp / "state.json").write_text(
         json.dumps({"step": step, "seconds": seconds, "param_groups": state["param_groups"]})
     )
@@ -418,6 +425,28 @@ def truncate_log(path: Path, last_step: int) -> None:
     if path.exists():
         keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= last_step]
         path.write_text("".join(line + "\n" for line in keep))
+
+
+BEST_WEIGHTS = "best_model.safetensors"
+BEST_RECORD = "best.json"
+
+
+def _read_best(out_dir: Path) -> dict:
+    """Early stopping's record (best validation loss, its step, evaluations since) kept in the LM's folder."""
+    path = out_dir / BEST_RECORD
+    return json.loads(path.read_text()) if path.exists() else {"val_loss": math.inf, "step": 0, "stale": 0}
+
+
+def _track_best(out_dir: Path, model: TinyLM, val_loss: float, step: int, best: dict, patience: int) -> bool:
+    """Keep the best model so far (in ``best`` and on disk); True once ``patience`` evaluations brought no gain."""
+    if val_loss < best["val_loss"]:
+        best.update(val_loss=val_loss, step=step, stale=0)
+        tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(tensors, str(out_dir / BEST_WEIGHTS))
+    else:
+        best["stale"] += 1
+    (out_dir / BEST_RECORD).write_text(json.dumps(best))
+    return best["stale"] >= patience
 
 
 def lm_optimizer(model: TinyLM, config: TrainLMConfig) -> torch.optim.AdamW:
@@ -460,11 +489,13 @@ def train_lm(
     train: TrainLMConfig | None = None,
     progress: bool = True,
     stop_after: int | None = None,
+    device: torch.device | str = "cpu",
 ) -> TrainedLM:
     """Train a TinyLM on ``train_tokens`` and evaluate it on ``val_tokens``; resume or reuse ``out_dir``.
 
     A folder that already holds a finished model with the same settings is loaded, not retrained.
     ``stop_after`` ends training early at that step, after a checkpoint (used to test resumption).
+    Training runs on ``device``; the returned model and the final evaluation are on the CPU.
     """
     train = train or TrainLMConfig()
     out_dir = Path(out_dir)
@@ -476,6 +507,8 @@ def train_lm(
     if not same and out_dir.exists():
         shutil.rmtree(out_dir / "checkpoint", ignore_errors=True)
         metrics_path.unlink(missing_ok=True)
+        (out_dir / BEST_WEIGHTS).unlink(missing_ok=True)
+        (out_dir / BEST_RECORD).unlink(missing_ok=True)
         (out_dir / "model.safetensors").unlink(missing_ok=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.json").write_text(config.model_dump_json(indent=2))
@@ -483,7 +516,7 @@ def train_lm(
     (out_dir / "data.json").write_text(json.dumps(data, indent=2))
 
     torch.manual_seed(train.seed)
-    model = TinyLM(config)
+    model = TinyLM(config).to(device)
     optimizer = lm_optimizer(model, train)
     checkpoint = out_dir / "checkpoint"
     log_path = out_dir / "train_log.jsonl"
@@ -494,6 +527,9 @@ def train_lm(
     else:
         log_path.unlink(missing_ok=True)
     val_probe = eval_windows(val_tokens, config.context, train.eval_sequences)
+    best = _read_best(out_dir) if start else {"val_loss": math.inf, "step": 0, "stale": 0}
+    last = start
+    stopped_early = False
     seq_tokens = train.batch_size * config.context
     end = train.steps if stop_after is None else min(stop_after, train.steps)
     bar = tqdm(range(start, end), initial=start, total=train.steps, disable=not progress, desc="lm", unit="step")
@@ -501,7 +537,7 @@ def train_lm(
         for step in bar:
             began = time.perf_counter()
             model.train()
-            batch = sample_batch(train_tokens, step, train.batch_size, config.context + 1, train.seed)
+            batch = sample_batch(train_tokens, step, train.batch_size, config.context + 1, train.seed).to(device)
             lr = lr_at(step, train)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -512,7 +548,7 @@ def train_lm(
             optimizer.step()
             elapsed = time.perf_counter() - began
             seconds += elapsed
-            done = step + 1
+            done = last = step + 1
             if done % train.log_every == 0 or done == train.steps:
                 line = {
                     "step": done,
@@ -523,16 +559,24 @@ def train_lm(
                 }
                 if done % train.eval_every == 0 or done == train.steps:
                     line["val_loss"] = mean_loss(model, val_probe)
+                    if train.patience is not None:
+                        stopped_early = _track_best(out_dir, model, line["val_loss"], done, best, train.patience)
                 log.write(json.dumps(line) + "\n")
                 log.flush()
             bar.set_postfix_str(f"loss {loss.item():.3f} {seq_tokens / max(elapsed, 1e-9):,.0f} tok/s", refresh=False)
-            if done % train.checkpoint_every == 0 or done == end:
+            if done % train.checkpoint_every == 0 or done == end or stopped_early:
                 write_lm_checkpoint(checkpoint, done, model, optimizer, seconds)
+            if stopped_early:
+                break
     bar.close()
-    model.eval()
-    if end < train.steps:
+    model = model.cpu().eval()
+    if end < train.steps and not stopped_early:
         return TrainedLM(model, None)
+    if train.patience is not None and best["step"]:
+        model.load_state_dict(load_file(str(out_dir / BEST_WEIGHTS)))
     save_lm(model, out_dir)
-    metrics = evaluate_lm(model, train_tokens, val_tokens, train.steps, train.steps * seq_tokens, seconds)
+    metrics = evaluate_lm(model, train_tokens, val_tokens, last, last * seq_tokens, seconds)
+    if train.patience is not None:
+        metrics.best_step = best["step"]
     metrics_path.write_text(json.dumps(asdict(metrics), indent=2))
     return TrainedLM(model, metrics)

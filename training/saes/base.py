@@ -265,11 +265,22 @@ class SparseAutoencoder:
             loss=recon + sparsity, recon=recon, sparsity=sparsity, l0=l0, fvu=err_sq / max(total_var, 1e-12)
         )
 
+    def to(self, device: torch.device | str) -> SparseAutoencoder:
+        """Move every tensor the SAE holds (parameters, gradients, buffers) to ``device``; returns self."""
+        for name, value in list(vars(self).items()):
+            if isinstance(value, torch.Tensor):
+                setattr(self, name, value.to(device))
+            elif isinstance(value, dict) and value and all(isinstance(v, torch.Tensor) for v in value.values()):
+                setattr(self, name, {k: v.to(device) for k, v in value.items()})
+        return self
+
     # --- persistence -----------------------------------------------------------------------------
     def save(self, folder: Path, extra: dict | None = None) -> None:
         """Write ``sae.safetensors`` and ``config.json`` (plus any extra JSON) into folder."""
         folder.mkdir(parents=True, exist_ok=True)
-        tensors = {name: t.contiguous() for name, t in {**self.params(), **self.inference_buffers()}.items()}
+        tensors = {
+            name: t.detach().cpu().contiguous() for name, t in {**self.params(), **self.inference_buffers()}.items()
+        }
         save_file(tensors, str(folder / "sae.safetensors"))
         meta = {"config": self.config.model_dump(), **(extra or {})}
         (folder / "config.json").write_text(json.dumps(meta, indent=2))

@@ -26,6 +26,7 @@ from training.analysis.metrics import mmcs
 from training.saes import SAEConfig, SparseAutoencoder, StepStats, build_sae
 from training.sweeps.optim import Adam, learning_rate
 
+HALF_DIR = "half"  # each SAE at half its rows, beside saes/ in a sweep's folder
 INIT_STEP = -2  # the batch index reserved for data-dependent initialisation
 
 
@@ -91,6 +92,13 @@ class SweepRun:
         self.seconds += time.perf_counter() - start
         return stats
 
+    def to(self, device: torch.device | str) -> SweepRun:
+        """Move the SAE and its optimiser state to ``device``; returns self."""
+        self.sae.to(device)
+        self.adam.m = {k: v.to(device) for k, v in self.adam.m.items()}
+        self.adam.v = {k: v.to(device) for k, v in self.adam.v.items()}
+        return self
+
     def state(self) -> dict[str, torch.Tensor]:
         return {
             **{f"param.{k}": v for k, v in self.sae.params().items()},
@@ -128,7 +136,7 @@ def _write_checkpoint(folder: Path, step: int, runs: list[SweepRun]) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     for i, run in enumerate(runs):
-        save_file({k: v.contiguous() for k, v in run.state().items()}, str(tmp / f"sae_{i}.safetensors"))
+        save_file({k: v.detach().cpu().contiguous() for k, v in run.state().items()}, str(tmp / f"sae_{i}.safetensors"))
     (tmp / "state.json").write_text(json.dumps({"step": step}))
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
@@ -161,6 +169,7 @@ def train_sweep(
     observer: SweepObserver | None = None,
     make_run: Callable[[SAEConfig], SweepRun] = SweepRun,
     writer: bool = True,
+    device: torch.device | str = "cpu",
 ) -> list[SweepRun]:
     """Train every SAE in ``configs`` on the same batches from ``source``; resume if a checkpoint exists.
 
@@ -168,8 +177,10 @@ def train_sweep(
     With ``ground_truth`` (G x d), the log also records MMCS against it. An ``observer`` is told where
     the pass starts and is called after every step; it sees the SAEs but its time is not counted in theirs.
     ``make_run`` builds each SAE's run (a data-parallel sweep passes its own); with ``writer`` False this
-    process writes nothing (not the first process of a data-parallel sweep) and only trains.
+    process writes nothing (not the first process of a data-parallel sweep) and only trains. The SAEs
+    train on ``device`` (batches are read on the CPU and moved there) and are back on the CPU when returned.
     """
+    device = torch.device(device)
     names = [c.name for c in configs]
     clashes = sorted({n for n in names if names.count(n) > 1})
     if clashes:
@@ -180,7 +191,7 @@ def train_sweep(
         if conflict:
             raise ValueError(conflict)
         (out_dir / "sweep.json").write_text(json.dumps(_sweep_spec(configs, train, source_spec or {}), indent=2))
-    runs = [make_run(c) for c in configs]
+    runs = [make_run(c).to(device) for c in configs]
     checkpoint = out_dir / "checkpoint"
     log_path = out_dir / "train_log.jsonl"
     total = train.steps
@@ -190,7 +201,7 @@ def train_sweep(
         if writer:
             _truncate_log(log_path, start_step)
     else:
-        init_batch = source.batch(INIT_STEP, train.init_samples)
+        init_batch = _to_device(source.batch(INIT_STEP, train.init_samples), device)
         for run in runs:
             run.sae.initialise_from_data(init_batch)
         if writer:
@@ -210,7 +221,7 @@ def train_sweep(
     )
     with log_path.open("a") if writer else open(os.devnull, "w") as log:
         for step in bar:
-            x = source.batch(step, train.batch_size)
+            x = _to_device(source.batch(step, train.batch_size), device)
             want = (step + 1) % train.log_every == 0 or step + 1 == total
             lines = []
             for index, run in enumerate(runs):
@@ -238,9 +249,14 @@ def train_sweep(
                 )
             if observer is not None:
                 observer.after_step(step + 1, runs)
+            if writer and step + 1 == half_step(total):
+                for run in runs:
+                    run.sae.save(out_dir / HALF_DIR / run.config.name, {"samples": (step + 1) * train.batch_size})
             if writer and ((step + 1) % train.checkpoint_every == 0 or step + 1 == end):
                 _write_checkpoint(checkpoint, step + 1, runs)
     bar.close()
+    for run in runs:
+        run.to("cpu")
     if end == total and writer:
         for run in runs:
             run.sae.save(
@@ -248,6 +264,18 @@ def train_sweep(
                 {"samples": total * train.batch_size, "samples_per_s": samples_per_second(run, train)},
             )
     return runs
+
+
+def _to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A batch read on the CPU, on ``device`` (through pinned memory, without waiting, on CUDA)."""
+    if device.type == "cpu":
+        return batch
+    return batch.pin_memory().to(device, non_blocking=True)
+
+
+def half_step(total: int) -> int:
+    """The step after which a sweep keeps each SAE as it was at half its rows (for the doubling test)."""
+    return max(1, total // 2)
 
 
 def samples_per_second(run: SweepRun, train: TrainConfig) -> float:

@@ -1,0 +1,44 @@
+"""``monosemantic record``: a run's results as a small record to commit (JSON, figures, README), no weights."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from pathlib import Path
+
+
+def add_record(commands: argparse._SubParsersAction) -> None:
+    record = commands.add_parser(
+        "record",
+        help="write a run's record.json, key figures and README (no weights) into a folder to commit",
+        description=(
+            "Read DIR/metrics.json and write OUT/record.json (commit, command, machine, stage times, LM losses, "
+            "every SAE with its doubling verdict, every estimate with its interval), the key figures and a "
+            "README.md stating the numbers. Example: monosemantic record --workdir runs/study "
+            "--out docs/results/study --command 'monosemantic run --preset study --no-serve'."
+        ),
+    )
+    record.add_argument("--workdir", type=Path, required=True, metavar="DIR", help="a finished run")
+    record.add_argument("--out", type=Path, required=True, metavar="OUT", help="folder to write")
+    record.add_argument(
+        "--command",
+        dest="run_command",
+        default=None,
+        help="the command that built the run (default: run --preset P --workdir DIR)",
+    )
+    record.set_defaults(command=_record, parser=record)
+
+
+def _record(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if not (args.workdir / "metrics.json").is_file():
+        parser.error(f"--workdir {args.workdir} has no metrics.json: finish the run first")
+    import json
+
+    from training.experiments.record import write_record
+
+    preset = json.loads((args.workdir / "metrics.json").read_text()).get("preset", "default")
+    command = args.run_command or f"monosemantic run --preset {preset} --workdir {shlex.quote(str(args.workdir))}"
+    record = write_record(args.workdir, args.out, command, Path(__file__).resolve().parents[2])
+    holding = sum(1 for s in record["saes"] if s["holds"])
+    print(f"wrote {args.out}/record.json: {holding} of {len(record['saes'])} SAEs hold; commit {record['commit']}")
+    return 0

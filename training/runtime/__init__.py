@@ -1,0 +1,4 @@
+"""What every stage runs on.
+
+- ``device``: ``resolve_device``, ``DEVICE_CHOICES``, ``DeviceError``: the ``--device auto|cpu|cuda`` choice.
+"""
