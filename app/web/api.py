@@ -102,11 +102,9 @@ _DICTIONARY_COUNT = select(func.count()).select_from(Dictionary)
 
 @router.get("/health", response_model=Health)
 async def health(request: Request) -> Health:
-    """Whether the server and its database answer.
-
-    Its query runs as the feature views' cached reads do (``short_read``), so it stays the reference for
-    the per-request cost of the server itself (``bench/bench_server.py``).
-    """
+    """Whether the server and its database answer, with the package version and how many dictionaries it serves."""
+    # The query runs as the feature views' cached reads do (short_read), so bench/bench_server.py can use
+    # this endpoint as the reference for the per-request cost of the server itself.
     count = await short_read(request, _dictionary_count, request.app.state.engine)
     return Health(version=package_version(), dictionaries=count)
 

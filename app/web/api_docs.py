@@ -34,6 +34,7 @@ _PAGE = """<!doctype html>
 {head}
 </head>
 <body>
+<p><a href="/">&larr; back to the monosemantic app</a></p>
 {body}
 </body>
 </html>

@@ -18,6 +18,8 @@ SHADES = 10  # CSS classes t0 .. t10
 TOKEN_HTML_CACHE_SIZE = 65_536  # distinct (token, standalone) pairs kept: a vocabulary's worth
 TOKEN_HTML_CACHE_MAX_CHARS = 64  # longer texts are not cached, which bounds the cache to a few MB
 _VISIBLE = {"\n": "↵", "\r": "␍", "\t": "⇥"}
+# Special tokens are markers, not text: shown as one mark (in the mark style), never read as words.
+_SPECIAL = {"<|endoftext|>": "⟂ end of text"}
 
 
 def token_pieces(text: str, standalone: bool = False) -> list[tuple[bool, str]]:
@@ -28,6 +30,8 @@ def token_pieces(text: str, standalone: bool = False) -> list[tuple[bool, str]]:
     """
     if text == "":
         return [(True, "∅")]
+    if text in _SPECIAL:
+        return [(True, _SPECIAL[text])]
     only_spaces = text.strip(" ") == ""
     pieces: list[tuple[bool, str]] = []
     for char in text:
