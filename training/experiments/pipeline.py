@@ -104,19 +104,20 @@ PRESETS: dict[str, PipelineConfig] = {
         sae_batch_size=512,
     ),
     # The study's experiment trained until its outputs hold (about 90 minutes on 2 cores, minutes on a GPU):
-    # the LM to its best validation loss, then relu and topk SAEs of 128-4096 latents on 4M rows, doubled
-    # while any fails the doubling test, up to 16M rows. Rows, not more sparsity settings, get the budget.
+    # the LM to its best validation loss (at most 4,000 steps, about 14 minutes), then relu and topk SAEs of
+    # 128-4096 latents on 3M rows, trained again on twice the rows while any fails the doubling test, up to
+    # 12M (3 + 6 + 12M rows: at most about 60 minutes). Rows, not more sparsity settings, get the budget.
     "study": PipelineConfig(
         name="study",
-        lm_steps=8000,
+        lm_steps=4000,
         lm_patience=4,
         lm_eval_every=250,
         lm_eval_sequences=512,
         dict_sizes=[128, 256, 512, 1024, 2048, 4096],
         l1=[0.1, 0.3],
         k=[8],
-        sae_samples=4_000_000,
-        max_sae_samples=16_000_000,
+        sae_samples=3_000_000,
+        max_sae_samples=12_000_000,
         sae_batch_size=512,
         toy_twin_samples=1_000_000,
     ),
