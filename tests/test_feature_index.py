@@ -133,9 +133,11 @@ def test_top_tokens_and_pos_tags_count_firing_tokens(case):
     for f in range(F):
         fired = codes[:, f] > 0
         counts = np.bincount(corpus.ids[fired], minlength=VOCAB)
+        mass = np.bincount(corpus.ids[fired], weights=codes[fired, f], minlength=VOCAB)
         best = arrays["top_token_ids"][f][0]
         if fired.any():
-            assert counts[best] == counts.max() == arrays["top_token_counts"][f][0]
+            assert mass[best] == pytest.approx(mass.max(), rel=1e-5)
+            assert counts[best] == arrays["top_token_counts"][f][0]
             mean = codes[fired & (corpus.ids == best), f].mean()
             assert arrays["top_token_mean"][f][0] == pytest.approx(mean, rel=1e-5)
         np.testing.assert_array_equal(arrays["pos_counts"][f], np.bincount(corpus.tags[fired], minlength=N_TAGS))
@@ -232,3 +234,18 @@ def test_firing_entries_are_the_nonzero_codes_in_row_major_order(case, arch):
     torch.testing.assert_close(r, expected_r)
     torch.testing.assert_close(f, expected_f)
     torch.testing.assert_close(v, codes[expected_r, expected_f])
+
+
+def test_top_tokens_are_ranked_by_activation_mass_not_count():
+    import torch
+
+    from training.features.index import _top_tokens
+
+    counts = torch.tensor([[100, 3, 0, 10]])
+    sums = torch.tensor([[5.0, 6.0, 0.0, 2.0]], dtype=torch.float64)  # token 0: frequent but weak
+    by_mass = _top_tokens(counts, sums, 3)
+    assert by_mass["top_token_ids"].tolist() == [[1, 0, 3]]
+    assert by_mass["top_token_counts"].tolist() == [[3, 100, 10]]
+    assert by_mass["top_token_mean"][0].tolist() == pytest.approx([2.0, 0.05, 0.2])
+    assert _top_tokens(counts, sums, 3, "count")["top_token_ids"].tolist() == [[0, 3, 1]]
+    assert _top_tokens(counts, sums, 4)["top_token_ids"].tolist()[0][-1] == -1  # never fired: padded

@@ -65,6 +65,8 @@ class FeatureEvidence:
     main_html: Markup  # statistics, top contexts, quantile samples
     side_html: Markup  # histogram, top tokens, logit effects, parts of speech
     neighbours: list[Neighbour]  # their dictionary ids are looked up again on every view
+    evidence: str = "alive"  # "alive", "rare" or "dead"
+    inspect_text: str = ""  # the text of its strongest context, for "Open in inspector"
 
     def size_bytes(self) -> int:
         """Memory the two HTML strings take (what the cache's bound counts)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from urllib.parse import parse_qs, quote, unquote, urlencode
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
@@ -32,7 +32,6 @@ from app.services.schemas import (
     ActivationsOut,
     ContrastIn,
     FeatureDetail,
-    FeatureSort,
     LabelIn,
     LabelOut,
     Neighbour,
@@ -243,19 +242,27 @@ def feature_browser(
     request: Request,
     dictionary_id: DictionaryId,
     session: SessionDep,
-    sort: FeatureSort = "index",
-    order: SortOrder | None = None,
+    sort: str = "index",
+    order: str | None = None,
     q: Annotated[str, Query(max_length=MAX_QUERY_CHARS)] = "",
     offset: Annotated[int, Query(ge=0, le=MAX_SQL_INT)] = 0,
     evidence: Literal["alive", "all"] = "alive",
 ) -> HTMLResponse:
     """A dictionary's features, sortable and filterable by top token; htmx swaps only the table.
 
-    Dead and rare features are hidden unless ``evidence=all``.
+    Dead and rare features are hidden unless ``evidence=all``. A sort or order the table does not have is
+    an error page that names the ones it has (the API answers the same mistake with its JSON 422).
     """
     dictionary = _dictionary(session, dictionary_id)
     if dictionary is None:
         return _missing_dictionary(request, dictionary_id)
+    if sort not in DEFAULT_ORDERS or order not in (None, *get_args(SortOrder)):
+        wrong = f"sort={sort}" if sort not in DEFAULT_ORDERS else f"order={order}"
+        message = (
+            f"The feature table cannot be sorted by {wrong}: sort by {', '.join(DEFAULT_ORDERS)}, "
+            f"in order {' or '.join(get_args(SortOrder))}."
+        )
+        return render(request, "error.html", {"title": "Bad sort", "message": message}, status_code=422)
     order = order or DEFAULT_ORDERS[sort]
     q = q.strip()
     page = queries.feature_page(
@@ -314,6 +321,8 @@ def render_evidence(detail: FeatureDetail, compact: bool) -> FeatureEvidence:
         main_html=Markup(parts.main(detail, compact)),
         side_html=Markup(parts.side(detail, chart)),
         neighbours=detail.neighbours,
+        evidence=getattr(detail, "evidence", "alive"),
+        inspect_text="".join(detail.top_contexts[0].tokens) if detail.top_contexts else "",
     )
 
 
@@ -457,15 +466,27 @@ def label_page(
     session: SessionDep,
     skip: Annotated[int | None, Query(ge=0, le=MAX_SQL_INT)] = None,
     change: bool = False,
+    feature: Annotated[int | None, Query(ge=0, le=MAX_SQL_INT)] = None,
 ) -> HTMLResponse:
-    """A random alive feature this labeller has not labelled, with its evidence; first asks for a name."""
+    """A random alive feature this labeller has not labelled, with its evidence; first asks for a name.
+
+    With ``feature=N`` the card shows feature N first (chosen from its page); the random queue follows.
+    """
     dictionary = _dictionary(session, dictionary_id)
     if dictionary is None:
         return _missing_dictionary(request, dictionary_id)
+    chosen = None
+    if feature is not None:
+        chosen = queries.feature_detail(session, dictionary, feature)
+        if chosen is None:
+            return not_found(
+                request,
+                f"{dictionary.name} has no feature {feature}: features run from 0 to {dictionary.dict_size - 1}.",
+            )
     labeller = current_labeller(request)
     if change:
         return _labelling(request, session, dictionary, None, labeller_input=labeller)
-    return _labelling(request, session, dictionary, labeller, skip=skip)
+    return _labelling(request, session, dictionary, labeller, feature=chosen, skip=skip)
 
 
 @router.post("/dictionaries/{dictionary_id}/label/labeller", response_class=HTMLResponse)
@@ -697,10 +718,15 @@ def inspect_page(
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
+    inspector: Annotated[ActivationInspector, Depends(get_inspector)],
     dictionary: Annotated[int | None, Query(ge=1, le=MAX_SQL_INT)] = None,
+    text: Annotated[str, Query(max_length=20_000)] = "",
+    feature: Annotated[str, Query(max_length=20)] = "",
 ) -> HTMLResponse:
-    """The live inspector's form."""
-    return render(request, "inspect.html", _inspect_context(session, settings, selected_id=dictionary))
+    """The live inspector's form; with ``text`` in the URL it also shows the result, so a view can be shared."""
+    if not text:
+        return render(request, "inspect.html", _inspect_context(session, settings, selected_id=dictionary))
+    return _inspection(request, session, settings, inspector, dictionary or 0, text, feature.strip(), block=None)
 
 
 def _strongest(result: ActivationsOut) -> tuple[float, float]:
@@ -719,14 +745,26 @@ async def inspect_text(
 ) -> HTMLResponse:
     """Run a text through a dictionary (the code behind ``POST /api/activations``) and show the tokens."""
     form = await checked_form(request)
-    text = form.get("text", "")
-    feature_text = form.get("feature", "").strip()
-    values: dict[str, Any] = {"text": text, "feature": feature_text or None}
     try:
         dictionary_id = int(form.get("dictionary_id", ""))
     except ValueError:
         dictionary_id = 0
-    values["selected_id"] = dictionary_id
+    text, feature_text = form.get("text", ""), form.get("feature", "").strip()
+    return _inspection(request, session, settings, inspector, dictionary_id, text, feature_text, "inspect_result")
+
+
+def _inspection(
+    request: Request,
+    session: Session,
+    settings: Settings,
+    inspector: ActivationInspector,
+    dictionary_id: int,
+    text: str,
+    feature_text: str,
+    block: str | None,
+) -> HTMLResponse:
+    """The inspector run on a text (for its form post or a shared URL), as a page or its result block."""
+    values: dict[str, Any] = {"text": text, "feature": feature_text or None, "selected_id": dictionary_id}
     # An id past what SQL stores would overflow the driver: no dictionary can have it.
     dictionary = _dictionary(session, dictionary_id) if 1 <= dictionary_id <= MAX_SQL_INT else None
     error, status, feature = _inspect_input_error(dictionary, dictionary_id, text, feature_text, settings)
@@ -739,13 +777,16 @@ async def inspect_text(
             strongest, feature_max = _strongest(result)
             values.update(result=result, strongest=strongest, feature_max=feature_max)
     values["error"] = error
-    return render(
-        request,
-        "inspect.html",
-        _inspect_context(session, settings, **values),
-        block="inspect_result",
-        status_code=status,
+    if error is None and dictionary is not None:
+        values["share_url"] = "/inspect?" + urlencode(
+            {"dictionary": dictionary.id, "text": text, **({"feature": feature_text} if feature_text else {})}
+        )
+    response = render(
+        request, "inspect.html", _inspect_context(session, settings, **values), block=block, status_code=status
     )
+    if "share_url" in values:
+        response.headers["HX-Push-Url"] = values["share_url"]
+    return response
 
 
 def _inspect_input_error(

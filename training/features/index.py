@@ -36,6 +36,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -80,6 +81,11 @@ class FeatureIndexConfig(BaseModel):
     per_quantile: int = Field(5, gt=0, description="samples per interval")
     hist_bins: int = Field(50, gt=0, description="bins of the activation histogram")
     n_top_tokens: int = Field(10, gt=0, description="tokens listed as those the feature fires on most")
+    top_tokens_by: Literal["activation_mass", "count"] = Field(
+        "activation_mass",
+        description="rank a feature's top tokens by the sum of its activation on them (a frequent token it fires "
+        "on weakly ranks below a rarer one it fires on strongly), or by how often it fires on them",
+    )
     n_logits: int = Field(10, gt=0, description="promoted and suppressed tokens of the logit effects")
     n_neighbours: int = Field(3, gt=0, description="nearest atoms listed in each neighbouring dictionary")
     chunk_tokens: int = Field(8192, gt=0, description="activation rows per chunk (bounds memory)")
@@ -330,13 +336,16 @@ def _add_pair_counts(
         )
 
 
-def _top_tokens(counts: torch.Tensor, sums: torch.Tensor, n: int) -> dict[str, np.ndarray]:
-    best = counts.topk(min(n, counts.shape[1]), dim=1)
-    fired = best.values > 0
-    mean = sums.gather(1, best.indices) / best.values.clamp_min(1)
+def _top_tokens(counts: torch.Tensor, sums: torch.Tensor, n: int, by: str = "activation_mass") -> dict[str, np.ndarray]:
+    """Each feature's ``n`` top tokens, ranked by activation mass (sum) or count, with count and mean activation."""
+    ranking = sums if by == "activation_mass" else counts.double()
+    best = ranking.topk(min(n, counts.shape[1]), dim=1)
+    chosen = counts.gather(1, best.indices)
+    fired = chosen > 0
+    mean = sums.gather(1, best.indices) / chosen.clamp_min(1)
     return {
         "top_token_ids": torch.where(fired, best.indices, -1).int().numpy(),
-        "top_token_counts": best.values.numpy(),
+        "top_token_counts": chosen.numpy(),
         "top_token_mean": mean.float().numpy(),
     }
 
@@ -422,7 +431,9 @@ def compute_feature_index(
         "top_values": top_values,
         "quantile_positions": quantile_positions,
         "quantile_values": quantile_values,
-        **_top_tokens(token_counts.view(f, vocab_size), token_sums.view(f, vocab_size), config.n_top_tokens),
+        **_top_tokens(
+            token_counts.view(f, vocab_size), token_sums.view(f, vocab_size), config.n_top_tokens, config.top_tokens_by
+        ),
     }
     del token_counts, token_sums
     if tag_counts is not None:

@@ -1,0 +1,46 @@
+"""Labelling a chosen feature, sharing an inspector view, and the browser table's edge cases, as pages render them."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import parse_qs, urlparse
+
+from fastapi.testclient import TestClient
+
+from tests.browser.conftest import PageApp
+from tests.browser.test_pages_render import pick_name
+
+
+def test_a_feature_page_links_to_labelling_it_and_to_the_inspector(client: TestClient, page_app: PageApp) -> None:
+    small, alive = page_app.built.small_id, page_app.built.small_alive[0]
+    html = client.get(f"/dictionaries/{small}/features/{alive}").text
+    assert f'href="/dictionaries/{small}/label?feature={alive}"' in html
+    inspect = re.search(r'href="(/inspect\?[^"]+)">Open in inspector', html).group(1)
+    params = parse_qs(urlparse(inspect.replace("&amp;", "&")).query)
+    assert params["dictionary"] == [str(small)] and params["feature"] == [str(alive)] and params["text"][0]
+
+
+def test_labelling_a_chosen_feature_opens_its_card_then_the_queue(client: TestClient, page_app: PageApp) -> None:
+    small = page_app.built.small_id
+    pick_name(client, small)
+    card = client.get(f"/dictionaries/{small}/label", params={"feature": 5}).text
+    assert re.search(r'name="feature_index" value="5"|data-feature="5"|Feature #5', card)
+    missing = client.get(f"/dictionaries/{small}/label", params={"feature": 999})
+    assert missing.status_code == 404 and "has no feature 999" in missing.text
+
+
+def test_a_bad_sort_is_an_html_page_and_an_offset_past_the_end_says_so(client: TestClient, page_app: PageApp) -> None:
+    small = page_app.built.small_id
+    bad = client.get(f"/dictionaries/{small}", params={"sort": "bogus"})
+    assert bad.status_code == 422 and bad.headers["content-type"].startswith("text/html")
+    assert "cannot be sorted by sort=bogus" in bad.text
+    assert client.get(f"/api/dictionaries/{small}/features", params={"sort": "bogus"}).status_code == 422
+    past = client.get(f"/dictionaries/{small}", params={"offset": 5000}).text
+    assert "starts past the last" in past and "5,001" not in past
+
+
+def test_the_inspector_reads_its_state_from_the_url(client: TestClient, page_app: PageApp) -> None:
+    small = page_app.built.small_id
+    page = client.get("/inspect", params={"dictionary": small, "text": "hello there", "feature": "2"})
+    assert "hello there" in page.text and 'value="2"' in page.text
+    assert page.status_code in (200, 409)  # 409 where the run behind the test database has no model to run
