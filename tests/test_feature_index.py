@@ -249,3 +249,15 @@ def test_top_tokens_are_ranked_by_activation_mass_not_count():
     assert by_mass["top_token_mean"][0].tolist() == pytest.approx([2.0, 0.05, 0.2])
     assert _top_tokens(counts, sums, 3, "count")["top_token_ids"].tolist() == [[0, 3, 1]]
     assert _top_tokens(counts, sums, 4)["top_token_ids"].tolist()[0][-1] == -1  # never fired: padded
+
+
+def test_each_atom_lists_its_nearest_other_atoms_of_the_same_dictionary():
+    import torch
+
+    from training.features.index import nearest_other_atoms
+
+    decoder = torch.tensor([[1.0, 0.0], [0.99, 0.14], [0.0, 1.0], [-1.0, 0.0]])
+    ids, cos = nearest_other_atoms(decoder, 2)
+    assert ids[0].tolist() == [1, 2] and ids[3].tolist() == [2, 1]
+    assert cos[0][0] == pytest.approx(0.99 / (0.99**2 + 0.14**2) ** 0.5, rel=1e-5)
+    assert all(i not in row for i, row in enumerate(ids.tolist()))

@@ -151,7 +151,7 @@ class Neighbour(BaseModel):
     dictionary_hash: str
     dictionary_id: int | None = Field(description="id of that dictionary when it is indexed here too")
     dictionary_size: int
-    direction: Literal["smaller", "larger"]
+    direction: Literal["smaller", "larger", "same"]
     index: int
     cosine: float
 

@@ -43,7 +43,8 @@ def test_index_of_a_trained_run_fills_the_database_and_keeps_labels_on_re_index(
             select(Feature).where(Feature.dictionary_id == dictionary.id, Feature.alive).order_by(Feature.index)
         ).first()
         assert feature.top_tokens and feature.logit_promoted and feature.histogram["counts"]
-        assert {n["direction"] for n in feature.neighbours} == {"smaller"}
+        assert {n["direction"] for n in feature.neighbours} == {"smaller", "same"}
+        assert all(n["index"] != feature.index for n in feature.neighbours if n["direction"] == "same")
         best = session.scalars(
             select(Example).where(Example.feature_id == feature.id, Example.kind == "top", Example.rank == 0)
         ).one()

@@ -21,7 +21,8 @@ Artifacts, one folder per dictionary under ``<run>/features/<sae name>/``:
   ``top_token_counts`` i64, ``top_token_mean`` f32; ``promoted_ids``/``suppressed_ids`` i32 (F, n_logits),
   ``promoted_values``/``suppressed_values`` f32; ``pos_counts`` i64 (F, n_tags) when the corpus has tags;
   ``neighbour_smaller_ids``/``neighbour_smaller_cos`` and ``neighbour_larger_*`` (F, n_neighbours) when that
-  dictionary exists; ``mmcs_with_larger`` f32 (F), each atom's best cosine with the next larger dictionary
+  dictionary exists, and ``neighbour_same_*`` for the nearest other atoms of the dictionary itself;
+  ``mmcs_with_larger`` f32 (F), each atom's best cosine with the next larger dictionary
   (NaN when there is none).
 - ``feature_index.json``: the ``FeatureIndexMeta`` fields (which SAE, its weights hash, the neighbour
   dictionaries, the config with its evidence criteria, the activation rows' RMS norm) so a changed input is
@@ -240,7 +241,7 @@ def expected_shapes(meta: FeatureIndexMeta) -> dict[str, tuple[int | None, ...]]
     shapes |= {"quantile_positions": quantiles, "quantile_values": quantiles}
     shapes |= {"quantile_window_ids": (*quantiles, w), "quantile_window_acts": (*quantiles, w)}
     shapes |= {name: (f, None) for name in ("top_token_ids", "top_token_counts", "top_token_mean", "pos_counts")}
-    for side in ("smaller", "larger"):
+    for side in ("smaller", "larger", "same"):
         shapes |= {f"neighbour_{side}_ids": (f, None), f"neighbour_{side}_cos": (f, None)}
     for name in ("promoted_ids", "promoted_values", "suppressed_ids", "suppressed_values"):
         shapes[name] = (f, config.n_logits)
@@ -320,6 +321,14 @@ def nearest_atoms(decoder: torch.Tensor, other: torch.Tensor, n: int) -> tuple[n
     """For each atom, the n atoms of another dictionary with the highest cosine: (ids, cosines)."""
     cos = cosine_matrix(decoder, other)
     best = cos.topk(min(n, other.shape[0]), dim=1)
+    return best.indices.int().numpy(), best.values.float().numpy()
+
+
+def nearest_other_atoms(decoder: torch.Tensor, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each atom, the n other atoms of the same dictionary with the highest cosine: (ids, cosines)."""
+    cos = cosine_matrix(decoder, decoder)
+    cos.fill_diagonal_(-2.0)
+    best = cos.topk(min(n, max(decoder.shape[0] - 1, 1)), dim=1)
     return best.indices.int().numpy(), best.values.float().numpy()
 
 
@@ -469,6 +478,10 @@ def compute_feature_index(
     for side, neighbour in (neighbours or {}).items():
         if neighbour is None:
             continue
+        if side == "same":
+            ids, cos = nearest_other_atoms(sae.W_dec, config.n_neighbours)
+            arrays["neighbour_same_ids"], arrays["neighbour_same_cos"] = ids, cos
+            continue
         ids, cos = nearest_atoms(sae.W_dec, neighbour.decoder, config.n_neighbours)
         arrays[f"neighbour_{side}_ids"], arrays[f"neighbour_{side}_cos"] = ids, cos
         if side == "larger":
@@ -552,6 +565,7 @@ def index_run(run_dir: Path, config: FeatureIndexConfig | None = None, progress:
             side: None if other is None else Neighbour(other.name, hashes[other], saes[other].W_dec)
             for side, other in sides.items()
         }
+        neighbours["same"] = Neighbour(folder.name, hashes[folder], sae.W_dec)
         meta = FeatureIndexMeta(
             sae_name=folder.name,
             sae_dir=str(folder.relative_to(run_dir)),
@@ -570,7 +584,11 @@ def index_run(run_dir: Path, config: FeatureIndexConfig | None = None, progress:
             neighbours={
                 side: None
                 if n is None
-                else {"name": n.name, "weights_hash": n.weights_hash, "dict_size": saes[sides[side]].config.dict_size}
+                else {
+                    "name": n.name,
+                    "weights_hash": n.weights_hash,
+                    "dict_size": sae.config.dict_size if side == "same" else saes[sides[side]].config.dict_size,
+                }
                 for side, n in neighbours.items()
             },
         )
