@@ -51,3 +51,23 @@
     }
   });
 })();
+
+// The feature browser: the arrow keys turn its pages (not while typing in a field).
+(function () {
+  "use strict";
+  document.addEventListener("keydown", function (event) {
+    var target = event.target;
+    if (event.altKey || event.ctrlKey || event.metaKey || !document.getElementById("feature-table")) {
+      return;
+    }
+    if (target && (target.tagName === "INPUT" || target.tagName === "TEXTAREA" || target.isContentEditable)) {
+      return;
+    }
+    var which = event.key === "ArrowRight" ? "next" : event.key === "ArrowLeft" ? "previous" : null;
+    var link = which && document.querySelector('#feature-table a[data-page="' + which + '"]');
+    if (link) {
+      event.preventDefault();
+      link.click();
+    }
+  });
+})();

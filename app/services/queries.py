@@ -141,14 +141,20 @@ def feature_page(
 ) -> FeaturePage:
     """One page of a dictionary's features, filtered by top-token text and evidence level, and sorted.
 
-    ``q`` keeps features whose top-token text contains it (case-insensitive); ``evidence`` keeps one level
+    ``q`` keeps features whose top-token text or a label's description contains it (case-insensitive);
+    ``evidence`` keeps one level
     ("alive", "rare", "dead") or all of them. ``sort=label_status`` puts
     unlabelled features first with ``order=asc`` and labelled first with ``order=desc``; ties always go
     by index.
     """
     condition = Feature.dictionary_id == dictionary.id
     if q:
-        condition = condition & Feature.top_token_text.icontains(q, autoescape=True)
+        described = exists().where(
+            Label.dictionary_hash == dictionary.content_hash,
+            Label.feature_index == Feature.index,
+            Label.description.icontains(q, autoescape=True),
+        )
+        condition = condition & (Feature.top_token_text.icontains(q, autoescape=True) | described)
     if evidence != "all":
         condition = condition & (Feature.evidence == evidence)
     total = session.scalar(select(func.count()).select_from(Feature).where(condition)) or 0
@@ -164,7 +170,7 @@ def feature_page(
         ordering.append(Feature.index.asc())
     features = session.scalars(select(Feature).where(condition).order_by(*ordering).limit(limit).offset(offset)).all()
     vocab = dictionary.vocabulary.tokens
-    counts, latest = _label_summaries(session, dictionary.content_hash, [f.index for f in features])
+    counts, latest, described = _label_summaries(session, dictionary.content_hash, [f.index for f in features])
     return FeaturePage(
         total=total,
         limit=limit,
@@ -182,27 +188,31 @@ def feature_page(
                 top_tokens=_top_tokens(f, vocab),
                 label_count=counts.get(f.index, 0),
                 latest_verdict=latest.get(f.index),
+                latest_description=described.get(f.index, ""),
             )
             for f in features
         ],
     )
 
 
-def _label_summaries(session: Session, dictionary_hash: str, indices: list[int]) -> tuple[dict, dict]:
-    """Label count and newest verdict per feature index, for the given indices only."""
+def _label_summaries(session: Session, dictionary_hash: str, indices: list[int]) -> tuple[dict, dict, dict]:
+    """Label count, newest verdict and newest non-empty description per feature index, for these indices only."""
     if not indices:
-        return {}, {}
+        return {}, {}, {}
     rows = session.execute(
-        select(Label.feature_index, Label.verdict)
+        select(Label.feature_index, Label.verdict, Label.description)
         .where(Label.dictionary_hash == dictionary_hash, Label.feature_index.in_(indices))
         .order_by(Label.created_at, Label.id)
     ).all()
     counts: dict[int, int] = defaultdict(int)
     latest: dict[int, str] = {}
-    for index, verdict in rows:
+    described: dict[int, str] = {}
+    for index, verdict, description in rows:
         counts[index] += 1
         latest[index] = verdict
-    return counts, latest
+        if description:
+            described[index] = description
+    return counts, latest, described
 
 
 def get_feature(session: Session, dictionary: Dictionary, index: int) -> Feature | None:

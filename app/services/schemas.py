@@ -94,6 +94,7 @@ class FeatureSummary(BaseModel):
     top_tokens: list[TopToken]
     label_count: int
     latest_verdict: Verdict | None = Field(description="verdict of the newest label, any labeller")
+    latest_description: str = Field("", description="the newest non-empty label description, any labeller")
 
 
 class FeaturePage(BaseModel):

@@ -295,6 +295,20 @@ def feature_browser(
     return response
 
 
+@router.get("/dictionaries/{dictionary_id}/goto", response_class=HTMLResponse)
+def go_to_feature(request: Request, dictionary_id: DictionaryId, session: SessionDep, index: str = "") -> Response:
+    """The browser's "go to feature #" box: a redirect to that feature's page, or an error page."""
+    dictionary = _dictionary(session, dictionary_id)
+    if dictionary is None:
+        return _missing_dictionary(request, dictionary_id)
+    if not index.strip().isdecimal() or int(index) >= dictionary.dict_size:
+        return not_found(
+            request,
+            f"{dictionary.name} has no feature {index.strip()!r}: they run from 0 to {dictionary.dict_size - 1}.",
+        )
+    return RedirectResponse(f"/dictionaries/{dictionary.id}/features/{int(index)}", status_code=303)
+
+
 _CACHE_LOCK = threading.Lock()
 
 
@@ -447,6 +461,7 @@ def _labelling(
         "max_description": MAX_DESCRIPTION_CHARS,
         "compact": True,
         "needs_token": needs_token,
+        "chosen_feature": None,
         **extra,
     }
     if labeller is not None:
@@ -486,7 +501,7 @@ def label_page(
     labeller = current_labeller(request)
     if change:
         return _labelling(request, session, dictionary, None, labeller_input=labeller)
-    return _labelling(request, session, dictionary, labeller, feature=chosen, skip=skip)
+    return _labelling(request, session, dictionary, labeller, feature=chosen, skip=skip, chosen_feature=feature)
 
 
 @router.post("/dictionaries/{dictionary_id}/label/labeller", response_class=HTMLResponse)
@@ -522,7 +537,9 @@ async def choose_labeller(request: Request, dictionary_id: DictionaryId, session
             error="Wrong write token: ask whoever runs this server for it.",
             status_code=403,
         )
-    response = RedirectResponse(f"/dictionaries/{dictionary.id}/label", status_code=303)
+    chosen = form.get("feature", "")
+    then = f"?feature={int(chosen)}" if chosen.isdecimal() and int(chosen) < dictionary.dict_size else ""
+    response = RedirectResponse(f"/dictionaries/{dictionary.id}/label{then}", status_code=303)
     response.set_cookie(
         LABELLER_COOKIE, quote(name, safe=""), max_age=LABELLER_COOKIE_AGE_S, httponly=True, samesite="lax", path="/"
     )
@@ -575,12 +592,18 @@ async def submit_label(request: Request, dictionary_id: DictionaryId, session: S
         )
         if not wants_fragment(request):
             return RedirectResponse(f"/dictionaries/{dictionary.id}/label", status_code=303)
-        return _labelling(request, session, dictionary, labeller, flash=flash)
+        return _queue_url(_labelling(request, session, dictionary, labeller, flash=flash), dictionary)
     saved = queries.add_label(session, dictionary, index, label)
     if not wants_fragment(request):
         return RedirectResponse(f"/dictionaries/{dictionary.id}/label", status_code=303)
     flash = f"Saved feature #{saved.feature_index} as {_verdict_words(saved.verdict)}."
-    return _labelling(request, session, dictionary, labeller, flash=flash)
+    return _queue_url(_labelling(request, session, dictionary, labeller, flash=flash), dictionary)
+
+
+def _queue_url(response: HTMLResponse, dictionary: Dictionary) -> HTMLResponse:
+    """After a label, the address bar shows the random queue (not ``?feature=N``), so a reload goes on from it."""
+    response.headers["HX-Push-Url"] = f"/dictionaries/{dictionary.id}/label"
+    return response
 
 
 def _verdict_words(verdict: str) -> str:

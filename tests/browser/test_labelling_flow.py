@@ -1,0 +1,92 @@
+"""The labeller's whole flow in real Chromium: pick a feature in the browser, open it, label it from its page with a
+confidence, reload without losing or skipping anything, and find it again by its description; and the layout at
+three widths.
+"""
+
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import Browser, Page, expect
+from sqlalchemy import select
+
+from app.db.models import Label
+from tests.browser import test_browser as shared
+from tests.browser.conftest import PageApp
+
+browser, page, console_errors = shared.browser, shared.page, shared.console_errors
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_pick_open_label_reload_and_find_a_feature_by_its_description(
+    page: Page, live_server: str, page_app: PageApp, console_errors: list[str]
+) -> None:
+    small = page_app.built.small_id
+    page.goto(f"{live_server}/dictionaries/{small}")
+    page.wait_for_function("window.htmx !== undefined")
+    # 1. Pick a feature from the browser: the third row of the table.
+    row = page.locator("table.features tbody tr").nth(2)
+    chosen = int(row.locator("td").first.inner_text().lstrip("#"))
+    row.locator("td a").first.click()
+    # 2. Its page.
+    expect(page.locator("h1")).to_contain_text(f"Feature #{chosen}")
+    # 3. Label it from its page, with a confidence and a description.
+    page.click("text=Label this feature")
+    page.fill("input[name=labeller]", "Ada")
+    page.click("button[type=submit]")
+    expect(page.locator("#labelling")).to_have_attribute("data-feature", str(chosen))
+    page.wait_for_function("window.htmx !== undefined")
+    page.keyboard.press("c")
+    page.keyboard.press("c")
+    page.keyboard.press("Shift+Digit1")
+    page.keyboard.press("d")
+    page.keyboard.type("honorific titles")
+    page.keyboard.press("Control+Enter")
+    expect(page.locator("[data-count=labelled]")).to_have_text("1")
+    following = page.locator("#labelling").get_attribute("data-feature")
+    assert following != str(chosen)
+    # 4. A reload shows the same next feature and stores nothing twice.
+    page.reload()
+    expect(page.locator("#labelling")).to_have_attribute("data-feature", following)
+    with page_app.app.state.sessionmaker() as session:
+        rows = session.scalars(select(Label)).all()
+    assert [(r.feature_index, r.verdict, r.confidence, r.description) for r in rows] == [
+        (chosen, "monosemantic", 0.75, "honorific titles")
+    ]
+    # 5. Find it again by its description in the browser.
+    page.goto(f"{live_server}/dictionaries/{small}")
+    page.wait_for_function("window.htmx !== undefined")
+    page.locator("#q").press_sequentially("honorific")
+    expect(page.locator("table.features tbody tr")).to_have_count(1)
+    expect(page.locator("table.features tbody tr")).to_contain_text(f"#{chosen}")
+    expect(page.locator("table.features tbody tr")).to_contain_text("honorific titles")
+    # The arrow keys turn pages only when there is another page; the go-to box opens a feature.
+    page.fill("#goto", str(chosen))
+    page.click("text=Open")
+    expect(page.locator("h1")).to_contain_text(f"Feature #{chosen}")
+    assert console_errors == []
+
+
+@pytest.mark.parametrize("width", [420, 768, 1280])
+def test_no_page_scrolls_sideways_or_cuts_off_a_control(
+    browser: Browser, live_server: str, page_app: PageApp, width: int
+) -> None:
+    context = browser.new_context(viewport={"width": width, "height": 900})
+    page = context.new_page()
+    small = page_app.built.small_id
+    alive = page_app.built.small_alive[0]
+    try:
+        for url in ("/", f"/dictionaries/{small}", f"/dictionaries/{small}/features/{alive}", "/estimates", "/inspect"):
+            page.goto(f"{live_server}{url}")
+            overflow = page.evaluate("document.scrollingElement.scrollWidth - window.innerWidth")
+            assert overflow <= 0, f"{url} scrolls sideways by {overflow}px at {width}px"
+            cut = page.evaluate(
+                """() => [...document.querySelectorAll('a.button, button, nav a')]
+                    .filter(e => e.offsetParent !== null)
+                    .filter(e => { const r = e.getBoundingClientRect();
+                                   return r.left < -1 || r.right > window.innerWidth + 1; })
+                    .map(e => e.textContent.trim())"""
+            )
+            assert cut == [], f"{url} cuts off {cut} at {width}px"
+    finally:
+        context.close()
