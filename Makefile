@@ -7,7 +7,7 @@ HTMX := static/vendor/htmx.min.js
 SWAGGER_UI := static/vendor/swagger-ui/swagger-ui-bundle.js static/vendor/swagger-ui/swagger-ui.css
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: setup run test bench lint
+.PHONY: setup run test bench lint screenshots
 
 setup: $(STAMP) $(HTMX) $(SWAGGER_UI)
 
@@ -47,3 +47,8 @@ bench: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# docs/screenshots/: the feature page and the labelling card at 420 and 1280 px, from runs/quick (built if missing).
+screenshots: setup $(CHROMIUM)
+	$(PYTHON) scripts/screenshots.py
+

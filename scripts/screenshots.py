@@ -1,0 +1,76 @@
+"""Regenerate docs/screenshots/: the feature page and the labelling card at 420 and 1280 px, from a quick run.
+
+Builds ``runs/quick`` with ``monosemantic run --preset quick --no-serve`` when it is missing, serves it on a
+free loopback port and drives Debian's Chromium (headless, through Playwright), so the README shows what a
+user will see. Run it with ``make screenshots``.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import uvicorn
+from playwright.sync_api import sync_playwright
+
+from app.settings import Settings
+from app.web.factory import create_app
+
+REPO = Path(__file__).resolve().parents[1]
+WORKDIR = REPO / "runs" / "quick"
+OUT = REPO / "docs" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+WIDTHS = (420, 1280)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def main() -> int:
+    if not (WORKDIR / "monosemantic.db").exists():
+        command = [sys.executable, "-m", "app", "run", "--preset", "quick", "--workdir", str(WORKDIR), "--no-serve"]
+        subprocess.run(command, check=True)
+    port = free_port()
+    app = create_app(Settings(workdir=WORKDIR))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        if server.started:
+            break
+        time.sleep(0.1)
+    OUT.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto(f"{base}/api/dictionaries")
+        dictionaries = page.evaluate("() => JSON.parse(document.body.innerText)")
+        chosen = max(dictionaries, key=lambda d: (d["arch"] == "topk", d["dict_size"]))
+        page.goto(f"{base}/api/dictionaries/{chosen['id']}/next-feature?labeller=screenshots")
+        feature = page.evaluate("() => JSON.parse(document.body.innerText)")["index"]
+        for width in WIDTHS:
+            context = browser.new_context(viewport={"width": width, "height": 900})
+            view = context.new_page()
+            view.goto(f"{base}/dictionaries/{chosen['id']}/features/{feature}")
+            view.screenshot(path=str(OUT / f"feature_{width}.png"))
+            view.goto(f"{base}/dictionaries/{chosen['id']}/label?feature={feature}")
+            view.fill("input[name=labeller]", "Ada")
+            view.click("button[type=submit]")
+            view.wait_for_selector("#labelling")
+            view.screenshot(path=str(OUT / f"labelling_{width}.png"))
+            context.close()
+        browser.close()
+    server.should_exit = True
+    print(f"wrote {', '.join(sorted(p.name for p in OUT.glob('*.png')))} to {OUT}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
