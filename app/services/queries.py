@@ -215,6 +215,23 @@ def _label_summaries(session: Session, dictionary_hash: str, indices: list[int])
     return counts, latest, described
 
 
+def feature_names(session: Session, dictionary: Dictionary, indices: set[int]) -> dict[int, str]:
+    """A short name for each of these features: its newest label description, else its top tokens."""
+    if not indices:
+        return {}
+    names = {
+        index: " ".join(text.split()[:4])
+        for index, text in session.execute(
+            select(Feature.index, Feature.top_token_text).where(
+                Feature.dictionary_id == dictionary.id, Feature.index.in_(indices)
+            )
+        )
+        if text
+    }
+    _, _, described = _label_summaries(session, dictionary.content_hash, sorted(indices))
+    return names | described
+
+
 def get_feature(session: Session, dictionary: Dictionary, index: int) -> Feature | None:
     """The feature row of this dictionary with this index, or None."""
     return session.scalar(select(Feature).where(Feature.dictionary_id == dictionary.id, Feature.index == index))

@@ -705,6 +705,7 @@ def _inspect_context(session: Session, settings: Settings, **values: Any) -> dic
         "feature": None,
         "result": None,
         "error": None,
+        "feature_names": {},
         **values,
     }
 
@@ -798,7 +799,13 @@ def _inspection(
             error, status = str(exc), 409
         else:
             strongest, feature_max = _strongest(result)
-            values.update(result=result, strongest=strongest, feature_max=feature_max)
+            shown = {f.index for t in result.tokens for f in t.top_features[:3]} | {feature} - {None}
+            values.update(
+                result=result,
+                strongest=strongest,
+                feature_max=feature_max,
+                feature_names=queries.feature_names(session, dictionary, shown),
+            )
     values["error"] = error
     if error is None and dictionary is not None:
         values["share_url"] = "/inspect?" + urlencode(

@@ -136,3 +136,24 @@ def test_activations_validate_text_feature_and_dictionary(inspector_client) -> N
     assert client.post("/api/activations", json={"dictionary_id": 999, "text": "a"}).status_code == 404
     stale = client.post("/api/activations", json={"dictionary_id": stale_id, "text": "a"})
     assert stale.status_code == 409 and "re-index" in stale.json()["detail"]
+
+
+def test_a_shared_inspector_url_shows_the_result_with_feature_names(inspector_client) -> None:
+    from app.db.models import Label
+
+    client, dictionary_id, _ = inspector_client
+    with client.app.state.sessionmaker() as session:
+        dictionary = session.get(Dictionary, dictionary_id)
+        session.add(
+            Label(
+                dictionary_hash=dictionary.content_hash,
+                feature_index=0,
+                labeller="ann",
+                verdict="monosemantic",
+                description="named zero",
+            )
+        )
+        session.commit()
+    page = client.get("/inspect", params={"dictionary": dictionary_id, "text": "the cat sat", "feature": "0"})
+    assert page.status_code == 200
+    assert "the cat sat" in page.text and "Feature <a" in page.text and "named zero" in page.text
