@@ -112,6 +112,8 @@ def test_a_sweep_that_still_moves_is_trained_again_on_twice_the_rows_and_resumes
     assert len(rounds) == 2 and rounds[1]["samples"] == 4096
     assert (workdir / "saes_rows_2048" / "doubling_round.json").exists()
     assert rounds[1]["hit_cap"] == rounds[1]["moving"]
+    # The second round is judged against the first round's complete run on half the rows.
+    assert "complete run of its own" in metrics["doubling"]["basis"]
     trained = json.loads((workdir / "saes" / "saes" / "relu_n32_l10.03" / "config.json").read_text())
     assert trained["samples"] == 4096
     again = run_pipeline(config, workdir, brown_jsonl(tmp_path), progress=False)

@@ -24,6 +24,10 @@ BASIS = (
     "each SAE at half its rows (the same run, before its learning rate decays) against the end, on the same "
     "held-out rows; dead and rare are judged on those rows with the index's evidence criteria scaled to them"
 )
+BASIS_PREVIOUS_ROUND = (
+    "each SAE trained on half the rows (a complete run of its own, learning-rate decay included) against the "
+    "same SAE trained on all of them, on the same held-out rows; dead and rare as above"
+)
 
 
 def _sweep_key(sae: SparseAutoencoder) -> str:
@@ -58,14 +62,16 @@ def add_doubling(
     index_rows: int,
     min_firings: int = DEFAULT_MIN_FIRINGS,
     min_contribution: float = DEFAULT_MIN_CONTRIBUTION,
+    half_dir: Path | None = None,
 ) -> dict:
-    """Add the doubling test to ``metrics`` (in place, and returned); SAEs without a half-rows copy are None."""
+    """Add the doubling test to ``metrics`` (in place, and returned); SAEs without a half-rows copy are None.
+
+    ``half_dir`` holds the half-rows SAEs to compare with (default: the sweep's own ``half/`` snapshots);
+    a previous complete run on half the rows, where there is one, makes the fairer comparison.
+    """
     firings = max(1, round(min_firings * held_out.shape[0] / max(index_rows, 1)))
-    half_saes = {
-        name: load_sae(sweep_dir / HALF_DIR / name)
-        for name in end_saes
-        if (sweep_dir / HALF_DIR / name / "sae.safetensors").exists()
-    }
+    half_dir = half_dir or sweep_dir / HALF_DIR
+    half_saes = {name: load_sae(half_dir / name) for name in end_saes if (half_dir / name / "sae.safetensors").exists()}
     snapshots = {
         side: {name: heldout_snapshot(sae, held_out, firings, min_contribution) for name, sae in saes.items()}
         for side, saes in (("half", half_saes), ("end", {n: end_saes[n] for n in half_saes}))
@@ -105,7 +111,7 @@ def add_doubling(
     judged = [r["holds"] for r in records.values() if r.get("holds") is not None]
     metrics["doubling"] = {
         "tolerances": TOLERANCES.as_dict(),
-        "basis": BASIS,
+        "basis": BASIS if half_dir == sweep_dir / HALF_DIR else BASIS_PREVIOUS_ROUND,
         "heldout_rows": int(held_out.shape[0]),
         "heldout_min_firings": firings,
         "saes_holding": sum(judged),

@@ -191,7 +191,10 @@ def sweep_until_holds(
         if config.max_sae_samples is None:
             return runs, train, rounds
         probe = {"runs": [{"name": run.config.name} for run in runs]}
-        add_doubling(probe, sweep_dir, {run.config.name: run.sae for run in runs}, held_out, index_rows)
+        previous = previous_round(workdir, samples)
+        add_doubling(
+            probe, sweep_dir, {run.config.name: run.sae for run in runs}, held_out, index_rows, half_dir=previous
+        )
         moving = [r["name"] for r in probe["runs"] if r["holds"] is False]
         round_record = {"samples": samples, "moving": moving}
         rounds.append(round_record)
@@ -201,6 +204,12 @@ def sweep_until_holds(
         (sweep_dir / "doubling_round.json").write_text(json.dumps(round_record))
         sweep_dir.rename(archived)
         samples *= 2
+
+
+def previous_round(workdir: Path, samples: int) -> Path | None:
+    """The SAEs of the finished round on half these rows (``saes_rows_<N>/saes``), when the sweep had one."""
+    folder = Path(workdir) / f"saes_rows_{samples // 2}" / "saes"
+    return folder if folder.is_dir() else None
 
 
 def sae_configs(config: PipelineConfig, d_in: int) -> list[SAEConfig]:
@@ -336,7 +345,10 @@ def run_pipeline(
     saes = {run.config.name: run.sae for run in runs}
     index_rows = len(tokens.train.tokens)
     criteria = index_config.evidence
-    add_doubling(metrics, workdir / "saes", saes, held_out, index_rows, criteria.min_firings, criteria.min_contribution)
+    previous = previous_round(workdir, train.samples)
+    add_doubling(
+        metrics, workdir / "saes", saes, held_out, index_rows, criteria.min_firings, criteria.min_contribution, previous
+    )
     plot_doubling_heatmaps(metrics["runs"], figures)
     clock = time.perf_counter()
     metrics["toy_vs_lm"] = run_toy_twin(
