@@ -44,3 +44,10 @@ def test_the_inspector_reads_its_state_from_the_url(client: TestClient, page_app
     page = client.get("/inspect", params={"dictionary": small, "text": "hello there", "feature": "2"})
     assert "hello there" in page.text and 'value="2"' in page.text
     assert page.status_code in (200, 409)  # 409 where the run behind the test database has no model to run
+
+
+def test_sortable_headers_show_their_direction(client: TestClient, page_app: PageApp) -> None:
+    small = page_app.built.small_id
+    html = client.get(f"/dictionaries/{small}", params={"sort": "density", "order": "desc"}).text
+    assert re.search(r'class="sorted"[^>]*title="sort by density">Density <span class="sort-mark">↓</span>', html)
+    assert re.search(r'title="sort by max act.">Max act. <span class="sort-mark">↕</span>', html)
