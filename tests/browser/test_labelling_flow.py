@@ -67,6 +67,25 @@ def test_pick_open_label_reload_and_find_a_feature_by_its_description(
     assert console_errors == []
 
 
+def test_arrow_keys_turn_the_browser_pages_but_not_while_typing(
+    page: Page, live_server: str, page_app: PageApp, console_errors: list[str]
+) -> None:
+    large = page_app.built.large_id
+    page.goto(f"{live_server}/dictionaries/{large}?offset=10")
+    page.wait_for_function("window.htmx !== undefined")
+    expect(page.locator("[data-field=range]")).to_have_text("11–32 of 32")
+    page.locator("#q").focus()
+    page.keyboard.press("ArrowLeft")  # moves the caret in the box, not the page
+    expect(page.locator("[data-field=range]")).to_have_text("11–32 of 32")
+    page.locator("#q").blur()
+    page.keyboard.press("ArrowRight")  # no next page: nothing happens
+    expect(page.locator("[data-field=range]")).to_have_text("11–32 of 32")
+    page.keyboard.press("ArrowLeft")
+    expect(page.locator("[data-field=range]")).to_have_text("1–32 of 32")
+    expect(page).to_have_url(f"{live_server}/dictionaries/{large}")
+    assert console_errors == []
+
+
 # Every visible control (link, button, field) that sticks out of the viewport or out of a box that clips it
 # (a scrolling table wrapper, say): the user cannot reach it without scrolling a part of the page sideways.
 CUT_OFF_CONTROLS = """() => [...document.querySelectorAll('a, button, input, select, textarea')]
