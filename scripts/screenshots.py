@@ -53,8 +53,9 @@ def main() -> int:
         page.goto(f"{base}/api/dictionaries")
         dictionaries = page.evaluate("() => JSON.parse(document.body.innerText)")
         chosen = max(dictionaries, key=lambda d: (d["arch"] == "topk", d["dict_size"]))
-        page.goto(f"{base}/api/dictionaries/{chosen['id']}/next-feature?labeller=screenshots")
-        feature = page.evaluate("() => JSON.parse(document.body.innerText)")["index"]
+        # The alive feature that fires hardest: the same one on every regeneration from the same run.
+        page.goto(f"{base}/api/dictionaries/{chosen['id']}/features?sort=max_activation&order=desc&limit=1")
+        feature = page.evaluate("() => JSON.parse(document.body.innerText)")["features"][0]["index"]
         for width in WIDTHS:
             context = browser.new_context(viewport={"width": width, "height": 900})
             view = context.new_page()

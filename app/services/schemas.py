@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, computed_field, model_validator
 
 # "too_little_evidence": the labeller could not judge; stored and exported, left out of every estimate.
 Verdict = Literal["monosemantic", "polysemantic", "uninterpretable", "too_little_evidence"]
@@ -148,13 +148,28 @@ class PosTagCount(BaseModel):
     count: int
 
 
+# Two atoms of one dictionary whose decoder directions have at least this cosine read as one feature learnt
+# twice (e.g. #978 and #200 of relu_n1024_l1 0.3 on the default run).
+LIKELY_DUPLICATE_COSINE = 0.9
+
+
 class Neighbour(BaseModel):
+    """A feature's nearest decoder atom in the next smaller or larger dictionary, or among its own ("same")."""
+
     dictionary_hash: str
     dictionary_id: int | None = Field(description="id of that dictionary when it is indexed here too")
     dictionary_size: int
-    direction: Literal["smaller", "larger", "same"]
+    direction: Literal["smaller", "larger", "same"] = Field(
+        description="which dictionary: the next smaller or larger of the sweep, or this one (similar features)"
+    )
     index: int
-    cosine: float
+    cosine: float = Field(description="cosine of the two features' decoder directions")
+
+    @computed_field(description=f"an atom of this same dictionary at cosine {LIKELY_DUPLICATE_COSINE} or more")
+    @property
+    def likely_duplicate(self) -> bool:
+        """Whether this is another atom of the feature's own dictionary, close enough to be the same feature."""
+        return self.direction == "same" and self.cosine >= LIKELY_DUPLICATE_COSINE
 
 
 class LabelIn(BaseModel):

@@ -2,7 +2,7 @@
 
 ``create_app(settings)`` migrates the database to head, keeps a sessionmaker on ``app.state`` (one session
 per request through ``app.web.api.get_session``), mounts ``static/`` and includes the REST API, the API
-reference and the HTML pages.
+reference and the HTML pages (whose malformed addresses get the HTML error page).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from app.db.session import make_engine, make_sessionmaker
 from app.services.inspector import ActivationInspector
 from app.settings import Settings
 from app.web import api, api_docs, pages
+from app.web.page_errors import install_page_errors
 from app.web.security import SecurityHeadersMiddleware
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -59,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api.router)
     app.include_router(api_docs.router)
     app.include_router(pages.router)
+    install_page_errors(app)
     if STATIC_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

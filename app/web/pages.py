@@ -27,6 +27,7 @@ from app.services.contrast import ContrastInputError, ContrastUnavailable, run_c
 from app.services.feature_reads import DictionaryHead
 from app.services.inspector import ActivationInspector, InspectorUnavailable
 from app.services.schemas import (
+    LIKELY_DUPLICATE_COSINE,
     MAX_DESCRIPTION_CHARS,
     MAX_SQL_INT,
     ActivationsOut,
@@ -112,6 +113,7 @@ def _environment() -> Environment:
         fmt=format_number,
         pct=_percent,
         count=_count,
+        duplicate_cosine=LIKELY_DUPLICATE_COSINE,
     )
     # Macros as a global, so a block rendered on its own (an htmx fragment) can use them too.
     env.globals["m"] = env.get_template("_macros.html").module

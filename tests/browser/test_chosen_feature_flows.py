@@ -6,7 +6,9 @@ import re
 from urllib.parse import parse_qs, urlparse
 
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
+from app.db.models import Feature
 from tests.browser.conftest import PageApp
 from tests.browser.test_pages_render import pick_name
 
@@ -51,3 +53,46 @@ def test_sortable_headers_show_their_direction(client: TestClient, page_app: Pag
     html = client.get(f"/dictionaries/{small}", params={"sort": "density", "order": "desc"}).text
     assert re.search(r'class="sorted"[^>]*title="sort by density">Density <span class="sort-mark">↓</span>', html)
     assert re.search(r'title="sort by max act.">Max act. <span class="sort-mark">↕</span>', html)
+
+
+def test_a_malformed_page_address_is_an_html_error_page_naming_the_field(client: TestClient, page_app: PageApp) -> None:
+    small = page_app.built.small_id
+    for url, field in (
+        (f"/dictionaries/{small}/label?feature=abc", "feature=abc"),
+        (f"/dictionaries/{small}/label?feature=-1", "feature=-1"),
+        (f"/dictionaries/{small}?offset=x", "offset=x"),
+        (f"/dictionaries/{small}/features/abc", "index=abc"),
+    ):
+        response = client.get(url)
+        assert response.status_code == 422 and response.headers["content-type"].startswith("text/html"), url
+        assert "<title>Bad address" in response.text and field in response.text, url
+    api = client.get(f"/api/dictionaries/{small}/features/abc")
+    assert api.status_code == 422 and api.json()["detail"][0]["loc"] == ["path", "index"]
+
+
+def test_similar_features_of_the_same_dictionary_are_listed_with_a_duplicate_mark(
+    client: TestClient, page_app: PageApp
+) -> None:
+    built = page_app.built
+    feature = built.small_alive[0]
+    similar = [(9, 0.95), (4, 0.5)]
+    with page_app.app.state.sessionmaker() as session:
+        row = session.scalars(
+            select(Feature).where(Feature.dictionary_id == built.small_id, Feature.index == feature)
+        ).one()
+        same = [
+            {"dictionary_hash": built.small_hash, "dictionary_size": 16, "direction": "same", "index": i, "cosine": c}
+            for i, c in similar
+        ]
+        row.neighbours = [*row.neighbours, *same]
+        session.commit()
+    detail = client.get(f"/api/dictionaries/{built.small_id}/features/{feature}").json()
+    listed = [(n["index"], n["likely_duplicate"]) for n in detail["neighbours"] if n["direction"] == "same"]
+    assert listed == [(9, True), (4, False)]
+    assert all(n["likely_duplicate"] is False for n in detail["neighbours"] if n["direction"] != "same")
+    html = client.get(f"/dictionaries/{built.small_id}/features/{feature}").text
+    panel = html[html.index('id="similar-features"') : html.index("Neighbours in other sizes")]
+    link = f'href="/dictionaries/{built.small_id}/features/'
+    assert f'{link}9">#9</a> <span class="badge moving" data-field="likely-duplicate"' in panel
+    assert f'{link}4">#4</a></td>' in panel
+    assert "0.950" in panel and "0.500" in panel

@@ -67,26 +67,98 @@ def test_pick_open_label_reload_and_find_a_feature_by_its_description(
     assert console_errors == []
 
 
+def test_arrow_keys_turn_the_browser_pages_but_not_while_typing(
+    page: Page, live_server: str, page_app: PageApp, console_errors: list[str]
+) -> None:
+    large = page_app.built.large_id
+    page.goto(f"{live_server}/dictionaries/{large}?offset=10")
+    page.wait_for_function("window.htmx !== undefined")
+    expect(page.locator("[data-field=range]")).to_have_text("11–32 of 32")
+    page.locator("#q").focus()
+    page.keyboard.press("ArrowLeft")  # moves the caret in the box, not the page
+    expect(page.locator("[data-field=range]")).to_have_text("11–32 of 32")
+    page.locator("#q").blur()
+    page.keyboard.press("ArrowRight")  # no next page: nothing happens
+    expect(page.locator("[data-field=range]")).to_have_text("11–32 of 32")
+    page.keyboard.press("ArrowLeft")
+    expect(page.locator("[data-field=range]")).to_have_text("1–32 of 32")
+    expect(page).to_have_url(f"{live_server}/dictionaries/{large}")
+    assert console_errors == []
+
+
+# Every visible control (link, button, field) that sticks out of the viewport or out of a box that clips it
+# (a scrolling table wrapper, say): the user cannot reach it without scrolling a part of the page sideways.
+CUT_OFF_CONTROLS = """() => [...document.querySelectorAll('a, button, input, select, textarea')]
+    .filter(e => e.offsetParent !== null)
+    .filter(e => {
+        const r = e.getBoundingClientRect();
+        if (r.left < -1 || r.right > innerWidth + 1) return true;
+        for (let box = e.parentElement; box; box = box.parentElement) {
+            if (getComputedStyle(box).overflowX === 'visible') continue;
+            const b = box.getBoundingClientRect();
+            if (r.left < b.left - 1 || r.right > b.right + 1) return true;
+        }
+        return false; })
+    .map(e => (e.textContent || e.name || e.tagName).trim().slice(0, 40))"""
+
+# Tables and lists wider than the panel that holds them (outside a scrolling wrapper): the labels of a
+# feature in its 340 px sidebar, say.
+SPILLED_CONTENT = """() => [...document.querySelectorAll('.panel')].flatMap(panel => {
+    const p = panel.getBoundingClientRect();
+    return [...panel.querySelectorAll('table, ul, ol, .chips, .tokens')]
+        .filter(e => !e.closest('.table-wrap') && e.getBoundingClientRect().right > p.right + 1)
+        .map(e => e.tagName + '.' + e.className + ' in ' + panel.textContent.trim().slice(0, 30));
+})"""
+
+
 @pytest.mark.parametrize("width", [420, 768, 1280])
 def test_no_page_scrolls_sideways_or_cuts_off_a_control(
     browser: Browser, live_server: str, page_app: PageApp, width: int
 ) -> None:
-    context = browser.new_context(viewport={"width": width, "height": 900})
-    page = context.new_page()
     small = page_app.built.small_id
     alive = page_app.built.small_alive[0]
+    long_description = "honorific titles before a surname (Mr, Mrs, Dr) and similar abbreviations in running text"
+    with page_app.app.state.sessionmaker() as session:
+        for labeller, verdict in (("Ada Lovelace", "monosemantic"), ("Grace Hopper", "polysemantic")):
+            session.add(
+                Label(
+                    dictionary_hash=page_app.built.small_hash,
+                    feature_index=alive,
+                    labeller=labeller,
+                    verdict=verdict,
+                    description=long_description,
+                    confidence=0.75,
+                    top_contexts_monosemantic=True,
+                )
+            )
+        session.commit()
+    context = browser.new_context(viewport={"width": width, "height": 900})
+    page = context.new_page()
     try:
-        for url in ("/", f"/dictionaries/{small}", f"/dictionaries/{small}/features/{alive}", "/estimates", "/inspect"):
+        page.goto(f"{live_server}/dictionaries/{small}/label?feature={alive}")
+        page.fill("input[name=labeller]", "Ada Lovelace")
+        page.click("button[type=submit]")
+        expect(page.locator("#labelling")).to_have_attribute("data-feature", str(alive))
+        for url in (
+            "/",
+            f"/dictionaries/{small}",
+            f"/dictionaries/{small}?evidence=all",
+            f"/dictionaries/{small}/features/{alive}",
+            f"/dictionaries/{small}/label?feature={alive}",
+            "/estimates",
+            f"/inspect?dictionary={small}&feature={alive}&text=the+cat+sat",
+            "/contrast",
+            f"/dictionaries/{small}?sort=bogus",
+        ):
             page.goto(f"{live_server}{url}")
             overflow = page.evaluate("document.scrollingElement.scrollWidth - window.innerWidth")
             assert overflow <= 0, f"{url} scrolls sideways by {overflow}px at {width}px"
-            cut = page.evaluate(
-                """() => [...document.querySelectorAll('a.button, button, nav a')]
-                    .filter(e => e.offsetParent !== null)
-                    .filter(e => { const r = e.getBoundingClientRect();
-                                   return r.left < -1 || r.right > window.innerWidth + 1; })
-                    .map(e => e.textContent.trim())"""
-            )
+            cut = page.evaluate(CUT_OFF_CONTROLS)
             assert cut == [], f"{url} cuts off {cut} at {width}px"
+            spilled = page.evaluate(SPILLED_CONTENT)
+            assert spilled == [], f"{url} spills {spilled} out of their panels at {width}px"
+        page.goto(f"{live_server}/dictionaries/{small}/features/{alive}")
+        expect(page.locator(".label-list li")).to_have_count(2)
+        expect(page.locator(".label-list")).to_contain_text(long_description)
     finally:
         context.close()
