@@ -8,6 +8,8 @@ from pathlib import Path
 
 from app.cli.arguments import positive_int
 
+MIN_POSITIONS = 4
+
 
 def add_contrast(commands: argparse._SubParsersAction) -> None:
     contrast = commands.add_parser(
@@ -43,6 +45,10 @@ def add_contrast(commands: argparse._SubParsersAction) -> None:
 def _contrast(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if not (args.workdir / "lm" / "model.safetensors").exists():
         parser.error(f"--workdir {args.workdir} holds no trained TinyLM (lm/): build it with `monosemantic run`")
+    if args.max_positions < MIN_POSITIONS:
+        parser.error(f"argument --max-positions: at least {MIN_POSITIONS} (half of each set is held out)")
+    if args.seed < 0:
+        parser.error(f"argument --seed: expected an integer >= 0, got {args.seed}")
     from training.features.contrast import ContrastConfig, ContrastInputError, contrast, examples_pattern
 
     try:
@@ -72,6 +78,14 @@ def _contrast(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             f"  {name:<22} #{f.index:<5} {f.auc.value:.3f} more on {f.fires_more_on}  "
             f"{f.fire_rate_a:4.0%} / {f.fire_rate_b:4.0%}  pair {pair_text}"
         )
+    best = max(
+        (features[0] for features in result.features.values() if features), key=lambda f: f.auc.value, default=None
+    )
+    if best is not None:
+        print(f"best single feature: {best.dictionary} #{best.index}, held-out AUC {best.auc.value:.3f}")
+        for kind, contexts in (("among the sets", best.contexts), ("in the corpus", best.top_contexts)):
+            for context in contexts[:2]:
+                print(f"  fires most {kind}: {context}")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"command": "contrast", **result.to_json()}, indent=2))

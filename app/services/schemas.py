@@ -442,7 +442,7 @@ class ContrastIn(BaseModel):
 
 class AucOut(BaseModel):
     value: float = Field(description="area under the ROC curve on held-out positions")
-    low: float = Field(description="95% interval, Hanley and McNeil")
+    low: float = Field(description="95% interval, from DeLong's variance")
     high: float
 
 
@@ -462,6 +462,9 @@ class ContrastFeatureOut(BaseModel):
     fire_rate_a: float
     fire_rate_b: float
     contexts: list[str] = Field(description="where it fires most among the sets' positions, target in [[...]]")
+    top_contexts: list[str] = Field(
+        description="where it fires most in the whole corpus, from the run's feature index (empty without one)"
+    )
 
 
 class ContrastPairOut(BaseModel):
@@ -483,3 +486,5 @@ class ContrastOut(BaseModel):
     features: dict[str, list[ContrastFeatureOut]]
     pairs: dict[str, ContrastPairOut]
     seed: int
+    config: dict[str, int | float] = Field(description="the search's settings: positions per set, seed, split, counts")
+    indexed: list[str] = Field(description="dictionaries whose top_contexts come from a current feature index")
