@@ -24,6 +24,7 @@ from training.features.contrast import (
     ContrastInputError,
     CorpusText,
     auc_columns,
+    best_unit,
     compile_pattern,
     contrast,
     contrast_positions,
@@ -90,6 +91,17 @@ def test_a_probe_finds_a_direction_that_separates_the_sets():
     x = rng.normal(size=(2000, 16))
     x[:, 3] += np.where(is_a, 1.5, -1.5)
     assert probe_auc(x[:1000], is_a[:1000], x[1000:], is_a[1000:]).value > 0.95
+
+
+def test_the_best_unit_is_the_one_dimension_that_separates_in_either_direction():
+    rng = np.random.default_rng(7)
+    is_a = rng.random(2000) < 0.5
+    x = rng.normal(size=(2000, 16))
+    x[:, 9] -= np.where(is_a, 1.0, -1.0)
+    train = np.arange(2000) < 1000
+    unit, auc, more_on = best_unit(x, is_a, train)
+    expected = 1 - auc_columns(x[~train][:, [9]], is_a[~train])[0]
+    assert (unit, more_on) == (9, "b") and auc.value == pytest.approx(expected) and auc.value > 0.85
 
 
 def tiny_corpus(n_tokens: int) -> CorpusText:
@@ -238,6 +250,7 @@ def test_two_random_position_sets_are_near_chance_at_every_layer(indexed_run):
     assert all(abs(p.auc.value - 0.5) < 0.1 for p in result.probes)
     assert sum(p.auc.low < 0.5 < p.auc.high for p in result.probes) >= 10
     assert all(abs(f[0].auc.value - 0.5) < 0.12 for f in result.features.values())
+    assert all(abs(p.best_unit_auc.value - 0.5) < 0.12 for p in result.probes)
     assert result.config["max_positions"] == 400 and result.config["seed"] == 3
 
 
@@ -246,7 +259,12 @@ def test_the_cli_prints_the_search_and_writes_json(indexed_run, tmp_path, capsys
     args = ["contrast", "--workdir", str(indexed_run), "--a", r"[[\.]]", "--b-example", "[[,]]"]
     assert main([*args, "--max-positions", "100", "--json", str(out), "--no-progress"]) == 0
     printed = capsys.readouterr().out
-    assert "layer 2 mlp" in printed and "the SAEs' layer" in printed and "relu_n32_l10.03" in printed
+    assert (
+        "layer 2 mlp   probe" in printed
+        and "unit #" in printed
+        and "the SAEs' layer" in printed
+        and "relu_n32_l10.03" in printed
+    )
     assert json.loads(out.read_text())["positions_b"] > 10
     with pytest.raises(SystemExit) as bad:
         main(["contrast", "--workdir", str(indexed_run), "--a", "x(", "--b", "[[,]]"])
@@ -314,7 +332,7 @@ def test_the_page_renders_the_form_and_a_result(client):
     assert page.status_code == 200
     assert "Probe AUC per layer" in page.text and "(the SAEs' layer)" in page.text
     assert "relu_n32_l10.03" in page.text and "/features/" in page.text
-    assert "where it fires most in the corpus" in page.text and "DeLong" in page.text
+    assert "where it fires most in the corpus" in page.text and "DeLong" in page.text and "best MLP neuron" in page.text
     bad = client.get("/contrast", params={"a": "x(", "b": "[[,]]"})
     assert bad.status_code == 422 and "Set a: not a valid regular expression" in bad.text
 

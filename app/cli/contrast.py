@@ -63,11 +63,14 @@ def _contrast(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         f"({result.dropped_overlap:,} matched by both, left out); "
         f"held out {result.heldout_a:,} and {result.heldout_b:,}"
     )
-    print("probe AUC on held-out positions (95% interval); layers count from 0")
+    print("held-out AUC (95% interval) of a probe on each layer, and of its best single unit; layers count from 0")
     for probe in result.probes:
         mark = "  <- the SAEs' layer" if probe.site == "mlp" and probe.layer == result.harvested_layer else ""
-        auc = probe.auc
-        print(f"  layer {probe.layer} {probe.site:<5} {auc.value:.3f} ({auc.low:.3f}-{auc.high:.3f}){mark}")
+        auc, unit = probe.auc, probe.best_unit_auc
+        print(
+            f"  layer {probe.layer} {probe.site:<5} probe {auc.value:.3f} ({auc.low:.3f}-{auc.high:.3f})  "
+            f"unit #{probe.best_unit:<3} {unit.value:.3f} more on {probe.best_unit_more_on}{mark}"
+        )
     print("best feature per dictionary (held-out AUC; fires on a / b; best pair)")
     for name, features in result.features.items():
         if not features:

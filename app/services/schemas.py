@@ -451,6 +451,9 @@ class ProbeOut(BaseModel):
     site: str = Field(description='"mlp" (MLP activations) or "resid" (residual stream after the block)')
     dim: int
     auc: AucOut
+    best_unit: int = Field(description="the single neuron (or residual coordinate) that separates the sets best")
+    best_unit_auc: AucOut = Field(description="its held-out AUC, the baseline a single SAE feature should beat")
+    best_unit_more_on: str = Field(description='"a" or "b": the set it is higher on')
 
 
 class ContrastFeatureOut(BaseModel):

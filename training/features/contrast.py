@@ -82,6 +82,9 @@ class ProbeResult:
     site: str  # "mlp" (the MLP activations) or "resid" (the residual stream after the block)
     dim: int
     auc: Auc
+    best_unit: int  # the single dimension (an MLP neuron, or a residual coordinate) that separates best
+    best_unit_auc: Auc  # its held-out AUC in the direction chosen on training positions
+    best_unit_more_on: str  # "a" or "b": which set it is higher on
 
 
 @dataclass
@@ -251,6 +254,16 @@ def probe_auc(train_x: np.ndarray, train_a: np.ndarray, test_x: np.ndarray, test
     xt = torch.from_numpy((test_x - mean) / std).double()
     scores = (torch.cat([xt, torch.ones(len(xt), 1, dtype=xt.dtype)], dim=1) @ w).numpy()
     return delong(scores, test_a)
+
+
+def best_unit(values: np.ndarray, is_a: np.ndarray, train: np.ndarray) -> tuple[int, Auc, str]:
+    """The one dimension of a layer that separates the sets best on training positions (either direction),
+    with its held-out AUC: the baseline a dictionary's single features should beat."""
+    train_auc = auc_columns(values[train], is_a[train])
+    unit = int(np.argmax(np.abs(train_auc - 0.5)))
+    auc = delong(values[~train, unit], is_a[~train])
+    more_on_a = bool(train_auc[unit] >= 0.5)
+    return unit, auc if more_on_a else auc.flipped(), "a" if more_on_a else "b"
 
 
 def layer_activations(
@@ -439,7 +452,13 @@ def contrast_positions(
     model = load_lm(workdir / "lm")
     layers = layer_activations(model, corpus.tokens, positions, progress)
     probes = [
-        ProbeResult(layer, site, values.shape[1], probe_auc(values[train], is_a[train], values[~train], is_a[~train]))
+        ProbeResult(
+            layer,
+            site,
+            values.shape[1],
+            probe_auc(values[train], is_a[train], values[~train], is_a[~train]),
+            *best_unit(values, is_a, train),
+        )
         for (layer, site), values in sorted(layers.items(), key=lambda item: (item[0][1], item[0][0]))
     ]
 
