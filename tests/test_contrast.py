@@ -176,6 +176,7 @@ def test_the_lm_rows_at_the_sets_positions_are_the_harvested_ones(indexed_run):
 def test_a_run_is_searched_layer_by_layer_and_dictionary_by_dictionary(indexed_run):
     result = contrast(indexed_run, r"[[\.]]", r"[[,]]", ContrastConfig(max_positions=30), progress=False)
     assert result.positions_a == 30 and 10 < result.positions_b <= 30 and result.dropped_overlap == 0
+    assert result.matched_a == 37 and result.matched_b == result.positions_b == 21
     assert result.heldout_a == 15 and result.harvested_layer == 2
     assert len(result.probes) == 12 and all(p.auc.low <= p.auc.value <= p.auc.high for p in result.probes)
     # Two different tokens are told apart from the embedding on: the probes separate them well above chance.

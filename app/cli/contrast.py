@@ -59,7 +59,8 @@ def _contrast(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except ContrastInputError as exc:
         parser.error(f"argument --{exc.field}: {exc.message}")
     print(
-        f"positions: {result.positions_a:,} in a, {result.positions_b:,} in b "
+        f"positions: {result.positions_a:,} of {result.matched_a:,} matches in a, "
+        f"{result.positions_b:,} of {result.matched_b:,} in b "
         f"({result.dropped_overlap:,} matched by both, left out); "
         f"held out {result.heldout_a:,} and {result.heldout_b:,}"
     )

@@ -491,3 +491,5 @@ class ContrastOut(BaseModel):
     seed: int
     config: dict[str, int | float] = Field(description="the search's settings: positions per set, seed, split, counts")
     indexed: list[str] = Field(description="dictionaries whose top_contexts come from a current feature index")
+    matched_a: int = Field(description="positions pattern a matched (overlap removed), before the sample")
+    matched_b: int = Field(description="positions pattern b matched (overlap removed), before the sample")

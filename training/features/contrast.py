@@ -111,7 +111,7 @@ class ContrastResult:
     a: str
     b: str
     run: str  # the run directory searched, resolved
-    positions_a: int
+    positions_a: int  # kept (at most config.max_positions, a seeded sample of the matches)
     positions_b: int
     dropped_overlap: int
     heldout_a: int
@@ -122,6 +122,8 @@ class ContrastResult:
     pairs: dict[str, PairResult]
     seed: int
     config: dict  # the ContrastConfig that made this result
+    matched_a: int = 0  # positions the pattern matched, before the sample (overlap removed)
+    matched_b: int = 0
     indexed: list[str] = field(default_factory=list)  # dictionaries whose top contexts come from a feature index
 
     def to_json(self) -> dict:
@@ -436,6 +438,7 @@ def contrast_positions(
     found_a, found_b = np.unique(found_a), np.unique(found_b)
     if np.intersect1d(found_a, found_b).size or max(found_a[-1], found_b[-1]) >= len(corpus.tokens):
         raise ValueError("the two sets must be disjoint positions of the training split")
+    matched_a, matched_b = len(found_a), len(found_b)
     rng = np.random.default_rng(config.seed)
     if len(found_a) > config.max_positions:
         found_a = np.sort(rng.choice(found_a, config.max_positions, replace=False))
@@ -496,4 +499,6 @@ def contrast_positions(
         seed=config.seed,
         config=config.model_dump(),
         indexed=indexed,
+        matched_a=matched_a,
+        matched_b=matched_b,
     )
