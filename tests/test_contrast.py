@@ -34,6 +34,7 @@ from training.features.contrast import (
     layer_activations,
     match_positions,
     probe_auc,
+    streamed_fire_counts,
 )
 from training.features.index import index_run, load_feature_index
 from training.lm.tinylm import load_lm
@@ -229,6 +230,28 @@ def test_a_planted_feature_in_a_run_is_ranked_first(planted_run):
     corpus = CorpusText.of(load_tokenized(planted_run / "tokens"))
     assert best.top_contexts == [corpus.snippet(int(p)) for p in top[:3] if p >= 0] and best.top_contexts
 
+    # Corpus precision: streamed over every activation row for the unindexed relu dictionary, from the index
+    # otherwise; firings on a's matches (fire rate x matches) over all its firings.
+    rows, manifest = load_activations(planted_run / "activations", "train")
+    sae = load_sae(planted_run / "saes" / "saes" / "relu_n24_l10.03_planted")
+    with torch.no_grad():
+        codes = sae.encode(torch.from_numpy(np.array(rows)) * float(manifest.mean_sq_norm) ** -0.5)
+    fires = int((codes[:, PLANTED] > 0).sum())
+    assert planted[0].corpus_fire_count == fires >= result.matched_a
+    assert planted[0].corpus_precision == pytest.approx(result.matched_a / fires)
+    index = load_feature_index(planted_run / "features" / "relu_n32_l10.03")
+    assert best.corpus_fire_count == int(index.arrays["fire_count"][best.index])
+    assert 0 < best.corpus_precision <= 1
+
+
+def test_competing_latents_are_not_streamed():
+    rows = np.random.default_rng(8).normal(size=(100, 8)).astype(np.float32)
+    relu = build_sae(SAEConfig(arch="relu", d_in=8, dict_size=16, l1=0.1))
+    expected = (relu.encode(torch.from_numpy(rows)) > 0).sum(0).numpy()[[3, 5]]
+    assert streamed_fire_counts(relu, rows, 1.0, [3, 5], chunk=30).tolist() == expected.tolist()
+    topk = build_sae(SAEConfig(arch="topk", d_in=8, dict_size=16, k=2))
+    assert streamed_fire_counts(topk, rows, 1.0, [3, 5]) is None
+
 
 def test_an_index_of_other_weights_gives_no_contexts(planted_run, tmp_path):
     workdir = tmp_path / "run"
@@ -303,6 +326,7 @@ def test_the_api_answers_with_probes_and_linked_features(client):
     feature = body["features"]["relu_n32_l10.03"][0]
     assert feature["dictionary_id"] is not None
     assert feature["top_contexts"] and "[[" in feature["top_contexts"][0]
+    assert feature["corpus_fire_count"] > 0 and 0 < feature["corpus_precision"] <= 1
     assert body["config"]["max_positions"] == 100 and body["indexed"] == ["relu_n16_l10.03", "relu_n32_l10.03"]
     assert "run" not in body  # the server's paths stay on the server
     assert client.get(f"/api/dictionaries/{feature['dictionary_id']}/features/{feature['index']}").status_code == 200
@@ -334,6 +358,7 @@ def test_the_page_renders_the_form_and_a_result(client):
     assert "Probe AUC per layer" in page.text and "(the SAEs' layer)" in page.text
     assert "relu_n32_l10.03" in page.text and "/features/" in page.text
     assert "where it fires most in the corpus" in page.text and "DeLong" in page.text and "best MLP neuron" in page.text
+    assert "corpus precision" in page.text
     bad = client.get("/contrast", params={"a": "x(", "b": "[[,]]"})
     assert bad.status_code == 422 and "Set a: not a valid regular expression" in bad.text
 

@@ -72,15 +72,21 @@ def _contrast(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             f"  layer {probe.layer} {probe.site:<5} probe {auc.value:.3f} ({auc.low:.3f}-{auc.high:.3f})  "
             f"unit #{probe.best_unit:<3} {unit.value:.3f} more on {probe.best_unit_more_on}{mark}"
         )
-    print("best feature per dictionary (held-out AUC; fires on a / b; best pair)")
+    print(
+        "best feature per dictionary (held-out AUC; fires on a / b; best pair; "
+        "share of its firings in the corpus that are on its set)"
+    )
     for name, features in result.features.items():
         if not features:
             continue
         f, pair = features[0], result.pairs.get(name)
         pair_text = f"#{pair.indices[0]}+#{pair.indices[1]} {pair.auc.value:.3f}" if pair else "-"
+        precision = (
+            f"{f.corpus_precision:.0%} of {f.corpus_fire_count:,}" if f.corpus_precision is not None else "not measured"
+        )
         print(
             f"  {name:<22} #{f.index:<5} {f.auc.value:.3f} more on {f.fires_more_on}  "
-            f"{f.fire_rate_a:4.0%} / {f.fire_rate_b:4.0%}  pair {pair_text}"
+            f"{f.fire_rate_a:4.0%} / {f.fire_rate_b:4.0%}  pair {pair_text:<18} {precision}"
         )
     best = max(
         (features[0] for features in result.features.values() if features), key=lambda f: f.auc.value, default=None

@@ -468,6 +468,13 @@ class ContrastFeatureOut(BaseModel):
     top_contexts: list[str] = Field(
         description="where it fires most in the whole corpus, from the run's feature index (empty without one)"
     )
+    corpus_fire_count: int | None = Field(
+        description="tokens of the training split it fires on (null: a top-k dictionary without a feature index)"
+    )
+    corpus_precision: float | None = Field(
+        description="of those firings, the share at the matches of the set it fires more on: near 1 when it is "
+        "specific to that set in the whole corpus"
+    )
 
 
 class ContrastPairOut(BaseModel):

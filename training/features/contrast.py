@@ -35,6 +35,7 @@ from training.data.tokenizer import TokenizedCorpus, load_tokenized
 from training.features.index import FEATURES_DIR, INDEX_META, INDEX_WEIGHTS, display_tokens, file_hash, sae_folders
 from training.lm.tinylm import TinyLM, load_lm
 from training.saes import load_sae
+from training.saes.base import SparseAutoencoder
 
 TARGET_GROUP = "target"
 MARKER = re.compile(r"\[\[(.+?)\]\]")
@@ -97,6 +98,10 @@ class FeatureResult:
     fire_rate_b: float
     contexts: list[str] = field(default_factory=list)  # where it fires most among the sets' positions
     top_contexts: list[str] = field(default_factory=list)  # where it fires most in the corpus (the feature index)
+    corpus_fire_count: int | None = None  # tokens of the whole training split it fires on (None: not measured)
+    # Of those firings, the share at positions of the set it fires more on (its matches, not just the sample):
+    # near 1 when the feature is specific to that set in the corpus, near 0 when the set is a sliver of its uses.
+    corpus_precision: float | None = None
 
 
 @dataclass
@@ -315,9 +320,17 @@ def layer_activations(
     return result
 
 
-def index_top_positions(workdir: Path, sae_folder: Path) -> np.ndarray | None:
-    """Each feature's strongest firing positions in the corpus (features x n_top, -1 where none), from the
-    run's feature index of this dictionary; None when there is none or it indexes other weights."""
+@dataclass
+class IndexedFeatures:
+    """What a current feature index of a dictionary gives the search: strongest positions and fire counts."""
+
+    top_positions: np.ndarray  # features x n_top, -1 where none
+    fire_count: np.ndarray  # features
+    n_tokens: int  # tokens the index counted firings over
+
+
+def index_of(workdir: Path, sae_folder: Path) -> IndexedFeatures | None:
+    """The run's feature index of this dictionary; None when there is none or it indexes other weights."""
     folder = Path(workdir) / FEATURES_DIR / sae_folder.name
     meta_path, arrays_path = folder / INDEX_META, folder / INDEX_WEIGHTS
     if not meta_path.exists() or not arrays_path.exists():
@@ -327,9 +340,37 @@ def index_top_positions(workdir: Path, sae_folder: Path) -> np.ndarray | None:
         if meta.get("weights_hash") != file_hash(sae_folder / "sae.safetensors"):
             return None
         with safe_open(str(arrays_path), framework="numpy") as arrays:
-            return arrays.get_tensor("top_positions")
+            return IndexedFeatures(
+                arrays.get_tensor("top_positions"), arrays.get_tensor("fire_count"), int(meta["n_tokens"])
+            )
     except (OSError, ValueError, KeyError):  # an unreadable index is treated as absent: contexts are extra
         return None
+
+
+def streamed_fire_counts(
+    sae: SparseAutoencoder, rows: np.ndarray, scale: float, features: list[int], chunk: int = 65536
+) -> np.ndarray | None:
+    """How many activation rows each of ``features`` fires on, read pair by pair over all rows; None for
+    architectures whose latents compete (top-k), where that would need the whole encoder on every row."""
+    counts = np.zeros(len(features), dtype=np.int64)
+    for start in range(0, len(rows), chunk):
+        x = torch.from_numpy(np.array(rows[start : start + chunk], dtype=np.float32)) * scale
+        for i, feature in enumerate(features):
+            with torch.no_grad():
+                values = sae.encode_pairs(x, torch.full((len(x),), feature, dtype=torch.long))
+            if values is None:
+                return None
+            counts[i] += int((values > 0).sum())
+    return counts
+
+
+def add_corpus_precision(features: list[FeatureResult], fire_counts: np.ndarray, matched: dict[str, int]) -> None:
+    """Fill each feature's corpus fire count and precision: its firings on its set's matches (the sample's
+    fire rate times the matches) over all its firings in the training split."""
+    for feature, count in zip(features, fire_counts.tolist(), strict=True):
+        rate = feature.fire_rate_a if feature.fires_more_on == "a" else feature.fire_rate_b
+        feature.corpus_fire_count = int(count)
+        feature.corpus_precision = min(1.0, rate * matched[feature.fires_more_on] / count) if count else None
 
 
 def feature_results(
@@ -340,11 +381,11 @@ def feature_results(
     positions: np.ndarray,
     corpus: CorpusText,
     config: ContrastConfig,
-    top_positions: np.ndarray | None = None,
+    indexed: IndexedFeatures | None = None,
 ) -> tuple[list[FeatureResult], PairResult | None]:
     """The best single features (chosen on training positions, AUC on held-out ones) and the best pair.
 
-    ``top_positions`` (from the feature index) gives each reported feature its strongest corpus contexts.
+    ``indexed`` (the dictionary's feature index) gives each reported feature its strongest corpus contexts.
     """
     test = ~train
     fired = codes > 0
@@ -360,10 +401,10 @@ def feature_results(
         auc = delong(codes[test, index], is_a[test])
         strongest = np.argsort(-codes[:, index], kind="stable")[: config.contexts_per_feature]
         top_contexts = []
-        if top_positions is not None and index < len(top_positions):
+        if indexed is not None and index < len(indexed.top_positions):
             top_contexts = [
                 corpus.snippet(int(p))
-                for p in top_positions[index][: config.contexts_per_feature]
+                for p in indexed.top_positions[index][: config.contexts_per_feature]
                 if 0 <= p < len(corpus.tokens)
             ]
         results.append(
@@ -465,7 +506,7 @@ def contrast_positions(
         for (layer, site), values in sorted(layers.items(), key=lambda item: (item[0][1], item[0][0]))
     ]
 
-    _, manifest = load_activations(workdir / "activations", "train")
+    all_rows, manifest = load_activations(workdir / "activations", "train")
     scale = float(manifest.mean_sq_norm) ** -0.5
     rows = torch.from_numpy(layers[(manifest.layer, "mlp")]).float() * scale
     features, pairs, indexed = {}, {}, []
@@ -475,12 +516,18 @@ def contrast_positions(
             continue
         with torch.no_grad():
             codes = sae.encode(rows).numpy()
-        top_positions = index_top_positions(workdir, folder)
-        if top_positions is not None:
+        index = index_of(workdir, folder)
+        if index is not None:
             indexed.append(folder.name)
-        features[folder.name], pair = feature_results(
-            folder.name, codes, is_a, train, positions, corpus, config, top_positions
-        )
+        found, pair = feature_results(folder.name, codes, is_a, train, positions, corpus, config, index)
+        reported = [f.index for f in found]
+        if index is not None and index.n_tokens == len(all_rows):
+            counts = index.fire_count[reported]
+        else:
+            counts = streamed_fire_counts(sae, all_rows, scale, reported)
+        if counts is not None and len(counts) == len(found):
+            add_corpus_precision(found, counts, {"a": matched_a, "b": matched_b})
+        features[folder.name] = found
         if pair is not None:
             pairs[folder.name] = pair
     return ContrastResult(
