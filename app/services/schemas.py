@@ -457,7 +457,7 @@ class ContrastIn(BaseModel):
 
 class AucOut(BaseModel):
     value: float = Field(description="area under the ROC curve on held-out positions")
-    low: float = Field(description="95% interval, Hanley and McNeil")
+    low: float = Field(description="95% interval, from DeLong's variance")
     high: float
 
 
@@ -466,6 +466,9 @@ class ProbeOut(BaseModel):
     site: str = Field(description='"mlp" (MLP activations) or "resid" (residual stream after the block)')
     dim: int
     auc: AucOut
+    best_unit: int = Field(description="the single neuron (or residual coordinate) that separates the sets best")
+    best_unit_auc: AucOut = Field(description="its held-out AUC, the baseline a single SAE feature should beat")
+    best_unit_more_on: str = Field(description='"a" or "b": the set it is higher on')
 
 
 class ContrastFeatureOut(BaseModel):
@@ -477,6 +480,16 @@ class ContrastFeatureOut(BaseModel):
     fire_rate_a: float
     fire_rate_b: float
     contexts: list[str] = Field(description="where it fires most among the sets' positions, target in [[...]]")
+    top_contexts: list[str] = Field(
+        description="where it fires most in the whole corpus, from the run's feature index (empty without one)"
+    )
+    corpus_fire_count: int | None = Field(
+        description="tokens of the training split it fires on (null: a top-k dictionary without a feature index)"
+    )
+    corpus_precision: float | None = Field(
+        description="of those firings, the share at the matches of the set it fires more on: near 1 when it is "
+        "specific to that set in the whole corpus"
+    )
 
 
 class ContrastPairOut(BaseModel):
@@ -498,3 +511,7 @@ class ContrastOut(BaseModel):
     features: dict[str, list[ContrastFeatureOut]]
     pairs: dict[str, ContrastPairOut]
     seed: int
+    config: dict[str, int | float] = Field(description="the search's settings: positions per set, seed, split, counts")
+    indexed: list[str] = Field(description="dictionaries whose top_contexts come from a current feature index")
+    matched_a: int = Field(description="positions pattern a matched (overlap removed), before the sample")
+    matched_b: int = Field(description="positions pattern b matched (overlap removed), before the sample")
