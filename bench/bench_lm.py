@@ -4,7 +4,8 @@ The reference is the textbook loop: nn.Embedding, pre-LayerNorm blocks with nn.M
 mask) and a GELU MLP, a tied-free unembedding, cross-entropy, AdamW and gradient clipping, on batches of
 32 x 128 tokens of a 4096-token vocabulary at the study's widths (residual 16, 6 layers, MLP 64, 4 heads).
 The project's step is exactly what ``train_lm`` does per step. Both train from the same random windows;
-rounds alternate between them so a busy machine slows both alike, and the ratio is what to read.
+rounds alternate between them so a busy machine slows both alike, and the ratio is what to read: the median
+over rounds of each round's ratio to the reference round just before it. Tokens/s is the best round.
 
     .venv/bin/python bench/bench_lm.py [--steps N] [--rounds R] [--threads T]
 """
@@ -77,8 +78,8 @@ def project_step(model: TinyLM, optimizer: torch.optim.Optimizer, batch: torch.T
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=20, help="steps per timed round (default 20)")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of each (default 3)")
+    parser.add_argument("--steps", type=int, default=10, help="steps per timed round (default 10)")
+    parser.add_argument("--rounds", type=int, default=9, help="alternating rounds of each (default 9)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -105,11 +106,15 @@ def main() -> None:
             seconds[name].append(time.perf_counter() - start)
     tokens = args.steps * BATCH * CONTEXT
     rates = {name: tokens / min(times) for name, times in seconds.items()}
-    reference = rates["plain PyTorch loop"]
-    print(f"{'':<28} {'tokens/s':>10} {'vs plain':>9}   (best of {args.rounds} rounds of {args.steps} steps)")
+    reference = "plain PyTorch loop"
+    print(f"{'':<28} {'tokens/s':>10} {'vs plain':>9}   ({args.rounds} alternating rounds of {args.steps} steps)")
     for name, rate in rates.items():
-        spread = f"{tokens / max(seconds[name]):,.0f}-{tokens / min(seconds[name]):,.0f}"
-        print(f"{name:<28} {rate:>10,.0f} {rate / reference:>8.2f}x   range {spread}")
+        # Each round is compared with the reference's round just before it, so a machine that slows down
+        # or speeds up between rounds moves both sides of a ratio alike; the median of those ratios is shown.
+        paired = sorted(ref / own for ref, own in zip(seconds[reference], seconds[name], strict=True))
+        median = paired[len(paired) // 2]
+        spread = f"paired ratios {paired[0]:.2f}-{paired[-1]:.2f}"
+        print(f"{name:<28} {rate:>10,.0f} {median:>8.2f}x   {spread}")
 
 
 if __name__ == "__main__":

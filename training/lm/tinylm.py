@@ -31,6 +31,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
+from training.lm.causal_attention import causal_attention
+from training.lm.fused_loss import linear_cross_entropy
+
 HiddenEdit = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -66,7 +69,7 @@ class Attention(nn.Module):
         """Attention output (batch x seq x d_model), each position attending to itself and earlier ones."""
         b, t, d = x.shape
         q, k, v = self.qkv(x).view(b, t, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        y = causal_attention(q, k, v)
         return self.out(y.transpose(1, 2).reshape(b, t, d))
 
 
@@ -139,10 +142,16 @@ class TinyLM(nn.Module):
         self, tokens: torch.Tensor, edit_layer: int | None = None, replace_mlp_hidden: HiddenEdit | None = None
     ) -> torch.Tensor:
         """Logits (batch x seq x vocab); at ``edit_layer`` the MLP hidden state h becomes ``replace_mlp_hidden(h)``."""
+        return self.unembed(self.final_hidden(tokens, edit_layer, replace_mlp_hidden))
+
+    def final_hidden(
+        self, tokens: torch.Tensor, edit_layer: int | None = None, replace_mlp_hidden: HiddenEdit | None = None
+    ) -> torch.Tensor:
+        """The normalised residual stream the unembedding reads (batch x seq x d_model)."""
         x = self._embed(tokens)
         for i, block in enumerate(self.blocks):
             x = block(x, replace_mlp_hidden if i == edit_layer else None)
-        return self.unembed(self.ln_f(x))
+        return self.ln_f(x)
 
     def mlp_hidden(self, tokens: torch.Tensor, layer: int) -> torch.Tensor:
         """Post-GELU MLP hidden state of ``layer`` (batch x seq x d_mlp), running no later block."""
@@ -161,9 +170,17 @@ def next_token_loss(
     replace_mlp_hidden: HiddenEdit | None = None,
     reduction: str = "mean",
 ) -> torch.Tensor:
-    """Cross-entropy of predicting windows[:, 1:] from windows[:, :-1] (windows: n x (seq + 1) token ids)."""
-    logits = model(windows[:, :-1], edit_layer, replace_mlp_hidden)
-    return F.cross_entropy(logits.flatten(0, 1), windows[:, 1:].flatten(), reduction=reduction)
+    """Cross-entropy of predicting windows[:, 1:] from windows[:, :-1] (windows: n x (seq + 1) token ids).
+
+    For a TinyLM the unembedding and the loss are fused (``linear_cross_entropy``), so the logits are never
+    materialised; a wrapped model (DistributedDataParallel) goes through its own forward.
+    """
+    targets = windows[:, 1:].flatten()
+    if not isinstance(model, TinyLM):
+        logits = model(windows[:, :-1], edit_layer, replace_mlp_hidden)
+        return F.cross_entropy(logits.flatten(0, 1), targets, reduction=reduction)
+    hidden = model.final_hidden(windows[:, :-1], edit_layer, replace_mlp_hidden)
+    return linear_cross_entropy(hidden.flatten(0, 1), model.unembed.weight, targets, reduction)
 
 
 def save_lm(model: TinyLM, directory: Path) -> None:
@@ -453,7 +470,7 @@ def lm_optimizer(model: TinyLM, config: TrainLMConfig) -> torch.optim.AdamW:
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, foreach=False)
+    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, foreach=True)
 
 
 def token_fingerprint(tokens: np.ndarray) -> str:
