@@ -25,6 +25,7 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="address the server binds")
     port: int = Field(8000, ge=1, le=65535, description="port the server listens on")
     write_token: str | None = Field(None, description="when set, API writes need it as a Bearer token")
+    device: str = Field("cpu", description="torch device the live inspector computes on (cpu or cuda)")
     inspector_max_chars: int = Field(2000, gt=0, description="longest text the live inspector accepts")
     labels_import_max_bytes: int = Field(
         20 * 2**20, gt=0, description="largest body POST /api/labels/import accepts (413 past it)"

@@ -71,7 +71,7 @@ def test_the_device_reaches_every_stage_and_is_recorded(tmp_path, monkeypatch):
 
     def spy(name, original):
         def call(*args, **kwargs):
-            seen[name] = kwargs.get("device", args[-1] if name == "harvest" else None)
+            seen[name] = kwargs.get("device", args[-1] if name in ("harvest", "feature_index") else None)
             return original(*args, **kwargs)
 
         return call
@@ -79,8 +79,9 @@ def test_the_device_reaches_every_stage_and_is_recorded(tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline, "train_lm", spy("lm", pipeline.train_lm))
     monkeypatch.setattr(pipeline, "harvest_activations", spy("harvest", pipeline.harvest_activations))
     monkeypatch.setattr(pipeline, "train_sweep", spy("sae_sweep", pipeline.train_sweep))
+    monkeypatch.setattr(pipeline, "index_run", spy("feature_index", pipeline.index_run))
     metrics = pipeline.run_pipeline(SMALLEST_PIPELINE, tmp_path / "run", brown_jsonl(tmp_path), False, device)
-    assert seen == {"lm": device, "harvest": device, "sae_sweep": device}
+    assert seen == {"lm": device, "harvest": device, "sae_sweep": device, "feature_index": device}
     saved = json.loads((Path(tmp_path) / "run" / "metrics.json").read_text())
     assert saved["device"] == metrics["device"] == "cpu"
     assert saved["stage_devices"] == {s: "cpu" for s in ("lm", "harvest", "sae_sweep", "evaluation", "feature_index")}

@@ -403,8 +403,7 @@ def _ingest(workdir: Path, url: str, force: bool = False) -> list:
 def _index(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from training.features import index as feature_index
 
-    if chosen_device(args, parser).type != "cpu":
-        print("monosemantic index: the feature index is computed on the CPU (its CUDA path is not built yet)")
+    device = chosen_device(args, parser)
     workdir, url = _workdir_and_database(args)
     if not workdir.is_dir():
         raise ValueError(
@@ -413,7 +412,7 @@ def _index(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from training.experiments.evidence_report import update_run_metrics
 
     config = feature_index.FeatureIndexConfig()
-    feature_index.index_run(workdir, config, progress=not args.no_progress)
+    feature_index.index_run(workdir, config, progress=not args.no_progress, device=device)
     update_run_metrics(workdir, config)
     summaries = _ingest(workdir, url, args.force)
     print(f"{len(summaries)} dictionaries in {_shown_url(url)}")
@@ -540,9 +539,9 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
 def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from app.settings import Settings
 
-    if chosen_device(args, parser).type != "cpu":
-        print("monosemantic serve: the live inspector encodes on the CPU (its CUDA path is not built yet)")
+    device = chosen_device(args, parser)
     given = {"workdir": args.workdir, "database_url": args.db, "host": args.host, "port": args.port}
+    given["device"] = device.type
     settings = Settings(**{name: value for name, value in given.items() if value is not None})
     if settings.database_url is None and not Path(settings.workdir).is_dir():
         parser.error(f"workdir {settings.workdir} does not exist: build it with `monosemantic run` or pass --workdir")

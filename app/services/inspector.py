@@ -43,9 +43,10 @@ class RunModels:
 
 
 class ActivationInspector:
-    """Runs texts through a dictionary's LM and SAE, loading each model once (thread-safe)."""
+    """Runs texts through a dictionary's LM and SAE on ``device``, loading each model once (thread-safe)."""
 
-    def __init__(self) -> None:
+    def __init__(self, device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
         self._runs: dict[str, RunModels] = {}
         self._saes: dict[str, SparseAutoencoder] = {}
         self._lock = threading.Lock()
@@ -60,12 +61,13 @@ class ActivationInspector:
         run, sae = self._load(dictionary)
         encoding = run.tokenizer.encode(text, add_special_tokens=False)
         # Documents start with the end-of-text token in training, so the first real token has a predecessor.
-        ids = torch.tensor([run.eos_id, *encoding.ids], dtype=torch.long)
+        ids = torch.tensor([run.eos_id, *encoding.ids], dtype=torch.long, device=self.device)
         with torch.inference_mode():
             hidden = _windowed_hidden(run.lm, site_module(dictionary.layer, dictionary.site), ids)[1:]
             codes = sae.encode(hidden * run.scale)
             k = min(TOP_FEATURES_PER_TOKEN, codes.shape[1])
             values, indices = codes.topk(k, dim=1) if len(codes) else (codes[:, :0], codes[:, :0].long())
+            codes, values, indices = codes.cpu(), values.cpu(), indices.cpu()
         chosen = codes[:, feature].tolist() if feature is not None else None
         tokens = []
         for i, (start, end) in enumerate(encoding.offsets):
@@ -90,9 +92,11 @@ class ActivationInspector:
         with self._lock:
             run_key = str(run_dir.resolve())
             if run_key not in self._runs:
-                self._runs[run_key] = _load_run(run_dir)
+                run = _load_run(run_dir)
+                run.lm.to(self.device)
+                self._runs[run_key] = run
             if dictionary.content_hash not in self._saes:
-                self._saes[dictionary.content_hash] = _load_dictionary_sae(dictionary)
+                self._saes[dictionary.content_hash] = _load_dictionary_sae(dictionary).to(self.device)
             return self._runs[run_key], self._saes[dictionary.content_hash]
 
 

@@ -52,7 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.inline_reads = engine.dialect.name == "sqlite"  # see app.web.api.short_read
     app.state.sessionmaker = make_sessionmaker(engine)
-    app.state.inspector = ActivationInspector()
+    app.state.inspector = ActivationInspector(settings.device)
     app.state.rng = random.Random()
     app.state.static_dir = STATIC_DIR
 

@@ -27,8 +27,9 @@ def workdir(tmp_path: Path, monkeypatch, index_calls) -> Path:
     run = tmp_path / "run"
     run.mkdir()
 
-    def fake_index_run(run_dir: Path, config=None, progress: bool = True) -> list[Path]:
+    def fake_index_run(run_dir: Path, config=None, progress: bool = True, device="cpu") -> list[Path]:
         index_calls.append((Path(run_dir), progress))
+        assert str(device) == "cpu"
         return [Path(run_dir) / "features" / index.meta.sae_name for index in build_run(Path(run_dir)).indexes]
 
     monkeypatch.setattr(feature_index, "index_run", fake_index_run)
@@ -78,7 +79,7 @@ def test_index_of_a_missing_workdir_is_a_one_line_error(workdir, tmp_path, capsy
 
 
 def test_index_of_a_run_without_saes_is_a_one_line_error(workdir, monkeypatch, capsys):
-    def no_saes(run_dir, config=None, progress=True):
+    def no_saes(run_dir, config=None, progress=True, device="cpu"):
         raise FileNotFoundError(
             f"{run_dir} holds no trained SAEs (saes/saes/*/sae.safetensors): run the pipeline first"
         )

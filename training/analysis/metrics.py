@@ -5,6 +5,7 @@ Decoders are passed as (n_atoms x d) tensors whose rows are the dictionary atoms
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from itertools import pairwise
 
@@ -72,11 +73,16 @@ class Evaluation:
 
 
 @torch.no_grad()
-def evaluate(sae: SparseAutoencoder, x: torch.Tensor, chunk: int = 8192) -> Evaluation:
+def evaluate(
+    sae: SparseAutoencoder, x: torch.Tensor, chunk: int = 8192, device: torch.device | str | None = None
+) -> Evaluation:
     """L0 (mean active latents), FVU, per-sample squared error and sparsity penalty, and dead latents over x.
 
-    A latent is dead when it never fires on the whole evaluation set.
+    A latent is dead when it never fires on the whole evaluation set. The SAE encodes on ``device`` (a copy
+    is moved there; default: where the SAE is).
     """
+    if device is not None and torch.device(device) != sae.W_dec.device:
+        sae = copy.deepcopy(sae).to(device)
     device = sae.W_dec.device
     fired = torch.zeros(sae.config.dict_size, dtype=torch.bool, device=device)
     err_sq, active, penalty = 0.0, 0, 0.0

@@ -10,6 +10,7 @@ for the app to ingest.
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from collections import defaultdict
@@ -289,14 +290,16 @@ def run_pipeline(
     splice_stream = torch.as_tensor(tokens.val.tokens[: config.splice_tokens].astype("int64"))
     records, groups = [], defaultdict(list)
     baselines: tuple[float, float] | None = None
+    eval_model = copy.deepcopy(model).to(device)
     for run in runs:
         sae = run.sae
-        evaluation = evaluate(sae, held_out)
+        on_device = copy.deepcopy(sae).to(device)
+        evaluation = evaluate(on_device, held_out)
 
-        def reconstruct(hidden: torch.Tensor, sae: SparseAutoencoder = sae) -> torch.Tensor:
+        def reconstruct(hidden: torch.Tensor, sae: SparseAutoencoder = on_device) -> torch.Tensor:
             return sae.reconstruct(hidden * source.scale) / source.scale
 
-        losses = splice_losses(model, splice_stream, config.layer, reconstruct, baselines=baselines)
+        losses = splice_losses(eval_model, splice_stream, config.layer, reconstruct, baselines=baselines)
         baselines = (losses.clean, losses.zero_ablated)
         records.append(run_record(sae, evaluation, samples_per_second(run, train), losses))
         groups[(sae.config.arch, sae.config.sparsity)].append(
@@ -322,7 +325,7 @@ def run_pipeline(
         "convergence": convergence,
         "config": config.model_dump(),
         "stage_seconds": stage_seconds,
-        **devices_record(device, computed_on_device=("lm", "harvest", "sae_sweep")),
+        **devices_record(device, computed_on_device=("lm", "harvest", "sae_sweep", "evaluation", "feature_index")),
         "doubling_rounds": doubling_rounds,
     }
     (workdir / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -339,7 +342,7 @@ def run_pipeline(
     plot_heldout_objective(heldout, figures / "heldout_objective_vs_samples.png", convergence["window"][1])
     clock = time.perf_counter()
     index_config = FeatureIndexConfig()
-    index_run(workdir, index_config, progress)
+    index_run(workdir, index_config, progress, device)
     metrics["stage_seconds"]["feature_index"] = time.perf_counter() - clock
     add_evidence(metrics, workdir, index_config, figures)
     saes = {run.config.name: run.sae for run in runs}

@@ -152,7 +152,7 @@ def train_run(
     clock = time.perf_counter()
     records, groups = [], defaultdict(list)
     for run in runs:
-        evaluation = evaluate(run.sae, held_out)
+        evaluation = evaluate(run.sae, held_out, device=device if replica is None else None)
         records.append(run_record(run.sae, evaluation, samples_per_second(run, train)))
         cfg = run.sae.config
         groups[(cfg.arch, cfg.sparsity)].append(SizedDictionary(cfg.dict_size, run.sae.W_dec.clone(), evaluation.dead))
@@ -178,7 +178,7 @@ def train_run(
         "convergence": convergence,
         "config": settings.model_dump(),
         "stage_seconds": stage_seconds,
-        **devices_record(device, ("sae_sweep",) if replica is None else ()),
+        **devices_record(device, ("sae_sweep", "evaluation", "feature_index") if replica is None else ()),
     }
     figures = workdir / "figures"
     plot_mmcs_with_larger(larger, figures / "mmcs_with_larger.png", None, estimate)
@@ -194,7 +194,7 @@ def train_run(
     if isinstance(base, ShardedSource):
         merge_store(_store(workdir), workdir / "activations")  # the feature index reads one file
     index_config = FeatureIndexConfig()
-    index_run(workdir, index_config, progress)
+    index_run(workdir, index_config, progress, device if replica is None else "cpu")
     stage_seconds["feature_index"] = time.perf_counter() - clock
     add_evidence(metrics, workdir, index_config, figures)
     saes = {run.config.name: run.sae for run in runs}

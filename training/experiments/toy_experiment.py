@@ -212,7 +212,7 @@ def run_toy_experiment(
     # SAEs that differ only in their tag (init scheme) are separate size sweeps
     by_setting: dict[tuple[float | int, str], list[tuple[SweepRun, SizedDictionary]]] = defaultdict(list)
     for run in runs:
-        evaluation = evaluate(run.sae, x_eval)
+        evaluation = evaluate(run.sae, x_eval, device=device)
         records.append(_run_record(run, train, toy, evaluation))
         sized = SizedDictionary(run.config.dict_size, run.sae.W_dec.clone(), evaluation.dead)
         by_setting[(run.config.sparsity, run.config.tag)].append((run, sized))
@@ -240,7 +240,7 @@ def run_toy_experiment(
         "mmcs_with_larger": larger_records,
         "feature_count_estimate": estimate,
         "config": config.model_dump(),
-        **devices_record(device, ("sae_sweep",), stages=("sae_sweep", "evaluation")),
+        **devices_record(device, ("sae_sweep", "evaluation"), stages=("sae_sweep", "evaluation")),
         "true_feature_count": config.toy.n_features,
         "init_comparison": init_comparison(runs, train_log, toy, train, toy.features),
         "recovery": None if report is None else recovery_metrics(report, RECOVERY_FILE),

@@ -368,12 +368,19 @@ def _windows(
 
 
 def _replay_or_encode(
-    cache: FiringCache, sae: SparseAutoencoder, rows: np.ndarray, scale: float, step: int, desc: str, progress: bool
+    cache: FiringCache,
+    sae: SparseAutoencoder,
+    rows: np.ndarray,
+    scale: float,
+    step: int,
+    desc: str,
+    progress: bool,
+    device: torch.device | str = "cpu",
 ) -> Iterator[Chunk]:
     """Another pass over the firing entries: from the cache when it holds them all, else by encoding again."""
     if cache.complete:
         return cache.chunks(f"{desc} (replayed)", progress)
-    return encoded_chunks(sae, rows, scale, step, desc, progress)
+    return encoded_chunks(sae, rows, scale, step, desc, progress, device)
 
 
 def compute_feature_index(
@@ -387,6 +394,7 @@ def compute_feature_index(
     neighbours: dict[str, Neighbour | None] | None = None,
     progress: bool = True,
     desc: str = "",
+    device: torch.device | str = "cpu",
 ) -> dict[str, np.ndarray]:
     """Every array of a feature index (see the module doc) for one SAE over all activation rows.
 
@@ -395,7 +403,8 @@ def compute_feature_index(
     of the chosen windows. Passes 2 and 3 replay the first pass's firing entries when they fit in
     ``config.cache_entries``; otherwise pass 2 encodes again and pass 3 reads the window activations pair
     by pair where latents do not compete, else from a third encoding.
-    ``lm_direct_path`` is (MLP output weight, final norm gain, unembedding).
+    ``lm_direct_path`` is (MLP output weight, final norm gain, unembedding). The encoding passes run on
+    ``device``; the accumulators stay on the CPU.
     """
     n, f = len(rows), sae.config.dict_size
     step = config.chunk_tokens
@@ -407,7 +416,7 @@ def compute_feature_index(
     token_sums = torch.zeros(f * vocab_size, dtype=torch.float64)
     tag_counts = torch.zeros(f * corpus.n_tags, dtype=torch.int64) if corpus.tags is not None else None
     cache = FiringCache(config.cache_entries)
-    for chunk in encoded_chunks(sae, rows, scale, step, f"{desc} 1/3 stats", progress):
+    for chunk in encoded_chunks(sae, rows, scale, step, f"{desc} 1/3 stats", progress, device):
         cache.add(chunk)
         fire_count += torch.bincount(chunk.features, minlength=f)
         act_sum += torch.bincount(chunk.features, weights=chunk.values.double(), minlength=f)
@@ -421,7 +430,7 @@ def compute_feature_index(
     histogram = torch.zeros(f * bins, dtype=torch.int64)
     sampler = QuantileSampler(max_act, config.n_quantiles, config.per_quantile, config.seed)
     binner = QuantileSampler(max_act, bins, 1, 0)
-    for chunk in _replay_or_encode(cache, sae, rows, scale, step, f"{desc} 2/3 quantiles", progress):
+    for chunk in _replay_or_encode(cache, sae, rows, scale, step, f"{desc} 2/3 quantiles", progress, device):
         bin_of = binner.interval_of(chunk.features, chunk.values)
         histogram += torch.bincount(chunk.features * bins + bin_of, minlength=f * bins)
         sampler.update(chunk)
@@ -458,7 +467,7 @@ def compute_feature_index(
     )
     gatherer = WindowGatherer(all_windows, owners)
     if cache.complete or not gatherer.read_pairs(sae, rows, scale):
-        for chunk in _replay_or_encode(cache, sae, rows, scale, step, f"{desc} 3/3 contexts", progress):
+        for chunk in _replay_or_encode(cache, sae, rows, scale, step, f"{desc} 3/3 contexts", progress, device):
             gatherer.update(chunk)
     del cache
     acts = gatherer.result().astype(np.float16)
@@ -516,9 +525,15 @@ def display_tokens(tokenizer) -> list[str]:
     return [tokenizer.decode([i], skip_special_tokens=False) for i in range(tokenizer.get_vocab_size())]
 
 
-def index_run(run_dir: Path, config: FeatureIndexConfig | None = None, progress: bool = True) -> list[Path]:
+def index_run(
+    run_dir: Path,
+    config: FeatureIndexConfig | None = None,
+    progress: bool = True,
+    device: torch.device | str = "cpu",
+) -> list[Path]:
     """Index every trained SAE of a pipeline run directory into ``<run>/features/``; the index folders.
 
+    The SAEs encode the activation rows on ``device``.
     A dictionary whose index already exists for the same weights, activations, neighbours and config is
     skipped, so an interrupted run resumes with the next unfinished dictionary.
     """
@@ -597,7 +612,17 @@ def index_run(run_dir: Path, config: FeatureIndexConfig | None = None, progress:
         if _is_current(out, meta):
             continue
         arrays = compute_feature_index(
-            sae, rows, scale, corpus, len(vocab["tokens"]), config, direct_path, neighbours, progress, folder.name
+            sae,
+            rows,
+            scale,
+            corpus,
+            len(vocab["tokens"]),
+            config,
+            direct_path,
+            neighbours,
+            progress,
+            folder.name,
+            device,
         )
         save_feature_index(FeatureIndex(meta, arrays), out)
     return written

@@ -8,6 +8,7 @@ smallest random keys, which is a uniform sample without replacement of everythin
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
@@ -54,13 +55,23 @@ def encoded_chunks(
     chunk_rows: int,
     desc: str = "",
     progress: bool = True,
+    device: torch.device | str = "cpu",
 ) -> Iterator[Chunk]:
-    """The SAE's firing codes for consecutive chunks of rows (rows multiplied by scale first, as in training)."""
+    """The SAE's firing codes for consecutive chunks of rows (rows multiplied by scale first, as in training).
+
+    On a CUDA ``device`` a copy of the SAE encodes there and only the firing entries come back.
+    """
     n, n_features = len(rows), sae.config.dict_size
+    device = torch.device(device)
+    on_cpu = device.type == "cpu"
+    encoder = sae if on_cpu else copy.deepcopy(sae).to(device)
     with torch.no_grad(), tqdm(total=n, desc=desc, unit="tok", unit_scale=True, disable=not progress) as bar:
         for start in range(0, n, chunk_rows):
-            x = torch.from_numpy(np.array(rows[start : start + chunk_rows], dtype=np.float32)).mul_(scale)
-            yield Chunk(start, x.shape[0], n_features, *sae.firing(x))
+            x = torch.from_numpy(np.array(rows[start : start + chunk_rows], dtype=np.float32))
+            if not on_cpu:
+                x = x.pin_memory().to(device, non_blocking=True)
+            firing = encoder.firing(x.mul_(scale))
+            yield Chunk(start, x.shape[0], n_features, *(t if on_cpu else t.cpu() for t in firing))
             bar.update(x.shape[0])
 
 

@@ -227,7 +227,7 @@ class SparseAutoencoder:
 
         Zero for the top-k family, whose sparsity is a constraint (their aux-k loss only trains dead latents).
         """
-        return torch.zeros(())
+        return torch.zeros((), device=codes.device)
 
     def compute_grads(self, x: torch.Tensor, want_stats: bool) -> StepStats | None:
         """Fill ``self.grads`` with the loss gradient on batch x; update firing counters."""

@@ -67,7 +67,7 @@ class ReluSAE(SparseAutoencoder):
         # sign() of a ReLU output is its 0/1 activity mask; branch-free ops are several times faster
         # on CPU than comparisons or threshold_backward on data that is half zeros.
         mask = c.sign_()
-        l1_grad = torch.full((1,), self.config.l1 / b)
+        l1_grad = torch.full((1,), self.config.l1 / b, device=x.device)
         g_pre = torch.addmm(l1_grad, g_out, self.W_dec.T).mul_(mask)
         if self.encoder_param == "W_dec":
             g["W_dec"].addmm_(g_pre.T, xc)
@@ -93,7 +93,7 @@ class ReluSAE(SparseAutoencoder):
         encoder_grad = "W_dec" if self.encoder_param == "W_dec" else "W_enc"
         sparse_codes.accumulate_grads(g, codes, self.W_dec, xc, g_out, self.config.l1 / b, encoder_grad)
         torch.sub(g_out.sum(dim=0), g["b_enc"] @ encoder, out=g["b_dec"])
-        fired = torch.zeros(n, dtype=torch.bool)
+        fired = torch.zeros(n, dtype=torch.bool, device=c.device)
         fired[codes.cols] = True
         counts = (codes.vals.sum().item(), codes.vals.numel()) if want_stats else None
         return err, fired, counts

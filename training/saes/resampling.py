@@ -30,7 +30,8 @@ def resample_dead_latents(
     if loss.sum() <= 0:
         return []
     gen = sae_generator(cfg.seed, 2 + step, cfg.dict_size)
-    picks = torch.multinomial(loss.pow(2), dead.numel(), replacement=True, generator=gen)
+    # Drawn on the CPU with the SAE's own generator, so a run on CUDA resamples the same inputs.
+    picks = torch.multinomial(loss.pow(2).cpu(), dead.numel(), replacement=True, generator=gen).to(x.device)
     directions = residual[picks]
     directions = directions / directions.norm(dim=1, keepdim=True).clamp_min(1e-8)
     alive = sae.samples_since_fired < cfg.dead_after

@@ -25,15 +25,15 @@ class SparseCodes:
     @classmethod
     def from_topk(cls, vals: torch.Tensor, idx: torch.Tensor) -> SparseCodes:
         b, k = vals.shape
-        rows = torch.arange(b).repeat_interleave(k)
-        return cls(rows, idx.reshape(-1), vals.reshape(-1), torch.arange(0, b * k, k))
+        rows = torch.arange(b, device=vals.device).repeat_interleave(k)
+        return cls(rows, idx.reshape(-1), vals.reshape(-1), torch.arange(0, b * k, k, device=vals.device))
 
     @classmethod
     def from_flat(cls, flat_idx: torch.Tensor, vals: torch.Tensor, batch: int, width: int) -> SparseCodes:
         order = flat_idx.argsort()
         flat_idx, vals = flat_idx[order], vals[order]
         rows = torch.div(flat_idx, width, rounding_mode="floor")
-        offsets = torch.searchsorted(rows, torch.arange(batch))
+        offsets = torch.searchsorted(rows, torch.arange(batch, device=rows.device))
         return cls(rows, flat_idx - rows * width, vals, offsets)
 
     @classmethod
@@ -42,10 +42,15 @@ class SparseCodes:
         batch, width = c.shape
         flat = c.reshape(-1).nonzero().squeeze(1)
         rows = torch.div(flat, width, rounding_mode="floor")
-        return cls(rows, flat - rows * width, c.reshape(-1)[flat], torch.searchsorted(rows, torch.arange(batch)))
+        return cls(
+            rows,
+            flat - rows * width,
+            c.reshape(-1)[flat],
+            torch.searchsorted(rows, torch.arange(batch, device=c.device)),
+        )
 
     def dense(self, batch: int, width: int) -> torch.Tensor:
-        out = torch.zeros(batch, width)
+        out = torch.zeros(batch, width, dtype=self.vals.dtype, device=self.vals.device)
         out[self.rows, self.cols] = self.vals
         return out
 
@@ -91,7 +96,7 @@ def batch_top(pre: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor
     flat = pre.reshape(-1)
     total = flat.numel()
     if count >= total:
-        return flat.clone(), torch.arange(total)
+        return flat.clone(), torch.arange(total, device=flat.device)
     stride = max(total // 65_536, 1)
     sample = flat[::stride]
     keep = min(max(int(sample.numel() * count / total * 1.5) + 16, 1), sample.numel())

@@ -74,7 +74,7 @@ class TopKSAE(SparseAutoencoder):
         sparse_codes.accumulate_grads(g, codes, self.W_dec, xc, g_out)
         aux = self._aux_k(pre, xc, err) if self.config.aux_coef > 0 else 0.0
         g["b_dec"].copy_(g_out.sum(dim=0)).sub_(g["b_enc"] @ self.W_enc)
-        fired = torch.zeros(self.config.dict_size, dtype=torch.bool)
+        fired = torch.zeros(self.config.dict_size, dtype=torch.bool, device=x.device)
         fired[codes.cols[codes.vals > 0]] = True
         self._track_firing(fired, b)
         if not want_stats:
