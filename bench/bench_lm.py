@@ -51,7 +51,7 @@ class PlainLM(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         t = tokens.shape[1]
-        x = self.embed(tokens) + self.pos(torch.arange(t))
+        x = self.embed(tokens) + self.pos(torch.arange(t, device=tokens.device))
         for block in self.blocks:
             x = block(x, self.mask[:t, :t])
         return self.unembed(self.ln_f(x))
@@ -81,15 +81,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="steps per timed round (default 10)")
     parser.add_argument("--rounds", type=int, default=9, help="alternating rounds of each (default 9)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda: where both loops run (default cpu)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
     torch.manual_seed(0)
     config = TinyLMConfig(vocab_size=VOCAB)
     generator = torch.Generator().manual_seed(0)
-    batches = [torch.randint(0, VOCAB, (BATCH, CONTEXT + 1), generator=generator) for _ in range(args.steps)]
-    project = TinyLM(config)
+    batches = [torch.randint(0, VOCAB, (BATCH, CONTEXT + 1), generator=generator).to(device) for _ in range(args.steps)]
+    project = TinyLM(config).to(device)
     project_opt = lm_optimizer(project, TrainLMConfig())
-    plain = PlainLM(config)
+    plain = PlainLM(config).to(device)
     plain_opt = torch.optim.AdamW(plain.parameters(), lr=1e-2, betas=(0.9, 0.99), weight_decay=0.1)
     runners = {
         "plain PyTorch loop": (plain_step, plain, plain_opt),
@@ -102,12 +104,13 @@ def main() -> None:
         for name, (step, model, optimizer) in runners.items():
             start = time.perf_counter()
             for batch in batches:
-                step(model, optimizer, batch)
+                step(model, optimizer, batch)  # its loss.item() waits for the GPU
             seconds[name].append(time.perf_counter() - start)
     tokens = args.steps * BATCH * CONTEXT
     rates = {name: tokens / min(times) for name, times in seconds.items()}
     reference = "plain PyTorch loop"
-    print(f"{'':<28} {'tokens/s':>10} {'vs plain':>9}   ({args.rounds} alternating rounds of {args.steps} steps)")
+    header = f"on {device}:"
+    print(f"{header:<28} {'tokens/s':>10} {'vs plain':>9}   ({args.rounds} alternating rounds of {args.steps} steps)")
     for name, rate in rates.items():
         # Each round is compared with the reference's round just before it, so a machine that slows down
         # or speeds up between rounds moves both sides of a ratio alike; the median of those ratios is shown.

@@ -23,6 +23,13 @@ from training.saes import ARCHS, SAEConfig
 from training.sweeps.trainer import SweepRun, TrainConfig, train_sweep
 
 D_IN, DICT_SIZE, BATCH = 64, 1024, 4096
+DEVICE = torch.device("cpu")
+
+
+def _sync() -> None:
+    """Wait for queued GPU work, so a timer reads when the work is done (nothing to wait for on the CPU)."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
 
 
 def _best_time(fn, steps: int, repeats: int = 3) -> float:
@@ -31,19 +38,46 @@ def _best_time(fn, steps: int, repeats: int = 3) -> float:
         fn()
     best = float("inf")
     for _ in range(repeats):
+        _sync()
         start = time.perf_counter()
         for _ in range(steps):
             fn()
+        _sync()
         best = min(best, (time.perf_counter() - start) / steps)
     return best
 
 
-def dense_ceiling(x: torch.Tensor, steps: int) -> float:
-    """Seconds for the five dense products of one SAE training step."""
+def paired_ratio(reference, fn, steps: int, rounds: int = 5) -> tuple[float, float]:
+    """(median over alternating rounds of reference's seconds / fn's seconds, fn's best seconds per call).
+
+    Each fn round is compared with the reference round just before it, so a machine that changes speed
+    between rounds moves both sides of a ratio alike."""
+    for _ in range(3):
+        reference()
+        fn()
+    ratios, best = [], float("inf")
+    for _ in range(rounds):
+        _sync()
+        start = time.perf_counter()
+        for _ in range(steps):
+            reference()
+        _sync()
+        middle = time.perf_counter()
+        for _ in range(steps):
+            fn()
+        _sync()
+        own = time.perf_counter() - middle
+        ratios.append((middle - start) / own)
+        best = min(best, own / steps)
+    return sorted(ratios)[len(ratios) // 2], best
+
+
+def dense_products(x: torch.Tensor):
+    """The five dense products of one SAE training step, as a function to time."""
     gen = torch.Generator().manual_seed(0)
-    w = torch.randn(DICT_SIZE, D_IN, generator=gen)
-    c = torch.randn(BATCH, DICT_SIZE, generator=gen).relu_()
-    g = torch.randn(BATCH, D_IN, generator=gen)
+    w = torch.randn(DICT_SIZE, D_IN, generator=gen).to(DEVICE)
+    c = torch.randn(BATCH, DICT_SIZE, generator=gen).relu_().to(DEVICE)
+    g = torch.randn(BATCH, D_IN, generator=gen).to(DEVICE)
 
     def products() -> None:
         torch.mm(x, w.T)
@@ -52,7 +86,12 @@ def dense_ceiling(x: torch.Tensor, steps: int) -> float:
         torch.mm(c.T, g)
         torch.mm(c.T, x)
 
-    return _best_time(products, steps)
+    return products
+
+
+def dense_ceiling(x: torch.Tensor, steps: int) -> float:
+    """Seconds for the five dense products of one SAE training step."""
+    return _best_time(dense_products(x), steps)
 
 
 class PlainReluSAE(torch.nn.Module):
@@ -75,7 +114,7 @@ class PlainReluSAE(torch.nn.Module):
 
 def plain_loop(x: torch.Tensor, steps: int) -> float:
     """Seconds per step of the plain PyTorch ReLU SAE loop."""
-    model = PlainReluSAE()
+    model = PlainReluSAE().to(DEVICE)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
     def step() -> None:
@@ -94,21 +133,22 @@ def arch_config(arch: str, dict_size: int = DICT_SIZE, sparsity: float | None = 
     return SAEConfig(arch=arch, d_in=D_IN, dict_size=dict_size, l1=sparsity or 0.03)
 
 
-def arch_step(arch: str, x: torch.Tensor, steps: int) -> float:
-    """Seconds per training step of one of our SAEs (gradients, Adam, decoder upkeep), averaged over a run.
+def arch_stepper(arch: str, x: torch.Tensor, steps: int):
+    """One training step of one of our SAEs (gradients, Adam, decoder upkeep) per call, as a function to time.
 
-    Schedules change the cost of a step (the top-k family anneals k from 4k down to k), so the timed
-    steps are spread evenly over one whole training schedule rather than taken from its start.
+    Schedules change the cost of a step (the top-k family anneals k from 4k down to k), so successive
+    calls walk evenly over one whole training schedule of ``10 * steps`` steps rather than its start.
     """
     run = SweepRun(arch_config(arch))
-    run.sae.initialise_from_data(x)
+    run.sae.initialise_from_data(x.cpu())
+    run.to(DEVICE)
     total = 10 * steps
     positions = iter(range(0, 10**9, 10))
 
     def step() -> None:
         run.step(x, next(positions) % total, total, 1e-3, False)
 
-    return _best_time(step, steps, repeats=1) if steps >= 10 else _best_time(step, steps)
+    return step
 
 
 def sweep_versus_separate(steps: int) -> tuple[float, float]:
@@ -119,11 +159,11 @@ def sweep_versus_separate(steps: int) -> tuple[float, float]:
     train = TrainConfig(samples=steps * BATCH, batch_size=BATCH, checkpoint_every=10**9)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        train_sweep(configs, toy, train, Path(tmp) / "sweep", progress=False)
+        train_sweep(configs, toy, train, Path(tmp) / "sweep", progress=False, device=DEVICE)
         together = time.perf_counter() - start
         start = time.perf_counter()
         for i, config in enumerate(configs):
-            train_sweep([config], toy, train, Path(tmp) / f"single{i}", progress=False)
+            train_sweep([config], toy, train, Path(tmp) / f"single{i}", progress=False, device=DEVICE)
         separate = time.perf_counter() - start
     return together, separate
 
@@ -132,20 +172,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda: where every side is timed (default cpu)")
+    parser.add_argument("--no-sweep", action="store_true", help="skip the one-pass sweep comparison")
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
     torch.set_num_threads(args.threads)
-    x = torch.randn(BATCH, D_IN, generator=torch.Generator().manual_seed(1))
+    if DEVICE.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+    x = torch.randn(BATCH, D_IN, generator=torch.Generator().manual_seed(1)).to(DEVICE)
 
     ceiling = dense_ceiling(x, args.steps)
     plain = plain_loop(x, args.steps)
-    print(f"SAE training step, d={D_IN}, {DICT_SIZE} latents, batch {BATCH}, {args.threads} threads")
+    products = dense_products(x)
+    print(f"SAE training step, d={D_IN}, {DICT_SIZE} latents, batch {BATCH}, on {DEVICE} ({args.threads} CPU threads)")
+    print("vs ceiling: the median of ratios to the ceiling timed in alternating rounds; samples/s: the best round")
     print(f"{'':<22}{'samples/s':>12}{'vs ceiling':>12}{'vs plain':>10}")
     print(f"{'dense-matmul ceiling':<22}{BATCH / ceiling:>12,.0f}{1.0:>12.2f}{plain / ceiling:>10.2f}")
     print(f"{'plain PyTorch relu':<22}{BATCH / plain:>12,.0f}{ceiling / plain:>12.2f}{1.0:>10.2f}")
     for arch in ARCHS:
-        t = arch_step(arch, x, args.steps)
-        print(f"{arch:<22}{BATCH / t:>12,.0f}{ceiling / t:>12.2f}{plain / t:>10.2f}")
+        vs_ceiling, t = paired_ratio(products, arch_stepper(arch, x, args.steps), args.steps)
+        print(f"{arch:<22}{BATCH / t:>12,.0f}{vs_ceiling:>12.2f}{plain / t:>10.2f}")
 
+    if args.no_sweep:
+        return
     together, separate = sweep_versus_separate(max(args.steps, 10))
     print(f"\n8-SAE sweep on toy data (d={D_IN}, G=512), {max(args.steps, 10)} steps of {BATCH}:")
     print(f"  one pass {together:.1f}s, eight separate runs {separate:.1f}s, ratio {separate / together:.2f}x")
