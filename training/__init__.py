@@ -2,7 +2,7 @@
 
 One subpackage per stage, each importing only the stages before it:
 
-- ``runtime``: the compute device every stage runs on;
+- ``runtime``: the compute device every stage runs on, and how large tensors are allocated;
 - ``data``: the toy generator with known features, the corpus and the tokenizer;
 - ``lm``: the tiny language model, its training and its spliced losses;
 - ``activations``: harvesting an MLP site's activations to disk (TinyLM or any transformers model);
@@ -14,5 +14,10 @@ One subpackage per stage, each importing only the stages before it:
 - ``experiments``: the toy experiment, the LM pipeline and its presets, sweeps on any run, data parallelism;
 - ``formats``: SAEs in and out of the field's on-disk layouts (SAELens, sparsify).
 
-No module here imports ``app``: the run directory is the seam between the two.
+No module here imports ``app``: the run directory is the seam between the two. Importing the package
+turns on huge pages for large CPU tensors (``runtime.memory``; ``THP_MEM_ALLOC_ENABLE=0`` turns them off).
 """
+
+from training.runtime.memory import use_huge_pages
+
+use_huge_pages()
