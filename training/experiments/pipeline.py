@@ -104,10 +104,10 @@ PRESETS: dict[str, PipelineConfig] = {
         sae_samples=2_000_000,
         sae_batch_size=512,
     ),
-    # The study's experiment trained until its outputs hold (about 90 minutes on 2 cores, minutes on a GPU):
-    # the LM to its best validation loss (at most 4,000 steps, about 14 minutes), then relu and topk SAEs of
-    # 128-4096 latents on 3M rows, trained again on twice the rows while any fails the doubling test, up to
-    # 12M (3 + 6 + 12M rows: at most about 60 minutes). Rows, not more sparsity settings, get the budget.
+    # The study's experiment trained until its outputs hold: the LM to its best validation loss (at most
+    # 4,000 steps), then relu and topk SAEs of 128-4096 latents on 3M rows, trained again on twice the rows
+    # while any fails the doubling test, up to 12M (3 + 6 + 12M rows). Rows, not more sparsity settings, get
+    # the budget. Its one run took about 115 minutes on 2 cores (docs/results/study/provenance.md).
     "study": PipelineConfig(
         name="study",
         lm_steps=4000,
