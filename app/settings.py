@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -25,7 +26,9 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="address the server binds")
     port: int = Field(8000, ge=1, le=65535, description="port the server listens on")
     write_token: str | None = Field(None, description="when set, API writes need it as a Bearer token")
-    device: str = Field("cpu", description="torch device the live inspector computes on (cpu or cuda)")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "cpu", description="torch device the live inspector computes on (auto picks CUDA when there is one)"
+    )
     inspector_max_chars: int = Field(2000, gt=0, description="longest text the live inspector accepts")
     labels_import_max_bytes: int = Field(
         20 * 2**20, gt=0, description="largest body POST /api/labels/import accepts (413 past it)"

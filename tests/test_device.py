@@ -90,3 +90,19 @@ def test_the_device_reaches_every_stage_and_is_recorded(tmp_path, monkeypatch):
 def test_the_record_says_which_stages_ran_on_the_chosen_device():
     record = devices_record("cpu", ("sae_sweep",), stages=("sae_sweep", "evaluation"))
     assert record == {"device": "cpu", "stage_devices": {"sae_sweep": "cpu", "evaluation": "cpu"}}
+
+
+def test_the_server_resolves_its_inspector_device_at_start(no_cuda, tmp_path):
+    """A bad or unavailable device fails when the app is built, naming it, not at the first inspection."""
+    from pydantic import ValidationError
+
+    from app.settings import Settings
+    from app.web.factory import create_app
+
+    database = f"sqlite:///{tmp_path / 'test.db'}"
+    app = create_app(Settings(workdir=tmp_path, database_url=database, device="auto"))
+    assert app.state.inspector.device == torch.device("cpu")
+    with pytest.raises(ValidationError, match="device"):
+        Settings(workdir=tmp_path, database_url=database, device="tpu")
+    with pytest.raises(DeviceError, match="no CUDA device"):
+        create_app(Settings(workdir=tmp_path, database_url=database, device="cuda"))

@@ -22,6 +22,7 @@ from app.settings import Settings
 from app.web import api, api_docs, pages
 from app.web.page_errors import install_page_errors
 from app.web.security import SecurityHeadersMiddleware
+from training.runtime.device import resolve_device
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STATIC_DIR = REPO_ROOT / "static"
@@ -52,7 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.inline_reads = engine.dialect.name == "sqlite"  # see app.web.api.short_read
     app.state.sessionmaker = make_sessionmaker(engine)
-    app.state.inspector = ActivationInspector(settings.device)
+    app.state.inspector = ActivationInspector(resolve_device(settings.device))
     app.state.rng = random.Random()
     app.state.static_dir = STATIC_DIR
 
