@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -22,8 +20,9 @@ from pathlib import Path
 import torch
 
 from training.activations.harvest import ActivationSource
-from training.analysis.doubling import heldout_snapshot, sae_doubling
+from training.analysis.doubling import heldout_min_firings, heldout_snapshot, sae_doubling
 from training.experiments.pipeline import PRESETS, ScaledSource
+from training.experiments.record import current_commit, machine
 from training.features.evidence import DEFAULT_MIN_CONTRIBUTION, DEFAULT_MIN_FIRINGS
 from training.saes import SAEConfig, SparseAutoencoder, load_sae
 from training.sweeps.trainer import TrainConfig, train_sweep
@@ -52,7 +51,7 @@ def main() -> None:
     source = ScaledSource(ActivationSource(args.workdir / "activations"))
     held_out = source.batch(-1_000_000, preset.eval_rows)
     index_rows = source.source.manifest.shape[0]
-    min_firings = max(1, round(DEFAULT_MIN_FIRINGS * held_out.shape[0] / index_rows))
+    min_firings = heldout_min_firings(DEFAULT_MIN_FIRINGS, held_out.shape[0], index_rows)
     given = {
         (rows, l1, 0.4): load_sae(folder / f"relu_n{SIZE}_l1{l1:g}")
         for rows, folder in (
@@ -98,13 +97,12 @@ def main() -> None:
                     "moved": [m["metric"] for m in verdict["moved"]],
                 }
             )
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     record = {
         "question": __doc__.splitlines()[0],
         "command": "python scripts/resample_window.py --workdir runs/study --out docs/results/resample_window.json",
-        "commit": commit,
+        "commit": current_commit(Path(__file__).resolve().parents[1]),
         "date": time.strftime("%Y-%m-%d"),
-        "machine": {"platform": platform.platform(), "threads": torch.get_num_threads(), "device": "cpu"},
+        "machine": {**machine(), "threads": torch.get_num_threads(), "device": "cpu"},
         "held_out_rows": int(held_out.shape[0]),
         "held_out_min_firings": min_firings,
         "note": "the MMCS-with-larger check is left out: only one dictionary size is trained",

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -21,9 +19,10 @@ from pathlib import Path
 import torch
 
 from training.activations.harvest import ActivationSource
-from training.analysis.doubling import estimate_doubling, heldout_snapshot, sae_doubling
+from training.analysis.doubling import estimate_doubling, heldout_min_firings, heldout_snapshot, sae_doubling
 from training.analysis.metrics import SizedDictionary, feature_count_estimate
 from training.experiments.pipeline import PRESETS, ScaledSource
+from training.experiments.record import current_commit, machine
 from training.features.evidence import DEFAULT_MIN_CONTRIBUTION, DEFAULT_MIN_FIRINGS
 from training.saes import SAEConfig
 from training.sweeps.trainer import TrainConfig, train_sweep
@@ -43,7 +42,7 @@ def main() -> None:
     torch.set_num_threads(2)
     source = ScaledSource(ActivationSource(args.workdir / "activations"))
     held_out = source.batch(-1_000_000, PRESETS["study"].eval_rows)
-    min_firings = max(1, round(DEFAULT_MIN_FIRINGS * held_out.shape[0] / source.source.manifest.shape[0]))
+    min_firings = heldout_min_firings(DEFAULT_MIN_FIRINGS, held_out.shape[0], source.source.manifest.shape[0])
     configs = [SAEConfig(arch="relu", d_in=source.dim, dict_size=n, l1=L1, resample_until=WINDOW) for n in SIZES]
     started = time.perf_counter()
     snapshots, estimates = {}, {}
@@ -78,13 +77,12 @@ def main() -> None:
         "end": {k: estimates[end][k] for k in ("value", "low", "high")},
         "doubling": estimate_doubling(estimates[half]["value"], estimates[end]["value"]),
     }
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     record = {
         "question": __doc__.splitlines()[0],
         "command": "python scripts/sparsity_check.py --workdir runs/study --out docs/results/sparsity_check.json",
-        "commit": commit,
+        "commit": current_commit(Path(__file__).resolve().parents[1]),
         "date": time.strftime("%Y-%m-%d"),
-        "machine": {"platform": platform.platform(), "threads": torch.get_num_threads(), "device": "cpu"},
+        "machine": {**machine(), "threads": torch.get_num_threads(), "device": "cpu"},
         "rows": {"half": half, "end": end},
         "l1": L1,
         "resample_until": WINDOW,

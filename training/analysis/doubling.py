@@ -104,6 +104,11 @@ class HeldOutSnapshot:
         return {"fvu": self.fvu, "l0": self.l0, "dead": self.dead, "rare": self.rare}
 
 
+def heldout_min_firings(min_firings: int, heldout_rows: int, index_rows: int) -> int:
+    """The index's firing threshold scaled from its corpus to the held-out rows (at least one firing)."""
+    return max(1, round(min_firings * heldout_rows / max(index_rows, 1)))
+
+
 @torch.no_grad()
 def heldout_snapshot(
     sae: SparseAutoencoder, x: torch.Tensor, min_firings: int, min_contribution: float, chunk: int = 8192

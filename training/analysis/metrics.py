@@ -5,7 +5,6 @@ Decoders are passed as (n_atoms x d) tensors whose rows are the dictionary atoms
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from itertools import pairwise
 
@@ -13,6 +12,7 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
+from training.runtime.device import moved_copy
 from training.saes.base import SparseAutoencoder
 
 RECOVERED_COSINE = 0.9
@@ -81,8 +81,8 @@ def evaluate(
     A latent is dead when it never fires on the whole evaluation set. The SAE encodes on ``device`` (a copy
     is moved there; default: where the SAE is).
     """
-    if device is not None and torch.device(device) != sae.W_dec.device:
-        sae = copy.deepcopy(sae).to(device)
+    if device is not None:
+        sae = moved_copy(sae, device)
     device = sae.W_dec.device
     fired = torch.zeros(sae.config.dict_size, dtype=torch.bool, device=device)
     err_sq, active, penalty = 0.0, 0, 0.0

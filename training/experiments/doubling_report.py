@@ -13,7 +13,13 @@ from pathlib import Path
 
 import torch
 
-from training.analysis.doubling import TOLERANCES, estimate_doubling, heldout_snapshot, sae_doubling
+from training.analysis.doubling import (
+    TOLERANCES,
+    estimate_doubling,
+    heldout_min_firings,
+    heldout_snapshot,
+    sae_doubling,
+)
 from training.analysis.metrics import SizedDictionary, feature_count_estimate, mmcs_with_larger
 from training.features.evidence import DEFAULT_MIN_CONTRIBUTION, DEFAULT_MIN_FIRINGS
 from training.figures.sweep import plot_heatmap
@@ -69,7 +75,7 @@ def add_doubling(
     ``half_dir`` holds the half-rows SAEs to compare with (default: the sweep's own ``half/`` snapshots);
     a previous complete run on half the rows, where there is one, makes the fairer comparison.
     """
-    firings = max(1, round(min_firings * held_out.shape[0] / max(index_rows, 1)))
+    firings = heldout_min_firings(min_firings, held_out.shape[0], index_rows)
     half_dir = half_dir or sweep_dir / HALF_DIR
     half_saes = {name: load_sae(half_dir / name) for name in end_saes if (half_dir / name / "sae.safetensors").exists()}
     snapshots = {

@@ -10,7 +10,6 @@ for the app to ingest.
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 from collections import defaultdict
@@ -35,7 +34,7 @@ from training.figures.sweep import (
     read_train_log,
 )
 from training.lm.tinylm import TinyLMConfig, TrainLMConfig, splice_losses, train_lm
-from training.runtime.device import devices_record
+from training.runtime.device import devices_record, moved_copy
 from training.saes import SAEConfig, SparseAutoencoder
 from training.sweeps.convergence import HELDOUT_LOG, add_convergence, read_heldout_log, sweep_convergence, sweep_tracker
 from training.sweeps.trainer import SweepRun, TrainConfig, samples_per_second, train_sweep
@@ -290,10 +289,10 @@ def run_pipeline(
     splice_stream = torch.as_tensor(tokens.val.tokens[: config.splice_tokens].astype("int64"))
     records, groups = [], defaultdict(list)
     baselines: tuple[float, float] | None = None
-    eval_model = copy.deepcopy(model).to(device)
+    eval_model = moved_copy(model, device)
     for run in runs:
         sae = run.sae
-        on_device = copy.deepcopy(sae).to(device)
+        on_device = moved_copy(sae, device)
         evaluation = evaluate(on_device, held_out)
 
         def reconstruct(hidden: torch.Tensor, sae: SparseAutoencoder = on_device) -> torch.Tensor:

@@ -8,7 +8,6 @@ smallest random keys, which is a uniform sample without replacement of everythin
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
@@ -16,6 +15,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from training.runtime.device import moved_copy
 from training.saes.base import SparseAutoencoder
 
 
@@ -64,7 +64,7 @@ def encoded_chunks(
     n, n_features = len(rows), sae.config.dict_size
     device = torch.device(device)
     on_cpu = device.type == "cpu"
-    encoder = sae if on_cpu else copy.deepcopy(sae).to(device)
+    encoder = moved_copy(sae, device)
     with torch.no_grad(), tqdm(total=n, desc=desc, unit="tok", unit_scale=True, disable=not progress) as bar:
         for start in range(0, n, chunk_rows):
             x = torch.from_numpy(np.array(rows[start : start + chunk_rows], dtype=np.float32))

@@ -7,6 +7,9 @@ Resolved once per command and handed to each stage, which records the device it 
 
 from __future__ import annotations
 
+import copy
+from typing import TypeVar
+
 import torch
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
@@ -48,3 +51,25 @@ def devices_record(
     """
     name = device_name(torch.device(device))
     return {"device": name, "stage_devices": {s: name if s in computed_on_device else "cpu" for s in stages}}
+
+
+Placeable = TypeVar("Placeable")
+
+
+def _tensors(obj: object):
+    if isinstance(obj, torch.nn.Module):
+        return obj.parameters()
+    return (value for value in vars(obj).values() if isinstance(value, torch.Tensor))
+
+
+def moved_copy(obj: Placeable, device: torch.device | str) -> Placeable:
+    """``obj`` itself when its tensors already sit on ``device``, else a deep copy moved there.
+
+    For a model or SAE (anything with ``.to``) that a stage computes with on the chosen device while the
+    original stays where the caller keeps it; on the CPU nothing is copied.
+    """
+    device = torch.device(device)
+    first = next(iter(_tensors(obj)), None)
+    if first is None or first.device.type == device.type:
+        return obj
+    return copy.deepcopy(obj).to(device)
