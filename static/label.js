@@ -29,6 +29,44 @@
     return labelling.querySelector(".htmx-request") !== null;
   }
 
+  // After a swap htmx waits its settle delay before it binds the new card's form: a submit in that window would
+  // go out as a plain POST and reload the page. An action asked for then waits for the settle and runs after it.
+  var pending = null;
+
+  function settling(labelling) {
+    return labelling.classList.contains("htmx-added") || labelling.classList.contains("htmx-settling");
+  }
+
+  function whenSettled(labelling, action) {
+    if (settling(labelling)) {
+      pending = action;
+    } else {
+      action();
+    }
+  }
+
+  document.addEventListener("htmx:afterSettle", function () {
+    var labelling = document.getElementById("labelling");
+    if (pending && labelling && !settling(labelling)) {
+      var action = pending;
+      pending = null;
+      action();
+    }
+  });
+
+  // A mouse click on a verdict in the same window is held back the same way.
+  document.addEventListener("submit", function (event) {
+    var labelling = document.getElementById("labelling");
+    if (labelling && labelling.contains(event.target) && settling(labelling)) {
+      event.preventDefault();
+      var form = event.target;
+      var submitter = event.submitter;
+      pending = function () {
+        form.requestSubmit(submitter);
+      };
+    }
+  }, true);
+
   function hint(labelling, text) {
     var box = labelling.querySelector("#card-hint");
     if (box) {
@@ -69,7 +107,9 @@
       // htmx gives focus back to the element of the same id after the swap: the next card must not start in its box.
       var form = textarea.form;
       textarea.blur();
-      form.requestSubmit();
+      whenSettled(labelling, function () {
+        form.requestSubmit();
+      });
       return;
     }
     textarea.blur();
@@ -130,7 +170,9 @@
       if (digit) {
         choose(labelling, button);
       } else {
-        button.click();
+        whenSettled(labelling, function () {
+          button.click();
+        });
       }
     }
   });

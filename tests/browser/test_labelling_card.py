@@ -150,6 +150,38 @@ def test_a_reload_or_a_second_submit_never_skips_a_feature(
     assert console_errors == []
 
 
+def test_a_key_pressed_while_the_new_card_settles_is_sent_by_htmx_after_it(
+    page: Page, live_server: str, rare_app: PageApp, console_errors: list[str]
+) -> None:
+    """htmx binds a swapped-in card only after its settle delay; a key pressed before must not post a plain form."""
+    start_labelling(page, live_server, rare_app.built.small_id)
+    first = current_feature(page)
+    # Widen the settle window from htmx's 20 ms so the next keys surely land inside it; mark this page load.
+    page.evaluate("htmx.config.defaultSettleDelay = 1500; window.sameLoad = true")
+    page.keyboard.press("1")
+    second = wait_for_count(page, 1)
+    expect(page.locator("#labelling.htmx-settling")).to_have_count(1)
+    page.keyboard.press("2")
+    wait_for_count(page, 2)
+    expect(page.locator("#flash")).to_contain_text(f"Saved feature #{second} as polysemantic")
+    # The same while settling: Ctrl+Enter from the description with a chosen verdict.
+    third = current_feature(page)
+    expect(page.locator("#labelling.htmx-settling")).to_have_count(1)
+    page.keyboard.press("Shift+Digit3")
+    page.keyboard.press("d")
+    page.keyboard.type("mats")
+    page.keyboard.press("Control+Enter")
+    wait_for_count(page, 3)
+    expect(page.locator("#flash")).to_contain_text(f"Saved feature #{third} as uninterpretable")
+    assert page.evaluate("window.sameLoad === true")  # no plain form post reloaded the page
+    assert [row[:2] for row in stored(rare_app)] == [
+        (first, "monosemantic"),
+        (second, "polysemantic"),
+        (third, "uninterpretable"),
+    ]
+    assert console_errors == []
+
+
 def test_the_card_never_serves_a_rare_or_dead_feature(
     page: Page, live_server: str, rare_app: PageApp, console_errors: list[str]
 ) -> None:
