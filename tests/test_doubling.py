@@ -133,12 +133,15 @@ def test_a_run_is_recorded_without_weights_and_with_every_verdict(tmp_path, caps
     assert record["command"].startswith("monosemantic run --preset smallest")
     assert len(record["commit"]) >= 7 and record["machine"]["cpu_cores"] >= 1
     assert record["lm"]["val_loss"] > 0 and record["lm"]["bigram_loss"] > 0
+    usage = record["lm"]["mlp_usage"]
+    assert usage["layer"] == SMALLEST_PIPELINE.layer and usage["neurons"] == 64
     assert {s["name"] for s in record["saes"]} == {"relu_n16_l10.03", "relu_n32_l10.03"}
     assert all(isinstance(s["holds"], bool) and s["rows"] == SMALLEST_PIPELINE.sae_samples for s in record["saes"])
     assert record["estimates"][0]["holds"] in (True, False)
     assert not list(out.glob("*.safetensors")) and (out / "toy_vs_lm.png").exists()
     text = (out / "README.md").read_text()
     assert "SAEs hold when their rows double" in text and "relu_n32_l10.03" in text
+    assert f"{usage['live_neurons']} of 64 neurons live" in text
     with pytest.raises(SystemExit):
         main(["record", "--workdir", str(tmp_path), "--out", str(out)])
     assert "has no metrics.json" in capsys.readouterr().err

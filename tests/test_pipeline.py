@@ -62,6 +62,16 @@ def test_every_sae_of_the_sweep_is_reported(finished):
     assert {r["dict_size"] for r in metrics["mmcs_with_larger"]} == {16}
 
 
+def test_metrics_say_how_much_of_each_mlp_layer_the_lm_uses(finished):
+    _, metrics = finished
+    usage = metrics["lm"]["mlp_usage"]
+    assert [u["layer"] for u in usage] == list(range(6))
+    for u in usage:
+        assert u["neurons"] == 64 and 0 <= u["live_neurons"] <= 64
+        assert 1 <= u["dims_99"] <= 64 and 0 <= u["outside_residual_width"] <= 1
+        assert u["tokens"] > 0 and np.isfinite(u["ablation_loss"])
+
+
 def test_every_sae_reports_whether_its_held_out_objective_had_stopped_falling(finished):
     workdir, metrics = finished
     convergence = metrics["convergence"]
@@ -145,6 +155,8 @@ def test_run_loads_the_features_into_the_database_and_serves_them(finished, corp
         == 0
     )
     out = capsys.readouterr().out
+    layer = metrics["lm"]["mlp_usage"][metrics["layer"]]
+    assert f"layer {metrics['layer']}'s MLP: {layer['live_neurons']} of 64 neurons live" in out
     assert "4 dictionaries" in out or (workdir / "monosemantic.db").exists()
     for run in metrics["runs"]:
         (line,) = [line for line in out.splitlines() if line.startswith(run["name"] + " ") and "%" in line]

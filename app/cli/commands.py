@@ -26,6 +26,7 @@ from app.cli.arguments import (
 from app.cli.contrast import add_contrast
 from app.cli.record import add_record
 from app.cli.sae import add_sae
+from training.analysis.mlp_usage import usage_summary
 from training.data.corpus import CorpusError
 from training.data.toy import ToyConfig
 from training.experiments.pipeline import PRESETS, run_pipeline
@@ -248,6 +249,9 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         f"LM validation loss {lm['val_loss']:.3f} nats/token: unigram {lm['unigram_loss']:.3f}, "
         f"bigram {lm['bigram_loss']:.3f}"
     )
+    for usage in lm.get("mlp_usage", []):
+        if usage["layer"] == metrics["layer"]:
+            print(usage_summary(usage))
     window = metrics["convergence"]["window"]
     header = f"{'name':<28} {'l0':>8} {'fvu':>7} {'dead':>6} {'CE rec.':>8}"
     print(f"{header}  held-out objective fall from {window[0]:.0%} to {window[1]:.0%} of training")

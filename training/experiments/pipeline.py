@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 
 from training.activations.harvest import ActivationSource, HarvestConfig, harvest_activations
 from training.analysis.metrics import SizedDictionary, evaluate, feature_count_estimate, mmcs_with_larger_records
+from training.analysis.mlp_usage import lm_mlp_usage
 from training.data.corpus import corpus_subset, load_corpus
 from training.data.tokenizer import TokenizeConfig, tokenize_corpus
 from training.experiments.doubling_report import add_doubling, plot_doubling_heatmaps
@@ -33,7 +34,7 @@ from training.figures.sweep import (
     plot_training_curve,
     read_train_log,
 )
-from training.lm.tinylm import TinyLMConfig, TrainLMConfig, splice_losses, train_lm
+from training.lm.tinylm import TinyLMConfig, TrainLMConfig, eval_windows, splice_losses, train_lm
 from training.runtime.device import devices_record, moved_copy
 from training.saes import SAEConfig, SparseAutoencoder
 from training.sweeps.convergence import HELDOUT_LOG, add_convergence, read_heldout_log, sweep_convergence, sweep_tracker
@@ -68,6 +69,12 @@ class PipelineConfig(BaseModel):
     )
     lm_eval_every: int = Field(250, gt=0, description="LM steps between validation evaluations")
     lm_eval_sequences: int = Field(128, gt=0, description="validation sequences of each LM evaluation")
+    lm_weight_decay: float = Field(
+        0.1,
+        ge=0,
+        description="AdamW weight decay of the LM's weight matrices (lm.mlp_usage in metrics.json shows "
+        "whether it switched off MLP neurons)",
+    )
     max_sae_samples: int | None = Field(
         None,
         gt=0,
@@ -150,6 +157,7 @@ def lm_train_config(config: PipelineConfig) -> TrainLMConfig:
         patience=config.lm_patience,
         eval_every=config.lm_eval_every,
         eval_sequences=config.lm_eval_sequences,
+        weight_decay=config.lm_weight_decay,
     )
 
 
@@ -275,6 +283,7 @@ def run_pipeline(
         device=device,
     )
     model = trained.model
+    mlp_usage = [u.numbers() for u in lm_mlp_usage(model, eval_windows(tokens.val.tokens, lm_config.context, 200))]
     lap("lm")
     harvest = HarvestConfig(layer=config.layer)
     harvest_activations(model, tokens.train.tokens, workdir / "activations", "train", harvest, progress, device)
@@ -317,7 +326,7 @@ def run_pipeline(
     metrics = {
         "preset": config.name,
         "layer": config.layer,
-        "lm": json.loads((workdir / "lm" / "lm_metrics.json").read_text()),
+        "lm": {**json.loads((workdir / "lm" / "lm_metrics.json").read_text()), "mlp_usage": mlp_usage},
         "runs": records,
         "mmcs_with_larger": larger,
         "feature_count_estimate": estimate,

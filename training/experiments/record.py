@@ -14,6 +14,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from training.analysis.mlp_usage import usage_summary
+
 FIGURES = (
     "toy_vs_lm.png",
     "mmcs_with_larger.png",
@@ -111,7 +113,10 @@ def build_record(workdir: Path, command: str, repo: Path) -> dict:
         "preset": metrics.get("preset"),
         "machine": {**machine(), "device": metrics.get("device", "cpu"), "stage_devices": metrics.get("stage_devices")},
         "stage_seconds": metrics.get("stage_seconds"),
-        "lm": {key: lm.get(key) for key in ("val_loss", "unigram_loss", "bigram_loss", "steps", "best_step")},
+        "lm": {
+            **{key: lm.get(key) for key in ("val_loss", "unigram_loss", "bigram_loss", "steps", "best_step")},
+            "mlp_usage": next((u for u in lm.get("mlp_usage", []) if u["layer"] == metrics.get("layer")), None),
+        },
         "saes": sae_rows(metrics),
         "estimates": estimate_rows(metrics),
         "doubling": metrics.get("doubling"),
@@ -141,6 +146,7 @@ def readme(record: dict) -> str:
         "",
         f"LM validation loss {_fmt(lm['val_loss'])} nats/token (unigram {_fmt(lm['unigram_loss'])}, "
         f"bigram {_fmt(lm['bigram_loss'])}).",
+        *([f"The SAEs' {usage_summary(lm['mlp_usage'])}."] if lm.get("mlp_usage") else []),
         f"{holding} of {len(record['saes'])} SAEs hold when their rows double.",
         "",
         "| estimate | value | interval | holds |",
