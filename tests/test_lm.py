@@ -14,6 +14,7 @@ from training.lm.tinylm import (
     TinyLM,
     TrainLMConfig,
     bigram_loss,
+    fan_in_init,
     eval_windows,
     load_lm,
     lr_at,
@@ -185,3 +186,28 @@ def test_early_stopping_keeps_the_best_model_and_stops_after_its_patience(tmp_pa
         assert torch.equal(tensor, kept[name]) and torch.equal(tensor, result.model.state_dict()[name])
     log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     assert log[-1]["step"] == 20
+
+
+def test_fan_in_init_starts_every_mlp_neuron_in_the_gelu_bend_and_resumes_exactly(tmp_path: Path) -> None:
+    config = tiny_lm_config()
+    gpt2, fan_in = TinyLM(config), TinyLM(config)
+    fan_in_init(fan_in)
+    for model, (low, high) in ((gpt2, (0.0, 0.2)), (fan_in, (0.6, 1.5))):
+        rows = model.blocks[0].mlp.fc_in.weight.norm(dim=1)
+        assert low < rows.median().item() < high
+    # Output projections are scaled down for depth; embeddings keep their init.
+    assert fan_in.blocks[0].mlp.fc_out.weight.std().item() < fan_in.blocks[0].mlp.fc_in.weight.std().item() / 2
+    assert fan_in.embed.weight.std().item() < 0.05
+
+    train, val = _split()
+    settings = QUICK.model_copy(update={"steps": 12, "checkpoint_every": 4, "init": "fan_in"})
+    whole = train_lm(config, train, val, tmp_path / "whole", settings, progress=False)
+    train_lm(config, train, val, tmp_path / "resumed", settings, progress=False, stop_after=5)
+    resumed = train_lm(config, train, val, tmp_path / "resumed", settings, progress=False)
+    plain = train_lm(
+        config, train, val, tmp_path / "gpt2", settings.model_copy(update={"init": "gpt2"}), progress=False
+    )
+    for name, tensor in whole.model.state_dict().items():
+        assert torch.equal(tensor, resumed.model.state_dict()[name]), name
+    assert not torch.equal(whole.model.blocks[0].mlp.fc_in.weight, plain.model.blocks[0].mlp.fc_in.weight)
+    assert json.loads((tmp_path / "whole" / "train_config.json").read_text())["init"] == "fan_in"

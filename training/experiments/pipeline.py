@@ -14,6 +14,7 @@ import json
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Literal
 
 import torch
 from pydantic import BaseModel, Field
@@ -69,6 +70,7 @@ class PipelineConfig(BaseModel):
     )
     lm_eval_every: int = Field(250, gt=0, description="LM steps between validation evaluations")
     lm_eval_sequences: int = Field(128, gt=0, description="validation sequences of each LM evaluation")
+    lm_init: Literal["gpt2", "fan_in"] = Field("gpt2", description="LM weight initialisation (TrainLMConfig.init)")
     lm_weight_decay: float = Field(
         0.1,
         ge=0,
@@ -158,6 +160,7 @@ def lm_train_config(config: PipelineConfig) -> TrainLMConfig:
         eval_every=config.lm_eval_every,
         eval_sequences=config.lm_eval_sequences,
         weight_decay=config.lm_weight_decay,
+        init=config.lm_init,
     )
 
 
