@@ -40,12 +40,12 @@ from training.data.tokenizer import TokenizeConfig, load_tokenized, tokenize_cor
 from training.experiments.pipeline import PipelineConfig, lm_train_config
 from training.lm.tinylm import (
     LMMetrics,
-    TinyLM,
     TinyLMConfig,
     TrainedLM,
     TrainLMConfig,
     eval_windows,
     evaluate_lm,
+    initial_lm,
     lm_data_record,
     lm_optimizer,
     load_lm,
@@ -212,8 +212,7 @@ def train_lm_distributed(
         _prepare_lm_folder(out_dir, config, train, data, same)
     dist.barrier()
 
-    torch.manual_seed(train.seed)
-    model = TinyLM(config)
+    model = initial_lm(config, train)
     optimizer = lm_optimizer(model, train)
     checkpoint, log_path = out_dir / "checkpoint", out_dir / "train_log.jsonl"
     start, seconds = 0, 0.0

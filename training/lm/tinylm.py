@@ -215,6 +215,15 @@ def fan_in_init(model: TinyLM) -> None:
                 module.weight.normal_(0.0, std)
 
 
+def initial_lm(config: TinyLMConfig, train: TrainLMConfig) -> TinyLM:
+    """The untrained model of ``train.seed`` with ``train.init``'s weights, the same on every process."""
+    torch.manual_seed(train.seed)
+    model = TinyLM(config)
+    if train.init == "fan_in":
+        fan_in_init(model)
+    return model
+
+
 class TrainLMConfig(BaseModel):
     """How the tiny LM is trained."""
 
@@ -555,11 +564,7 @@ def train_lm(
     (out_dir / "train_config.json").write_text(train.model_dump_json(indent=2))
     (out_dir / "data.json").write_text(json.dumps(data, indent=2))
 
-    torch.manual_seed(train.seed)
-    model = TinyLM(config)
-    if train.init == "fan_in":
-        fan_in_init(model)
-    model = model.to(device)
+    model = initial_lm(config, train).to(device)
     optimizer = lm_optimizer(model, train)
     checkpoint = out_dir / "checkpoint"
     log_path = out_dir / "train_log.jsonl"
