@@ -32,7 +32,7 @@ ROUNDS = (3_000_000, 6_000_000, 12_000_000)
 
 def round_dir(workdir: Path, rows: int) -> Path:
     archived = workdir / f"saes_rows_{rows}"
-    return archived if archived.is_dir() else workdir / "saes" / "saes"
+    return (archived if archived.is_dir() else workdir / "saes") / "saes"
 
 
 def run_summary(workdir: Path, sizes: list[int]) -> dict:

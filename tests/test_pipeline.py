@@ -63,7 +63,10 @@ def test_every_sae_of_the_sweep_is_reported(finished):
 
 
 def test_metrics_say_how_much_of_each_mlp_layer_the_lm_uses(finished):
-    _, metrics = finished
+    workdir, metrics = finished
+    # Every preset starts the LM from the fan-in initialisation, which keeps its MLP neurons in use.
+    assert {preset.lm_init for preset in PRESETS.values()} == {"fan_in"}
+    assert json.loads((workdir / "lm" / "train_config.json").read_text())["init"] == "fan_in"
     usage = metrics["lm"]["mlp_usage"]
     assert [u["layer"] for u in usage] == list(range(6))
     for u in usage:

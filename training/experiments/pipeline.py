@@ -70,7 +70,11 @@ class PipelineConfig(BaseModel):
     )
     lm_eval_every: int = Field(250, gt=0, description="LM steps between validation evaluations")
     lm_eval_sequences: int = Field(128, gt=0, description="validation sequences of each LM evaluation")
-    lm_init: Literal["gpt2", "fan_in"] = Field("gpt2", description="LM weight initialisation (TrainLMConfig.init)")
+    lm_init: Literal["gpt2", "fan_in"] = Field(
+        "fan_in",
+        description="LM weight initialisation (TrainLMConfig.init); with gpt2's std 0.02 the 16-wide LM leaves most "
+        "MLP neurons unused (docs/experiment.md)",
+    )
     lm_weight_decay: float = Field(
         0.1,
         ge=0,
