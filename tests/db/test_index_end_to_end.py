@@ -38,7 +38,7 @@ def test_index_of_a_trained_run_fills_the_database_and_keeps_labels_on_re_index(
     with make_sessionmaker(engine)() as session:
         dictionary = session.scalars(select(Dictionary).where(Dictionary.name == "relu_n32_l10.03")).one()
         assert dictionary.l0 == pytest.approx(metrics["relu_n32_l10.03"]["l0"])
-        assert dictionary.alive + dictionary.dead == 32
+        assert dictionary.alive + dictionary.rare + dictionary.dead == 32  # every latent in one evidence class
         feature = session.scalars(
             select(Feature).where(Feature.dictionary_id == dictionary.id, Feature.alive).order_by(Feature.index)
         ).first()
