@@ -7,6 +7,9 @@ can be read side by side. Example, for the fan-in initialisation on 512-2048 lat
 
     .venv/bin/python scripts/study_variant.py --init fan_in --sizes 512,1024,2048 \\
         --workdir runs/study_fan_in --out docs/results/study_fan_in
+
+With ``--lm-only`` it trains the LM alone (for ``scripts/mlp_usage_check.py``), e.g. GPT-2's init without
+weight decay: ``--init gpt2 --weight-decay 0 --lm-only --workdir runs/study_gpt2_wd0``.
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ from pathlib import Path
 
 import torch
 
-from training.experiments.pipeline import PRESETS, run_pipeline
+from training.data.tokenizer import load_tokenized
+from training.experiments.pipeline import PRESETS, lm_train_config, run_pipeline
 from training.experiments.record import write_record
+from training.lm.tinylm import TinyLMConfig, train_lm
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,9 +36,12 @@ def main() -> None:
     parser.add_argument("--weight-decay", type=float, default=PRESETS["study"].lm_weight_decay)
     parser.add_argument("--sizes", default="512,1024,2048", help="dictionary sizes, a subset of the study's")
     parser.add_argument("--workdir", type=Path, required=True)
-    parser.add_argument("--out", type=Path, required=True, help="folder for record.json, README and figures")
+    parser.add_argument("--out", type=Path, default=None, help="folder for record.json, README and figures")
     parser.add_argument("--tokens-from", type=Path, default=Path("runs/study"), help="reuse this run's tokens/")
+    parser.add_argument("--lm-only", action="store_true", help="train the LM into WORKDIR/lm and stop (no --out)")
     args = parser.parse_args()
+    if args.out is None and not args.lm_only:
+        parser.error("--out is required unless --lm-only")
     sizes = [int(s) for s in args.sizes.split(",")]
     if not set(sizes) <= set(PRESETS["study"].dict_sizes):
         parser.error(f"--sizes: choose from the study's {PRESETS['study'].dict_sizes}")
@@ -49,6 +57,14 @@ def main() -> None:
     if tokens.is_dir() and not (args.workdir / "tokens").exists():
         shutil.copytree(tokens, args.workdir / "tokens")
     torch.set_num_threads(2)
+    if args.lm_only:
+        corpus = load_tokenized(args.workdir / "tokens")
+        lm_config = TinyLMConfig(vocab_size=corpus.tokenizer.get_vocab_size())
+        trained = train_lm(
+            lm_config, corpus.train.tokens, corpus.val.tokens, args.workdir / "lm", lm_train_config(config)
+        )
+        print(f"LM validation loss {trained.metrics.val_loss:.4f} in {args.workdir / 'lm'}")
+        return
     run_pipeline(config, args.workdir)
     command = "python scripts/study_variant.py " + shlex.join(sys.argv[1:])
     record = write_record(args.workdir, args.out, command, REPO)
