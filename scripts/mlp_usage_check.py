@@ -5,7 +5,7 @@ training settings, validation loss and, per layer, ``training.analysis.mlp_usage
 the 99% dimension of the post-GELU state, its share outside the residual width and the mean-ablation cost.
 
     .venv/bin/python scripts/mlp_usage_check.py --tokens runs/study/tokens --out docs/results/mlp_usage.json \\
-        runs/study/lm runs/default/lm runs/wd_probe/lm_wd0 runs/study_fan_in/lm
+        runs/study/lm runs/default/lm runs/study_gpt2_wd0/lm runs/study_fan_in/lm runs/default_fanin/lm
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--init", choices=("gpt2", "fan_in"), default="fan_in")
     parser.add_argument("--weight-decay", type=float, default=PRESETS["study"].lm_weight_decay)
+    parser.add_argument("--seed", type=int, default=0, help="the LM's seed (the SAEs keep theirs)")
     parser.add_argument("--sizes", default="512,1024,2048", help="dictionary sizes, a subset of the study's")
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--out", type=Path, default=None, help="folder for record.json, README and figures")
@@ -47,7 +48,8 @@ def main() -> None:
         parser.error(f"--sizes: choose from the study's {PRESETS['study'].dict_sizes}")
     config = PRESETS["study"].model_copy(
         update={
-            "name": f"study-{args.init}-wd{args.weight_decay:g}",
+            "name": f"study-{args.init}-wd{args.weight_decay:g}" + (f"-seed{args.seed}" if args.seed else ""),
+            "lm_seed": args.seed,
             "lm_init": args.init,
             "lm_weight_decay": args.weight_decay,
             "dict_sizes": sizes,

@@ -70,6 +70,7 @@ class PipelineConfig(BaseModel):
     )
     lm_eval_every: int = Field(250, gt=0, description="LM steps between validation evaluations")
     lm_eval_sequences: int = Field(128, gt=0, description="validation sequences of each LM evaluation")
+    lm_seed: int = Field(0, description="seed of the LM's initialisation and batches")
     lm_init: Literal["gpt2", "fan_in"] = Field(
         "fan_in",
         description="LM weight initialisation (TrainLMConfig.init); with gpt2's std 0.02 the 16-wide LM leaves most "
@@ -166,6 +167,7 @@ def lm_train_config(config: PipelineConfig) -> TrainLMConfig:
         eval_sequences=config.lm_eval_sequences,
         weight_decay=config.lm_weight_decay,
         init=config.lm_init,
+        seed=config.lm_seed,
     )
 
 
