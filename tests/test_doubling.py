@@ -133,6 +133,7 @@ def test_a_run_is_recorded_without_weights_and_with_every_verdict(tmp_path, caps
     assert record["command"].startswith("monosemantic run --preset smallest")
     assert len(record["commit"]) >= 7 and record["machine"]["cpu_cores"] >= 1
     assert record["lm"]["val_loss"] > 0 and record["lm"]["bigram_loss"] > 0
+    assert record["lm"]["init"] == "fan_in" and record["lm"]["seed"] == 0
     usage = record["lm"]["mlp_usage"]
     assert usage["layer"] == SMALLEST_PIPELINE.layer and usage["neurons"] == 64
     assert {s["name"] for s in record["saes"]} == {"relu_n16_l10.03", "relu_n32_l10.03"}

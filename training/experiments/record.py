@@ -115,6 +115,9 @@ def build_record(workdir: Path, command: str, repo: Path) -> dict:
         "stage_seconds": metrics.get("stage_seconds"),
         "lm": {
             **{key: lm.get(key) for key in ("val_loss", "unigram_loss", "bigram_loss", "steps", "best_step")},
+            # Runs from before these settings existed used GPT-2's init and seed 0.
+            "init": (metrics.get("config") or {}).get("lm_init", "gpt2"),
+            "seed": (metrics.get("config") or {}).get("lm_seed", 0),
             "mlp_usage": next((u for u in lm.get("mlp_usage", []) if u["layer"] == metrics.get("layer")), None),
         },
         "saes": sae_rows(metrics),
@@ -145,7 +148,7 @@ def readme(record: dict) -> str:
         f"The study: {record['study']}.",
         "",
         f"LM validation loss {_fmt(lm['val_loss'])} nats/token (unigram {_fmt(lm['unigram_loss'])}, "
-        f"bigram {_fmt(lm['bigram_loss'])}).",
+        f"bigram {_fmt(lm['bigram_loss'])}); LM init {lm.get('init', 'gpt2')}, seed {lm.get('seed', 0)}.",
         *([f"The SAEs' {usage_summary(lm['mlp_usage'])}."] if lm.get("mlp_usage") else []),
         f"{holding} of {len(record['saes'])} SAEs hold when their rows double.",
         "",
