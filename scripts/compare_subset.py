@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from training.activations.harvest import ActivationSource
 from training.analysis.doubling import estimate_doubling, heldout_min_firings, heldout_snapshot
 from training.analysis.metrics import SizedDictionary, feature_count_estimate
 from training.experiments.pipeline import ScaledSource
-from training.experiments.record import current_commit, machine
+from training.experiments.record import check_record_header, write_check_record
 from training.features.evidence import DEFAULT_MIN_CONTRIBUTION, DEFAULT_MIN_FIRINGS
 from training.saes import load_sae
 
@@ -90,18 +89,15 @@ def main() -> None:
     torch.set_num_threads(2)
     runs = [run_summary(w, sizes) for w in args.workdirs]
     record = {
-        "question": __doc__.splitlines()[0],
-        "command": "python scripts/compare_subset.py "
-        + " ".join(str(w) for w in args.workdirs)
-        + f" --sizes {args.sizes}",
-        "commit": current_commit(Path(__file__).resolve().parents[1]),
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": {**machine(), "device": "cpu"},
+        **check_record_header(
+            __file__,
+            __doc__.splitlines()[0],
+            "python scripts/compare_subset.py " + " ".join(str(w) for w in args.workdirs) + f" --sizes {args.sizes}",
+        ),
         "sizes": sizes,
         "runs": runs,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2))
+    write_check_record(args.out, record)
     for run in runs:
         print(run["workdir"], f"LM {run['lm_val_loss']:.3f}")
         for r in run["rounds"]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ from safetensors.torch import load_file
 
 from training.analysis.mlp_usage import lm_mlp_usage
 from training.data.tokenizer import load_tokenized
-from training.experiments.record import current_commit, machine
+from training.experiments.record import check_record_header, write_check_record
 from training.lm.tinylm import TinyLM, TinyLMConfig, eval_windows
 
 WINDOWS = 200
@@ -71,16 +70,13 @@ def main() -> None:
         live = ", ".join(f"L{u['layer']} {u['live_neurons']}" for u in usage)
         print(f"{directory} ({weights}): val {lm_metrics.get('val_loss')}; live neurons {live}")
     record = {
-        "question": __doc__.splitlines()[0],
-        "command": "python scripts/mlp_usage_check.py " + " ".join(str(p) for p in args.lms),
-        "commit": current_commit(Path(__file__).resolve().parents[1]),
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": {**machine(), "device": "cpu"},
+        **check_record_header(
+            __file__, __doc__.splitlines()[0], "python scripts/mlp_usage_check.py " + " ".join(str(p) for p in args.lms)
+        ),
         "validation_tokens": WINDOWS * 128,
         "lms": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2))
+    write_check_record(args.out, record)
 
 
 if __name__ == "__main__":

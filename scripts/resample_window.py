@@ -12,7 +12,6 @@ rows, and one of them is trained again to check that the training reproduces.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ import torch
 from training.activations.harvest import ActivationSource
 from training.analysis.doubling import heldout_min_firings, heldout_snapshot, sae_doubling
 from training.experiments.pipeline import PRESETS, ScaledSource
-from training.experiments.record import current_commit, machine
+from training.experiments.record import check_record_header, write_check_record
 from training.features.evidence import DEFAULT_MIN_CONTRIBUTION, DEFAULT_MIN_FIRINGS
 from training.saes import SAEConfig, SparseAutoencoder, load_sae
 from training.sweeps.trainer import TrainConfig, train_sweep
@@ -98,11 +97,12 @@ def main() -> None:
                 }
             )
     record = {
-        "question": __doc__.splitlines()[0],
-        "command": "python scripts/resample_window.py --workdir runs/study --out docs/results/resample_window.json",
-        "commit": current_commit(Path(__file__).resolve().parents[1]),
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": {**machine(), "threads": torch.get_num_threads(), "device": "cpu"},
+        **check_record_header(
+            __file__,
+            __doc__.splitlines()[0],
+            "python scripts/resample_window.py --workdir runs/study --out docs/results/resample_window.json",
+            threads=torch.get_num_threads(),
+        ),
         "held_out_rows": int(held_out.shape[0]),
         "held_out_min_firings": min_firings,
         "note": "the MMCS-with-larger check is left out: only one dictionary size is trained",
@@ -110,8 +110,7 @@ def main() -> None:
         "reproduces": reproduces,
         "results": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2))
+    write_check_record(args.out, record)
     for r in results:
         print(
             f"{r['sae']} resample until {r['resample_until']:.0%}: 6M {r['rows_6M']} -> 12M {r['rows_12M']}: "

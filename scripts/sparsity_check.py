@@ -11,7 +11,6 @@ activations, and applies the doubling test to every SAE and to the stable-atom e
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from training.activations.harvest import ActivationSource
 from training.analysis.doubling import estimate_doubling, heldout_min_firings, heldout_snapshot, sae_doubling
 from training.analysis.metrics import SizedDictionary, feature_count_estimate
 from training.experiments.pipeline import PRESETS, ScaledSource
-from training.experiments.record import current_commit, machine
+from training.experiments.record import check_record_header, write_check_record
 from training.features.evidence import DEFAULT_MIN_CONTRIBUTION, DEFAULT_MIN_FIRINGS
 from training.saes import SAEConfig
 from training.sweeps.trainer import TrainConfig, train_sweep
@@ -78,11 +77,12 @@ def main() -> None:
         "doubling": estimate_doubling(estimates[half]["value"], estimates[end]["value"]),
     }
     record = {
-        "question": __doc__.splitlines()[0],
-        "command": "python scripts/sparsity_check.py --workdir runs/study --out docs/results/sparsity_check.json",
-        "commit": current_commit(Path(__file__).resolve().parents[1]),
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": {**machine(), "threads": torch.get_num_threads(), "device": "cpu"},
+        **check_record_header(
+            __file__,
+            __doc__.splitlines()[0],
+            "python scripts/sparsity_check.py --workdir runs/study --out docs/results/sparsity_check.json",
+            threads=torch.get_num_threads(),
+        ),
         "rows": {"half": half, "end": end},
         "l1": L1,
         "resample_until": WINDOW,
@@ -93,8 +93,7 @@ def main() -> None:
         "stable_atoms": estimate,
         "saes": saes,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2))
+    write_check_record(args.out, record)
     for s in saes:
         print(f"{s['sae']}: {s['half']} -> {s['end']}: {'holds' if s['holds'] else s['moved']}")
     print(f"stable atoms: {estimate}")

@@ -22,10 +22,9 @@ from pathlib import Path
 
 import torch
 
-from training.data.tokenizer import load_tokenized
-from training.experiments.pipeline import PRESETS, lm_train_config, run_pipeline
+from training.experiments.distributed import train_pipeline_lm
+from training.experiments.pipeline import PRESETS, run_pipeline
 from training.experiments.record import write_record
-from training.lm.tinylm import TinyLMConfig, train_lm
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -60,11 +59,7 @@ def main() -> None:
         shutil.copytree(tokens, args.workdir / "tokens")
     torch.set_num_threads(2)
     if args.lm_only:
-        corpus = load_tokenized(args.workdir / "tokens")
-        lm_config = TinyLMConfig(vocab_size=corpus.tokenizer.get_vocab_size())
-        trained = train_lm(
-            lm_config, corpus.train.tokens, corpus.val.tokens, args.workdir / "lm", lm_train_config(config)
-        )
+        trained = train_pipeline_lm(config, args.workdir, progress=True)
         print(f"LM validation loss {trained.metrics.val_loss:.4f} in {args.workdir / 'lm'}")
         return
     run_pipeline(config, args.workdir)

@@ -12,6 +12,7 @@ import os
 import platform
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 from training.analysis.mlp_usage import usage_summary
@@ -44,6 +45,26 @@ def current_commit(repo: Path) -> str:
 def machine() -> dict:
     """What the record was computed on, as far as this process can tell."""
     return {"platform": platform.platform(), "processor": platform.machine(), "cpu_cores": os.cpu_count()}
+
+
+def check_record_header(script: str, question: str, command: str, **machine_extra) -> dict:
+    """The opening fields of a check script's JSON record: its question, command, code, date and machine.
+
+    ``script`` is the script's ``__file__``; the repository above its folder names the commit.
+    """
+    return {
+        "question": question,
+        "command": command,
+        "commit": current_commit(Path(script).resolve().parents[1]),
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": {**machine(), **machine_extra, "device": "cpu"},
+    }
+
+
+def write_check_record(path: Path, record: dict) -> None:
+    """Write a check script's record as indented JSON, making its folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2))
 
 
 def sae_rows(metrics: dict) -> list[dict]:
