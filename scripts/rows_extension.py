@@ -1,0 +1,113 @@
+"""One more doubling round, past the study preset's 12M-row cap, for one sparsity setting of a finished run.
+
+The stable-atom estimate of a ``study`` run reads one sparsity setting's size sweep. When it still moves at
+the cap, this trains that setting's SAEs (every size of the run) once more on twice the cap's rows, in a
+new folder that links the run's tokens, LM and activations, and compares the round with the run's last one
+on the run's own held-out rows: the per-SAE doubling test and the estimate. Example:
+
+    .venv/bin/python scripts/rows_extension.py --run runs/study_v2 --l1 0.3 \\
+        --workdir runs/study_v2_24m --out docs/results/study/rows_24m_relu_l1_0.3.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+from training.activations.harvest import ActivationSource
+from training.analysis.doubling import estimate_doubling, heldout_min_firings, heldout_snapshot
+from training.analysis.metrics import SizedDictionary, feature_count_estimate
+from training.experiments.doubling_report import add_doubling
+from training.experiments.pipeline import PipelineConfig, ScaledSource, sweep_until_holds
+from training.experiments.record import check_record_header, write_check_record
+from training.features.evidence import DEFAULT_MIN_CONTRIBUTION, DEFAULT_MIN_FIRINGS
+from training.saes import load_sae
+
+LINKED = ("tokens", "lm", "activations")
+
+
+def round_summary(folder: Path, names: list[str], held_out: torch.Tensor, firings: int) -> dict:
+    """Alive latents of the named SAEs in ``folder`` and their stable-atom estimate, on the held-out rows."""
+    per_sae, sweeps = {}, defaultdict(list)
+    for name in names:
+        sae = load_sae(folder / name)
+        snap = heldout_snapshot(sae, held_out, firings, DEFAULT_MIN_CONTRIBUTION)
+        per_sae[name] = {**snap.numbers(), "alive": sae.config.dict_size - snap.dead - snap.rare}
+        sweeps[f"{sae.config.arch} {sae.config.sparsity:g}"].append(
+            SizedDictionary(sae.config.dict_size, sae.W_dec.clone(), snap.dead_mask)
+        )
+    estimate = feature_count_estimate(dict(sweeps))
+    return {"saes": per_sae, "stable_atoms": {k: estimate[k] for k in ("value", "low", "high", "sparsity")}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, required=True, help="a finished run with doubling rounds (metrics.json)")
+    parser.add_argument("--l1", type=float, required=True, help="the relu sparsity setting to extend")
+    parser.add_argument("--workdir", type=Path, required=True, help="new folder for the extra round")
+    parser.add_argument("--out", type=Path, required=True, help="JSON record of the comparison")
+    args = parser.parse_args()
+    metrics = json.loads((args.run / "metrics.json").read_text())
+    run_config = PipelineConfig(**metrics["config"])
+    if args.l1 not in run_config.l1:
+        parser.error(f"--l1: the run's relu grid is {run_config.l1}")
+    last_rows = metrics["doubling_rounds"][-1]["samples"]
+    rows = 2 * last_rows
+    config = run_config.model_copy(update={"l1": [args.l1], "k": [], "sae_samples": rows, "max_sae_samples": rows})
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    for name in LINKED:
+        link = args.workdir / name
+        if not link.exists():
+            link.symlink_to((args.run / name).resolve())
+    half = args.workdir / f"saes_rows_{last_rows}"
+    if not half.exists():
+        half.mkdir()
+        (half / "saes").symlink_to((args.run / "saes" / "saes").resolve())
+    torch.set_num_threads(2)
+    source = ScaledSource(ActivationSource(args.workdir / "activations"))
+    held_out = source.batch(-1_000_000, config.eval_rows)
+    index_rows = int(source.source.manifest.shape[0])
+    started = time.perf_counter()
+    runs, _, rounds = sweep_until_holds(config, source, held_out, args.workdir, index_rows)
+    seconds = time.perf_counter() - started
+    probe = {"runs": [{"name": run.config.name} for run in runs]}
+    add_doubling(
+        probe, args.workdir / "saes", {r.config.name: r.sae for r in runs}, held_out, index_rows, half_dir=half / "saes"
+    )
+    names = [run.config.name for run in runs]
+    firings = heldout_min_firings(DEFAULT_MIN_FIRINGS, held_out.shape[0], index_rows)
+    before = round_summary(half / "saes", names, held_out, firings)
+    after = round_summary(args.workdir / "saes" / "saes", names, held_out, firings)
+    record = {
+        **check_record_header(
+            __file__,
+            __doc__.splitlines()[0],
+            f"python scripts/rows_extension.py --run {args.run} --l1 {args.l1:g} "
+            f"--workdir {args.workdir} --out {args.out}",
+        ),
+        "run": str(args.run),
+        "sweep": f"relu {args.l1:g}",
+        "held_out_rows": int(held_out.shape[0]),
+        "held_out_min_firings": firings,
+        "train_seconds": round(seconds, 1),
+        "rounds": [{"rows": last_rows, **before}, {"rows": rows, **after}],
+        "stable_atoms_doubling": estimate_doubling(before["stable_atoms"]["value"], after["stable_atoms"]["value"]),
+        "saes_doubling": {r["name"]: {"holds": r["holds"], "moved": r["moved"]} for r in probe["runs"]},
+        "still_moving": rounds[-1]["moving"],
+    }
+    write_check_record(args.out, record)
+    print(f"stable atoms {before['stable_atoms']} -> {after['stable_atoms']}: {record['stable_atoms_doubling']}")
+    for name in names:
+        print(
+            f"  {name}: alive {before['saes'][name]['alive']} -> {after['saes'][name]['alive']}, "
+            f"{record['saes_doubling'][name]}"
+        )
+
+
+if __name__ == "__main__":
+    main()
