@@ -31,13 +31,28 @@ from training.saes import load_sae
 LINKED = ("tokens", "lm", "activations")
 
 
+def final_objectives(sweep_dir: Path) -> dict[str, float]:
+    """Each SAE's last held-out objective (reconstruction plus sparsity penalty) in a sweep's held-out log."""
+    last: dict[str, float] = {}
+    for line in (sweep_dir / "heldout_log.jsonl").read_text().splitlines():
+        entry = json.loads(line)
+        last[entry["run"]] = entry["objective"]
+    return last
+
+
 def round_summary(folder: Path, names: list[str], held_out: torch.Tensor, firings: int) -> dict:
-    """Alive latents of the named SAEs in ``folder`` and their stable-atom estimate, on the held-out rows."""
+    """Alive latents of the named SAEs in ``folder`` (with their final held-out objective, from the sweep's
+    log) and their stable-atom estimate, on the held-out rows."""
+    objectives = final_objectives(folder.resolve().parent)
     per_sae, sweeps = {}, defaultdict(list)
     for name in names:
         sae = load_sae(folder / name)
         snap = heldout_snapshot(sae, held_out, firings, DEFAULT_MIN_CONTRIBUTION)
-        per_sae[name] = {**snap.numbers(), "alive": sae.config.dict_size - snap.dead - snap.rare}
+        per_sae[name] = {
+            **snap.numbers(),
+            "alive": sae.config.dict_size - snap.dead - snap.rare,
+            "heldout_objective": objectives.get(name),
+        }
         sweeps[f"{sae.config.arch} {sae.config.sparsity:g}"].append(
             SizedDictionary(sae.config.dict_size, sae.W_dec.clone(), snap.dead_mask)
         )
