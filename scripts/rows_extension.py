@@ -40,6 +40,29 @@ def final_objectives(sweep_dir: Path) -> dict[str, float]:
     return last
 
 
+def training_course(sweep_dir: Path, points: int = 40) -> dict[str, list[dict]]:
+    """Per SAE, how training went: at each held-out evaluation, the held-out objective, FVU and L0, and the
+    dead fraction the training log last reported (latents that did not fire in its recent batches)."""
+    dead: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for line in (sweep_dir / "train_log.jsonl").read_text().splitlines():
+        entry = json.loads(line)
+        dead[entry["run"]].append((entry["step"], entry["dead_fraction"]))
+    course: dict[str, list[dict]] = defaultdict(list)
+    for line in (sweep_dir / "heldout_log.jsonl").read_text().splitlines():
+        entry = json.loads(line)
+        seen = [d for step, d in dead[entry["run"]] if step <= entry["step"]]
+        course[entry["run"]].append(
+            {
+                "fraction": round(entry["fraction"], 3),
+                "objective": entry["objective"],
+                "fvu": entry["fvu"],
+                "l0": entry["l0"],
+                "train_dead_fraction": seen[-1] if seen else None,
+            }
+        )
+    return {name: steps[-points:] for name, steps in course.items()}
+
+
 def round_summary(folder: Path, names: list[str], held_out: torch.Tensor, firings: int) -> dict:
     """Alive latents of the named SAEs in ``folder`` (with their final held-out objective, from the sweep's
     log) and their stable-atom estimate, on the held-out rows."""
@@ -114,6 +137,11 @@ def main() -> None:
         "stable_atoms_doubling": estimate_doubling(before["stable_atoms"]["value"], after["stable_atoms"]["value"]),
         "saes_doubling": {r["name"]: {"holds": r["holds"], "moved": r["moved"]} for r in probe["runs"]},
         "still_moving": rounds[-1]["moving"],
+        "training_course": {
+            str(last_rows): training_course((half / "saes").resolve().parent),
+            str(rows): training_course(args.workdir / "saes"),
+        },
+        "resample_until": config.resample_until,
     }
     write_check_record(args.out, record)
     print(f"stable atoms {before['stable_atoms']} -> {after['stable_atoms']}: {record['stable_atoms_doubling']}")
