@@ -3,8 +3,9 @@
 In the study run on the fan-in LM, relu dictionaries of 2048 and 4096 latents lose most of their latents
 with more rows and end at a worse held-out objective than on half the rows (docs/experiment.md). This
 trains one such dictionary on the doubled rows with one setting changed at a time (a lower learning rate,
-or resampling until the learning rate decays) and compares each with the run's own SAEs on the same
-held-out rows: alive latents, L0, FVU and the held-out objective. Example:
+or resampling until the learning rate decays), on the doubled rows and on half of them, and compares each
+with the run's own SAEs on the same held-out rows: alive latents, L0, FVU, the held-out objective, and the
+doubling test (without MMCS-with-larger, as there is one size). Example:
 
     .venv/bin/python scripts/collapse_probe.py --run runs/study_v2 --extended runs/study_v2_24m \\
         --size 2048 --l1 0.3 --out docs/results/study/collapse_probe.json
@@ -20,7 +21,7 @@ from pathlib import Path
 import torch
 
 from training.activations.harvest import ActivationSource
-from training.analysis.doubling import heldout_min_firings, heldout_snapshot
+from training.analysis.doubling import heldout_min_firings, heldout_snapshot, sae_doubling
 from training.experiments.pipeline import PipelineConfig, ScaledSource
 from training.experiments.record import check_record_header, write_check_record
 from training.features.evidence import DEFAULT_MIN_CONTRIBUTION, DEFAULT_MIN_FIRINGS
@@ -62,17 +63,27 @@ def main() -> None:
     )
     configs = [base.model_copy(update=change) for change in VARIANTS.values()]
     started = time.perf_counter()
-    folder = args.extended / "collapse_probe"
-    runs = train_sweep(
-        configs, source, TrainConfig(samples=rows, batch_size=config.sae_batch_size), folder, source.spec()
-    )
+    trained = {
+        n: train_sweep(
+            configs,
+            source,
+            TrainConfig(samples=n, batch_size=config.sae_batch_size),
+            args.extended / f"collapse_probe_rows_{n}",
+            source.spec(),
+        )
+        for n in (rows // 2, rows)
+    }
     seconds = time.perf_counter() - started
     measured = {
         f"as trained, {rows // 2:,} rows": numbers(load_sae(args.run / "saes" / "saes" / name), held_out, firings),
         f"as trained, {rows:,} rows": numbers(load_sae(args.extended / "saes" / "saes" / name), held_out, firings),
     }
-    for label, run in zip(VARIANTS, runs, strict=True):
-        measured[f"{label}, {rows:,} rows"] = numbers(run.sae, held_out, firings)
+    doubling = {"as trained": sae_doubling(*measured.values(), args.size)}
+    for i, label in enumerate(VARIANTS):
+        half, end = (numbers(trained[n][i].sae, held_out, firings) for n in (rows // 2, rows))
+        measured[f"{label}, {rows // 2:,} rows"] = half
+        measured[f"{label}, {rows:,} rows"] = end
+        doubling[label] = sae_doubling(half, end, args.size)
     record = {
         **check_record_header(
             __file__,
@@ -87,10 +98,12 @@ def main() -> None:
         "held_out_rows": int(held_out.shape[0]),
         "train_seconds": round(seconds, 1),
         "measured": measured,
+        "doubling": doubling,
     }
     write_check_record(args.out, record)
+    print({label: verdict["holds"] for label, verdict in doubling.items()})
     for label, m in measured.items():
-        print(f"{label:>32}: alive {m['alive']}, L0 {m['l0']:.2f}, FVU {m['fvu']:.4f}, objective {m['objective']:.4f}")
+        print(f"{label:>36}: alive {m['alive']}, L0 {m['l0']:.2f}, FVU {m['fvu']:.4f}, objective {m['objective']:.4f}")
 
 
 if __name__ == "__main__":
