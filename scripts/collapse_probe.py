@@ -49,8 +49,10 @@ def main() -> None:
     parser.add_argument("--extended", type=Path, required=True, help="scripts/rows_extension.py's folder")
     parser.add_argument("--size", type=int, default=2048)
     parser.add_argument("--l1", type=float, default=0.3)
+    parser.add_argument("--variant", action="append", choices=list(VARIANTS), help="train only these (default all)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
+    variants = {label: VARIANTS[label] for label in (args.variant or VARIANTS)}
     torch.set_num_threads(2)
     config = PipelineConfig(**json.loads((args.run / "metrics.json").read_text())["config"])
     rows = json.loads((args.extended / "saes" / "sweep.json").read_text())["train"]["samples"]
@@ -61,14 +63,14 @@ def main() -> None:
     base = SAEConfig(
         arch="relu", d_in=source.dim, dict_size=args.size, l1=args.l1, resample_until=config.resample_until
     )
-    configs = [base.model_copy(update=change) for change in VARIANTS.values()]
+    configs = [base.model_copy(update=change) for change in variants.values()]
     started = time.perf_counter()
     trained = {
         n: train_sweep(
             configs,
             source,
             TrainConfig(samples=n, batch_size=config.sae_batch_size),
-            args.extended / f"collapse_probe_rows_{n}",
+            args.extended / f"collapse_probe_n{args.size}_rows_{n}",
             source.spec(),
         )
         for n in (rows // 2, rows)
@@ -79,7 +81,7 @@ def main() -> None:
         f"as trained, {rows:,} rows": numbers(load_sae(args.extended / "saes" / "saes" / name), held_out, firings),
     }
     doubling = {"as trained": sae_doubling(*measured.values(), args.size)}
-    for i, label in enumerate(VARIANTS):
+    for i, label in enumerate(variants):
         half, end = (numbers(trained[n][i].sae, held_out, firings) for n in (rows // 2, rows))
         measured[f"{label}, {rows // 2:,} rows"] = half
         measured[f"{label}, {rows:,} rows"] = end
@@ -89,12 +91,13 @@ def main() -> None:
             __file__,
             __doc__.splitlines()[0],
             f"python scripts/collapse_probe.py --run {args.run} --extended {args.extended} "
-            f"--size {args.size} --l1 {args.l1:g} --out {args.out}",
+            f"--size {args.size} --l1 {args.l1:g} --out {args.out}"
+            + "".join(f" --variant '{label}'" for label in args.variant or []),
         ),
         "sae": name,
         "rows": rows,
         "baseline": {"lr": base.lr, "resample_until": base.resample_until},
-        "variants": VARIANTS,
+        "variants": variants,
         "held_out_rows": int(held_out.shape[0]),
         "train_seconds": round(seconds, 1),
         "measured": measured,
