@@ -21,10 +21,11 @@ from pathlib import Path
 import torch
 
 from training.activations.harvest import ActivationSource
-from training.analysis.doubling import heldout_min_firings, heldout_snapshot, sae_doubling
+from training.analysis.doubling import heldout_min_firings, sae_doubling
+from training.experiments.doubling_report import heldout_evidence
 from training.experiments.pipeline import PipelineConfig, ScaledSource
 from training.experiments.record import check_record_header, write_check_record
-from training.features.evidence import DEFAULT_MIN_CONTRIBUTION, DEFAULT_MIN_FIRINGS
+from training.features.evidence import DEFAULT_MIN_FIRINGS
 from training.saes import SAEConfig, SparseAutoencoder, load_sae
 from training.sweeps.convergence import heldout_point
 from training.sweeps.trainer import TrainConfig, train_sweep
@@ -37,10 +38,8 @@ VARIANTS = {
 
 def numbers(sae: SparseAutoencoder, held_out: torch.Tensor, firings: int) -> dict:
     """Alive latents, L0, FVU and objective of one SAE on the held-out rows."""
-    snap = heldout_snapshot(sae, held_out, firings, DEFAULT_MIN_CONTRIBUTION).numbers()
-    snap["alive"] = sae.config.dict_size - snap["dead"] - snap["rare"]
-    snap["objective"] = heldout_point(sae, held_out)["objective"]
-    return snap
+    per_sae, _ = heldout_evidence({sae.config.name: sae}, held_out, firings)
+    return {**per_sae[sae.config.name], "objective": heldout_point(sae, held_out)["objective"]}
 
 
 def main() -> None:

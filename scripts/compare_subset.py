@@ -13,17 +13,16 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections import defaultdict
 from pathlib import Path
 
 import torch
 
 from training.activations.harvest import ActivationSource
-from training.analysis.doubling import estimate_doubling, heldout_min_firings, heldout_snapshot
-from training.analysis.metrics import SizedDictionary, feature_count_estimate
+from training.analysis.doubling import estimate_doubling, heldout_min_firings
+from training.experiments.doubling_report import heldout_evidence
 from training.experiments.pipeline import ScaledSource
 from training.experiments.record import check_record_header, write_check_record
-from training.features.evidence import DEFAULT_MIN_CONTRIBUTION, DEFAULT_MIN_FIRINGS
+from training.features.evidence import DEFAULT_MIN_FIRINGS
 from training.saes import load_sae
 
 ROUNDS = (3_000_000, 6_000_000, 12_000_000)
@@ -49,15 +48,7 @@ def run_summary(workdir: Path, sizes: list[int]) -> dict:
                 sae = load_sae(path)
                 if sae.config.dict_size in sizes:
                     saes[path.name] = sae
-        sweeps: dict[str, list[SizedDictionary]] = defaultdict(list)
-        per_sae = {}
-        for name, sae in saes.items():
-            snap = heldout_snapshot(sae, held_out, firings, DEFAULT_MIN_CONTRIBUTION)
-            per_sae[name] = {**snap.numbers(), "alive": sae.config.dict_size - snap.dead - snap.rare}
-            sweeps[f"{sae.config.arch} {sae.config.sparsity:g}"].append(
-                SizedDictionary(sae.config.dict_size, sae.W_dec.clone(), snap.dead_mask)
-            )
-        estimate = feature_count_estimate(sweeps)
+        per_sae, estimate = heldout_evidence(saes, held_out, firings)
         rounds.append(
             {
                 "rows": rows,

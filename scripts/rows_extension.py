@@ -20,24 +20,14 @@ from pathlib import Path
 import torch
 
 from training.activations.harvest import ActivationSource
-from training.analysis.doubling import estimate_doubling, heldout_min_firings, heldout_snapshot
-from training.analysis.metrics import SizedDictionary, feature_count_estimate
-from training.experiments.doubling_report import add_doubling
+from training.analysis.doubling import estimate_doubling, heldout_min_firings
+from training.experiments.doubling_report import add_doubling, heldout_evidence
 from training.experiments.pipeline import PipelineConfig, ScaledSource, sweep_until_holds
 from training.experiments.record import check_record_header, write_check_record
-from training.features.evidence import DEFAULT_MIN_CONTRIBUTION, DEFAULT_MIN_FIRINGS
+from training.features.evidence import DEFAULT_MIN_FIRINGS
 from training.saes import load_sae
 
 LINKED = ("tokens", "lm", "activations")
-
-
-def final_objectives(sweep_dir: Path) -> dict[str, float]:
-    """Each SAE's last held-out objective (reconstruction plus sparsity penalty) in a sweep's held-out log."""
-    last: dict[str, float] = {}
-    for line in (sweep_dir / "heldout_log.jsonl").read_text().splitlines():
-        entry = json.loads(line)
-        last[entry["run"]] = entry["objective"]
-    return last
 
 
 def training_course(sweep_dir: Path, points: int = 40) -> dict[str, list[dict]]:
@@ -66,20 +56,10 @@ def training_course(sweep_dir: Path, points: int = 40) -> dict[str, list[dict]]:
 def round_summary(folder: Path, names: list[str], held_out: torch.Tensor, firings: int) -> dict:
     """Alive latents of the named SAEs in ``folder`` (with their final held-out objective, from the sweep's
     log) and their stable-atom estimate, on the held-out rows."""
-    objectives = final_objectives(folder.resolve().parent)
-    per_sae, sweeps = {}, defaultdict(list)
-    for name in names:
-        sae = load_sae(folder / name)
-        snap = heldout_snapshot(sae, held_out, firings, DEFAULT_MIN_CONTRIBUTION)
-        per_sae[name] = {
-            **snap.numbers(),
-            "alive": sae.config.dict_size - snap.dead - snap.rare,
-            "heldout_objective": objectives.get(name),
-        }
-        sweeps[f"{sae.config.arch} {sae.config.sparsity:g}"].append(
-            SizedDictionary(sae.config.dict_size, sae.W_dec.clone(), snap.dead_mask)
-        )
-    estimate = feature_count_estimate(dict(sweeps))
+    course = training_course(folder.resolve().parent)
+    per_sae, estimate = heldout_evidence({name: load_sae(folder / name) for name in names}, held_out, firings)
+    for name, numbers in per_sae.items():
+        numbers["heldout_objective"] = course[name][-1]["objective"] if name in course else None
     return {"saes": per_sae, "stable_atoms": {k: estimate[k] for k in ("value", "low", "high", "sparsity")}}
 
 

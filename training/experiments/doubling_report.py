@@ -60,6 +60,22 @@ def _estimates(saes: dict[str, SparseAutoencoder], dead: dict[str, torch.Tensor]
     return feature_count_estimate(sweeps)
 
 
+def heldout_evidence(
+    saes: dict[str, SparseAutoencoder],
+    held_out: torch.Tensor,
+    min_firings: int,
+    min_contribution: float = DEFAULT_MIN_CONTRIBUTION,
+) -> tuple[dict[str, dict], dict]:
+    """Each SAE's held-out numbers (with its alive count) and the feature-count estimate over the SAEs, on the
+    same held-out rows and evidence criteria as the doubling test; for scripts that compare rounds or runs."""
+    snapshots = {name: heldout_snapshot(sae, held_out, min_firings, min_contribution) for name, sae in saes.items()}
+    per_sae = {
+        name: {**snap.numbers(), "alive": saes[name].config.dict_size - snap.dead - snap.rare}
+        for name, snap in snapshots.items()
+    }
+    return per_sae, _estimates(saes, {name: snap.dead_mask for name, snap in snapshots.items()})
+
+
 def add_doubling(
     metrics: dict,
     sweep_dir: Path,
