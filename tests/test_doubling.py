@@ -84,6 +84,22 @@ def test_a_pipeline_run_reports_the_doubling_test(tmp_path):
     assert (tmp_path / "run" / "saes" / "half" / "relu_n32_l10.03" / "sae.safetensors").exists()
 
 
+def test_a_sweep_of_one_dictionary_size_runs_end_to_end_and_judges_its_sae(tmp_path):
+    from tests.text_builders import SMALLEST_PIPELINE, brown_jsonl
+    from training.experiments.pipeline import run_pipeline
+
+    config = SMALLEST_PIPELINE.model_copy(update={"dict_sizes": [32]})
+    metrics = run_pipeline(config, tmp_path / "run", brown_jsonl(tmp_path), progress=False)
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert [r["dict_size"] for r in saved["runs"]] == [32]
+    assert isinstance(saved["runs"][0]["holds"], bool)
+    # One size gives no MMCS-with-larger curve, so the estimate is absent and unjudged, not an error.
+    assert saved["feature_count_estimate"]["value"] is None
+    assert saved["doubling"]["estimates"]["value"]["holds"] is None
+    assert saved["doubling"]["estimates"]["from_dead_fraction"] == {}
+    assert metrics["runs"][0]["name"] == "relu_n32_l10.03"
+
+
 def test_a_pipeline_run_draws_its_toy_twin_beside_the_lm(tmp_path):
     from tests.text_builders import SMALLEST_PIPELINE, brown_jsonl
     from training.experiments.pipeline import run_pipeline

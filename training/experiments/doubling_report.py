@@ -117,9 +117,10 @@ def add_doubling(
         dead_view = {
             side: {
                 entry["sweep"]: entry["value"]
-                for entry in _estimates(saes, {n: s.dead_or_rare_mask for n, s in snapshots[side].items()})[
-                    "from_dead_fraction"
-                ]
+                # A sweep of one size has no estimate, hence no dead-fraction view: nothing to compare.
+                for entry in _estimates(saes, {n: s.dead_or_rare_mask for n, s in snapshots[side].items()}).get(
+                    "from_dead_fraction", []
+                )
             }
             for side, saes in (("half", half_saes), ("end", end_saes))
         }
