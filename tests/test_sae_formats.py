@@ -203,8 +203,11 @@ def test_every_architecture_exports_to_an_sae_with_the_same_codes_on_raw_activat
 
 
 def test_sparsify_refuses_what_it_cannot_express(tmp_path):
-    with pytest.raises(FormatError, match="top-k SAEs only"):
+    with pytest.raises(FormatError, match="top-k SAEs only, and this one is relu"):
         write_sparsify(to_raw(trained_like("relu"), 1.0), tmp_path / "out")
+    write_golden_saelens(tmp_path / "standard", "standard", random_tensors())
+    with pytest.raises(FormatError, match="this one is relu"):
+        write_sparsify(read_saelens(tmp_path / "standard"), tmp_path / "out")
     write_golden_sparsify(tmp_path / "g", random_tensors(), activation="groupmax")
     with pytest.raises(FormatError, match="groupmax"):
         read_sparsify(tmp_path / "g")
@@ -221,9 +224,31 @@ def test_saelens_folders_that_cannot_load_faithfully_are_clear_errors(tmp_path):
     write_golden_saelens(tmp_path / "norm", "standard", tensors, normalize_activations="expected_average_only_in")
     with pytest.raises(FormatError, match="normalize_activations"):
         read_saelens(tmp_path / "norm")
-    write_golden_saelens(tmp_path / "rescale", "topk", tensors, rescale_acts_by_decoder_norm=True)
-    with pytest.raises(FormatError, match="rescale_acts_by_decoder_norm"):
-        read_saelens(tmp_path / "rescale")
+    write_golden_saelens(tmp_path / "whiten", "standard", tensors, normalize_activations="covariance_whitening")
+    with pytest.raises(FormatError, match="fold_activation_whitening"):
+        read_saelens(tmp_path / "whiten")
+    write_golden_saelens(tmp_path / "ln", "standard", tensors, normalize_activations="layer_norm")
+    with pytest.raises(FormatError, match="layer_norm.*no affine SAE"):
+        read_saelens(tmp_path / "ln")
+    write_golden_saelens(tmp_path / "z", "standard", tensors, reshape_activations="hook_z")
+    with pytest.raises(FormatError, match="reshape_activations 'hook_z'"):
+        read_saelens(tmp_path / "z")
+    write_golden_saelens(tmp_path / "transcoder", "transcoder", tensors, d_out=D_IN)
+    with pytest.raises(FormatError, match="architecture 'transcoder'.*another site"):
+        read_saelens(tmp_path / "transcoder")
+    write_golden_saelens(tmp_path / "batchtopk", "batchtopk", tensors, k=K)
+    with pytest.raises(FormatError, match="save_inference_model"):
+        read_saelens(tmp_path / "batchtopk")
+    write_golden_saelens(tmp_path / "future", "standard", tensors, some_new_option=True)
+    with pytest.raises(FormatError, match="'some_new_option'"):
+        read_saelens(tmp_path / "future")
+    write_golden_saelens(tmp_path / "scaled", "standard", tensors)
+    save_file(
+        {**{n: tensors[n] for n in ("W_enc", "W_dec", "b_enc", "b_dec")}, "scaling_factor": torch.ones(D_SAE)},
+        str(tmp_path / "scaled" / "sae_weights.safetensors"),
+    )
+    with pytest.raises(FormatError, match="scaling_factor"):
+        read_saelens(tmp_path / "scaled")
     write_golden_saelens(tmp_path / "wide", "standard", tensors, d_in=D_IN + 1)
     with pytest.raises(FormatError, match="d_in"):
         read_saelens(tmp_path / "wide")
@@ -262,6 +287,42 @@ def test_apply_b_dec_to_input_false_is_folded_into_the_encoder_bias(tmp_path):
     x = torch.randn(20, D_IN)
     expected = torch.relu(x @ tensors["W_enc"] + tensors["b_enc"])
     assert torch.allclose(raw.encode(x), expected, atol=1e-5)
+
+
+def test_rescale_acts_by_decoder_norm_is_folded_with_saelens_codes_and_reconstructions(tmp_path):
+    tensors = random_tensors(6)
+    write_golden_saelens(
+        tmp_path / "sae", "topk", tensors, rescale_acts_by_decoder_norm=True, apply_b_dec_to_input=False
+    )
+    raw = read_saelens(tmp_path / "sae")
+    x = torch.randn(30, D_IN)
+    # SAELens's TopKSAE: it ranks and keeps pre * |W_dec row| and decodes codes / |W_dec row|.
+    norms = tensors["W_dec"].norm(dim=-1)
+    pre = (x @ tensors["W_enc"] + tensors["b_enc"]) * norms
+    top = pre.topk(K, dim=1)
+    codes = torch.zeros_like(pre).scatter(1, top.indices, top.values.relu())
+    recon = (codes / norms) @ tensors["W_dec"] + tensors["b_dec"]
+    assert torch.allclose(raw.encode(x), codes, atol=1e-5)
+    assert torch.allclose(raw.decode(raw.encode(x)), recon, atol=1e-5)
+    assert torch.allclose(raw.W_dec.norm(dim=-1), torch.ones(D_SAE), atol=1e-6)
+    assert any("rescale_acts_by_decoder_norm" in c for c in raw.conversions)
+    assert any("apply_b_dec_to_input" in c for c in raw.conversions)
+    # Written back: the same cfg.json, and SAELens's formula on the written tensors gives the same outputs.
+    ours = from_raw(raw, 0.8)
+    back = to_raw(ours, 0.8, raw.metadata)
+    back.metadata.pop("monosemantic_arch")
+    back.source_format, back.source_cfg = raw.source_format, raw.source_cfg
+    write_saelens(back, tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "cfg.json").read_text()) == json.loads(
+        (tmp_path / "sae" / "cfg.json").read_text()
+    )
+    written = load_file(str(tmp_path / "out" / "sae_weights.safetensors"))
+    norms = written["W_dec"].norm(dim=-1)
+    pre = (x @ written["W_enc"] + written["b_enc"]) * norms
+    top = pre.topk(K, dim=1)
+    again = torch.zeros_like(pre).scatter(1, top.indices, top.values.relu())
+    assert torch.allclose(again, codes, atol=1e-4)
+    assert torch.allclose((again / norms) @ written["W_dec"] + written["b_dec"], recon, atol=1e-4)
 
 
 def test_a_raw_sae_with_inconsistent_shapes_is_refused():
