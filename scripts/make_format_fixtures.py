@@ -15,9 +15,10 @@ that SAELens's decoder-norm rescaling matters. Beside each folder, ``<name>.refe
 the package's own ``codes`` and ``recon`` on ``rows.safetensors``.
 
     /tmp/venv-saelens/bin/python scripts/make_format_fixtures.py check-saelens EXPORT_FOLDER REFERENCE
+    /tmp/venv-sparsify/bin/python scripts/make_format_fixtures.py check-sparsify EXPORT_FOLDER REFERENCE
 
-loads a folder that ``monosemantic sae export`` wrote with SAELens and compares its outputs on the rows with
-a reference file; the result of that check is recorded in ``tests/data/formats/README.md``.
+load a folder that ``monosemantic sae export`` wrote with the package and compare its outputs on the rows
+with a reference file; the results of those checks are recorded in ``tests/data/formats/README.md``.
 """
 
 from __future__ import annotations
@@ -155,13 +156,35 @@ def check_saelens(folder: Path, reference: Path) -> dict:
     }
 
 
+def check_sparsify(folder: Path, reference: Path) -> dict:
+    """Load ``folder`` with sparsify and compare its outputs on the fixture rows with ``reference``."""
+    from importlib.metadata import version
+
+    from sparsify import Sae
+
+    rows = _rows(reference.parent)
+    expected = load_file(str(reference))
+    loaded = Sae.load_from_disk(folder, device="cpu")
+    with torch.no_grad():
+        encoded = loaded.encode(rows)
+        codes = torch.zeros(ROWS, loaded.num_latents).scatter_(1, encoded.top_indices, encoded.top_acts)
+        recon = loaded.decode(encoded.top_acts, encoded.top_indices)
+    return {
+        "eai-sparsify": version("eai-sparsify"),
+        "max_code_difference": float((codes - expected["codes"]).abs().max()),
+        "max_recon_difference": float((recon - expected["recon"]).abs().max()),
+        "same_active_latents": bool(((codes != 0) == (expected["codes"] != 0)).all()),
+    }
+
+
 def main(argv: list[str]) -> int:
     if len(argv) == 2 and argv[0] in ("saelens", "sparsify"):
         made = {"saelens": make_saelens, "sparsify": make_sparsify}[argv[0]](Path(argv[1]))
         print(f"wrote {', '.join(made)} to {argv[1]}")
         return 0
-    if len(argv) == 3 and argv[0] == "check-saelens":
-        print(json.dumps(check_saelens(Path(argv[1]), Path(argv[2])), indent=2))
+    if len(argv) == 3 and argv[0] in ("check-saelens", "check-sparsify"):
+        check = {"check-saelens": check_saelens, "check-sparsify": check_sparsify}[argv[0]]
+        print(json.dumps(check(Path(argv[1]), Path(argv[2]))))
         return 0
     print(__doc__, file=sys.stderr)
     return 2

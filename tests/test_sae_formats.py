@@ -386,3 +386,99 @@ def test_importing_an_sae_of_another_width_or_hook_is_a_one_line_error(trained_r
     missing = ["--workdir", str(trained_run), "--sae", "nope", "--format", "sparsify", "--out", str(tmp_path / "x")]
     code = main(["sae", "export", *missing])
     assert code == 1 and "no SAE named 'nope'" in capsys.readouterr().err
+
+
+FIXTURES = Path(__file__).parent / "data" / "formats"
+
+
+def saelens_topk_outputs(tensors: dict, k: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """SAELens's TopKSAE with rescale_acts_by_decoder_norm, written from its source, on raw rows."""
+    norms = tensors["W_dec"].norm(dim=-1)
+    pre = ((x - tensors["b_dec"]) @ tensors["W_enc"] + tensors["b_enc"]) * norms
+    top = pre.topk(k, dim=1)
+    codes = torch.zeros_like(pre).scatter(1, top.indices, top.values.relu())
+    return codes, (codes / norms) @ tensors["W_dec"] + tensors["b_dec"]
+
+
+def held_out_raw_rows(workdir: Path) -> torch.Tensor:
+    """The run's held-out rows that imports are measured on, as the site wrote them (not rescaled)."""
+    from training.experiments.sweep_run import activation_source
+
+    eval_rows = json.loads((workdir / "metrics.json").read_text())["config"]["eval_rows"]
+    return activation_source(workdir).batch(-1_000_000, eval_rows)
+
+
+def test_a_saelens_topk_with_its_defaults_imports_indexes_serves_and_exports_back(
+    trained_run, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.delenv("MONOSEMANTIC_DATABASE_URL", raising=False)
+    fixture = FIXTURES / "saelens_topk_checkpoint"
+    cfg = json.loads((fixture / "cfg.json").read_text())
+    tensors = load_file(str(fixture / "sae_weights.safetensors"))
+    rows = load_file(str(FIXTURES / "rows.safetensors"))["rows"]
+    expected = load_file(str(FIXTURES / "saelens_topk_checkpoint.reference.safetensors"))
+    # The formula below is SAELens's: it reproduces what the package computed on the fixture rows.
+    codes, recon = saelens_topk_outputs(tensors, cfg["k"], rows)
+    assert torch.allclose(codes, expected["codes"], atol=1e-5) and torch.allclose(recon, expected["recon"], atol=1e-5)
+
+    args = ["sae", "import", str(fixture), "--format", "saelens", "--workdir", str(trained_run), "--name", "sl_topk"]
+    assert main(args) == 0
+    assert "folded rescale_acts_by_decoder_norm" in capsys.readouterr().out
+    assert main(["index", "--workdir", str(trained_run), "--no-progress"]) == 0
+    engine = make_engine(f"sqlite:///{trained_run / 'monosemantic.db'}")
+    with make_sessionmaker(engine)() as session:
+        served = session.query(Dictionary).filter_by(name="sl_topk").one()
+        served_fvu, served_l0, source = served.fvu, served.l0, served.source_metadata
+    engine.dispose()
+    x = held_out_raw_rows(trained_run)
+    codes, recon = saelens_topk_outputs(tensors, cfg["k"], x)
+    saelens_fvu = float((x - recon).double().pow(2).sum() / (x.double() - x.double().mean(dim=0)).pow(2).sum())
+    assert served_fvu == pytest.approx(saelens_fvu, rel=0.01)
+    assert served_l0 == pytest.approx(float((codes > 0).sum(dim=1).float().mean()), rel=1e-3)
+    assert source["cfg"] == cfg and source["metadata"] == cfg["metadata"]
+
+    # Its config.json says what the weights determine, and none of our training defaults.
+    stored = json.loads((trained_run / "imported" / "sl_topk" / "config.json").read_text())
+    assert stored["config"] == {"arch": "topk", "d_in": 64, "dict_size": 128, "k": 8, "tag": "imported-sl_topk"}
+    assert "not known" in stored["training"]
+
+    out = tmp_path / "back"
+    assert (
+        main(
+            [
+                "sae",
+                "export",
+                "--workdir",
+                str(trained_run),
+                "--sae",
+                "sl_topk",
+                "--format",
+                "saelens",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert json.loads((out / "cfg.json").read_text()) == cfg
+    written = load_file(str(out / "sae_weights.safetensors"))
+    codes, recon = saelens_topk_outputs(written, cfg["k"], rows)
+    assert torch.equal(codes != 0, expected["codes"] != 0)
+    assert torch.allclose(codes, expected["codes"], rtol=1e-4, atol=1e-4)
+    assert torch.allclose(recon, expected["recon"], rtol=1e-4, atol=1e-4)
+
+
+def test_a_sparsify_sae_round_trips_through_a_run_with_its_cfg_and_nothing_added(trained_run, tmp_path):
+    fixture = FIXTURES / "sparsify" / "layers.2.mlp"
+    folder, _ = import_run_sae(fixture, "sparsify", trained_run, "sp_topk")
+    stored = json.loads((folder / "config.json").read_text())
+    assert set(stored["config"]) == {"arch", "d_in", "dict_size", "k", "tag"}
+    assert stored["source"]["metadata"] == {"hookpoint": "layers.2.mlp"}
+    export_run_sae(trained_run, "sp_topk", "sparsify", tmp_path / "layers.2.mlp")
+    assert json.loads((tmp_path / "layers.2.mlp" / "cfg.json").read_text()) == json.loads(
+        (fixture / "cfg.json").read_text()
+    )
+    assert sorted(p.name for p in (tmp_path / "layers.2.mlp").iterdir()) == ["cfg.json", "sae.safetensors"]
+    export_run_sae(trained_run, "sp_topk", "saelens", tmp_path / "as_saelens")
+    metadata = json.loads((tmp_path / "as_saelens" / "cfg.json").read_text())["metadata"]
+    assert "hook_name" not in metadata and metadata["hookpoint"] == "layers.2.mlp"
