@@ -325,6 +325,19 @@ def test_rescale_acts_by_decoder_norm_is_folded_with_saelens_codes_and_reconstru
     assert torch.allclose((again / norms) @ written["W_dec"] + written["b_dec"], recon, atol=1e-4)
 
 
+def test_a_bfloat16_saelens_sae_is_written_back_in_bfloat16(tmp_path):
+    tensors = {name: t.to(torch.bfloat16) for name, t in random_tensors(7).items()}
+    write_golden_saelens(tmp_path / "sae", "standard", tensors, dtype="bfloat16")
+    raw = read_saelens(tmp_path / "sae")
+    back = to_raw(from_raw(raw, 1.3), 1.3, raw.metadata)
+    back.source_format, back.source_cfg = raw.source_format, raw.source_cfg
+    write_saelens(back, tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "cfg.json").read_text())["dtype"] == "bfloat16"
+    written = load_file(str(tmp_path / "out" / "sae_weights.safetensors"))
+    for name in ("W_enc", "W_dec", "b_enc", "b_dec"):
+        assert written[name].dtype == torch.bfloat16 and torch.equal(written[name], tensors[name]), name
+
+
 def test_a_raw_sae_with_inconsistent_shapes_is_refused():
     t = random_tensors()
     raw = RawSAE("standard", t["W_enc"], t["b_enc"][:-1], t["W_dec"], t["b_dec"])
