@@ -203,8 +203,11 @@ def test_every_architecture_exports_to_an_sae_with_the_same_codes_on_raw_activat
 
 
 def test_sparsify_refuses_what_it_cannot_express(tmp_path):
-    with pytest.raises(FormatError, match="top-k SAEs only"):
+    with pytest.raises(FormatError, match="top-k SAEs only, and this one is relu"):
         write_sparsify(to_raw(trained_like("relu"), 1.0), tmp_path / "out")
+    write_golden_saelens(tmp_path / "standard", "standard", random_tensors())
+    with pytest.raises(FormatError, match="this one is relu"):
+        write_sparsify(read_saelens(tmp_path / "standard"), tmp_path / "out")
     write_golden_sparsify(tmp_path / "g", random_tensors(), activation="groupmax")
     with pytest.raises(FormatError, match="groupmax"):
         read_sparsify(tmp_path / "g")
@@ -221,9 +224,31 @@ def test_saelens_folders_that_cannot_load_faithfully_are_clear_errors(tmp_path):
     write_golden_saelens(tmp_path / "norm", "standard", tensors, normalize_activations="expected_average_only_in")
     with pytest.raises(FormatError, match="normalize_activations"):
         read_saelens(tmp_path / "norm")
-    write_golden_saelens(tmp_path / "rescale", "topk", tensors, rescale_acts_by_decoder_norm=True)
-    with pytest.raises(FormatError, match="rescale_acts_by_decoder_norm"):
-        read_saelens(tmp_path / "rescale")
+    write_golden_saelens(tmp_path / "whiten", "standard", tensors, normalize_activations="covariance_whitening")
+    with pytest.raises(FormatError, match="fold_activation_whitening"):
+        read_saelens(tmp_path / "whiten")
+    write_golden_saelens(tmp_path / "ln", "standard", tensors, normalize_activations="layer_norm")
+    with pytest.raises(FormatError, match="layer_norm.*no affine SAE"):
+        read_saelens(tmp_path / "ln")
+    write_golden_saelens(tmp_path / "z", "standard", tensors, reshape_activations="hook_z")
+    with pytest.raises(FormatError, match="reshape_activations 'hook_z'"):
+        read_saelens(tmp_path / "z")
+    write_golden_saelens(tmp_path / "transcoder", "transcoder", tensors, d_out=D_IN)
+    with pytest.raises(FormatError, match="architecture 'transcoder'.*another site"):
+        read_saelens(tmp_path / "transcoder")
+    write_golden_saelens(tmp_path / "batchtopk", "batchtopk", tensors, k=K)
+    with pytest.raises(FormatError, match="save_inference_model"):
+        read_saelens(tmp_path / "batchtopk")
+    write_golden_saelens(tmp_path / "future", "standard", tensors, some_new_option=True)
+    with pytest.raises(FormatError, match="'some_new_option'"):
+        read_saelens(tmp_path / "future")
+    write_golden_saelens(tmp_path / "scaled", "standard", tensors)
+    save_file(
+        {**{n: tensors[n] for n in ("W_enc", "W_dec", "b_enc", "b_dec")}, "scaling_factor": torch.ones(D_SAE)},
+        str(tmp_path / "scaled" / "sae_weights.safetensors"),
+    )
+    with pytest.raises(FormatError, match="scaling_factor"):
+        read_saelens(tmp_path / "scaled")
     write_golden_saelens(tmp_path / "wide", "standard", tensors, d_in=D_IN + 1)
     with pytest.raises(FormatError, match="d_in"):
         read_saelens(tmp_path / "wide")
@@ -262,6 +287,55 @@ def test_apply_b_dec_to_input_false_is_folded_into_the_encoder_bias(tmp_path):
     x = torch.randn(20, D_IN)
     expected = torch.relu(x @ tensors["W_enc"] + tensors["b_enc"])
     assert torch.allclose(raw.encode(x), expected, atol=1e-5)
+
+
+def test_rescale_acts_by_decoder_norm_is_folded_with_saelens_codes_and_reconstructions(tmp_path):
+    tensors = random_tensors(6)
+    write_golden_saelens(
+        tmp_path / "sae", "topk", tensors, rescale_acts_by_decoder_norm=True, apply_b_dec_to_input=False
+    )
+    raw = read_saelens(tmp_path / "sae")
+    x = torch.randn(30, D_IN)
+    # SAELens's TopKSAE: it ranks and keeps pre * |W_dec row| and decodes codes / |W_dec row|.
+    norms = tensors["W_dec"].norm(dim=-1)
+    pre = (x @ tensors["W_enc"] + tensors["b_enc"]) * norms
+    top = pre.topk(K, dim=1)
+    codes = torch.zeros_like(pre).scatter(1, top.indices, top.values.relu())
+    recon = (codes / norms) @ tensors["W_dec"] + tensors["b_dec"]
+    assert torch.allclose(raw.encode(x), codes, atol=1e-5)
+    assert torch.allclose(raw.decode(raw.encode(x)), recon, atol=1e-5)
+    assert torch.allclose(raw.W_dec.norm(dim=-1), torch.ones(D_SAE), atol=1e-6)
+    assert any("rescale_acts_by_decoder_norm" in c for c in raw.conversions)
+    assert any("apply_b_dec_to_input" in c for c in raw.conversions)
+    # Written back: the same cfg.json, and SAELens's formula on the written tensors gives the same outputs.
+    ours = from_raw(raw, 0.8)
+    back = to_raw(ours, 0.8, raw.metadata)
+    back.metadata.pop("monosemantic_arch")
+    back.source_format, back.source_cfg = raw.source_format, raw.source_cfg
+    write_saelens(back, tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "cfg.json").read_text()) == json.loads(
+        (tmp_path / "sae" / "cfg.json").read_text()
+    )
+    written = load_file(str(tmp_path / "out" / "sae_weights.safetensors"))
+    norms = written["W_dec"].norm(dim=-1)
+    pre = (x @ written["W_enc"] + written["b_enc"]) * norms
+    top = pre.topk(K, dim=1)
+    again = torch.zeros_like(pre).scatter(1, top.indices, top.values.relu())
+    assert torch.allclose(again, codes, atol=1e-4)
+    assert torch.allclose((again / norms) @ written["W_dec"] + written["b_dec"], recon, atol=1e-4)
+
+
+def test_a_bfloat16_saelens_sae_is_written_back_in_bfloat16(tmp_path):
+    tensors = {name: t.to(torch.bfloat16) for name, t in random_tensors(7).items()}
+    write_golden_saelens(tmp_path / "sae", "standard", tensors, dtype="bfloat16")
+    raw = read_saelens(tmp_path / "sae")
+    back = to_raw(from_raw(raw, 1.3), 1.3, raw.metadata)
+    back.source_format, back.source_cfg = raw.source_format, raw.source_cfg
+    write_saelens(back, tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "cfg.json").read_text())["dtype"] == "bfloat16"
+    written = load_file(str(tmp_path / "out" / "sae_weights.safetensors"))
+    for name in ("W_enc", "W_dec", "b_enc", "b_dec"):
+        assert written[name].dtype == torch.bfloat16 and torch.equal(written[name], tensors[name]), name
 
 
 def test_a_raw_sae_with_inconsistent_shapes_is_refused():
@@ -325,3 +399,99 @@ def test_importing_an_sae_of_another_width_or_hook_is_a_one_line_error(trained_r
     missing = ["--workdir", str(trained_run), "--sae", "nope", "--format", "sparsify", "--out", str(tmp_path / "x")]
     code = main(["sae", "export", *missing])
     assert code == 1 and "no SAE named 'nope'" in capsys.readouterr().err
+
+
+FIXTURES = Path(__file__).parent / "data" / "formats"
+
+
+def saelens_topk_outputs(tensors: dict, k: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """SAELens's TopKSAE with rescale_acts_by_decoder_norm, written from its source, on raw rows."""
+    norms = tensors["W_dec"].norm(dim=-1)
+    pre = ((x - tensors["b_dec"]) @ tensors["W_enc"] + tensors["b_enc"]) * norms
+    top = pre.topk(k, dim=1)
+    codes = torch.zeros_like(pre).scatter(1, top.indices, top.values.relu())
+    return codes, (codes / norms) @ tensors["W_dec"] + tensors["b_dec"]
+
+
+def held_out_raw_rows(workdir: Path) -> torch.Tensor:
+    """The run's held-out rows that imports are measured on, as the site wrote them (not rescaled)."""
+    from training.experiments.sweep_run import activation_source
+
+    eval_rows = json.loads((workdir / "metrics.json").read_text())["config"]["eval_rows"]
+    return activation_source(workdir).batch(-1_000_000, eval_rows)
+
+
+def test_a_saelens_topk_with_its_defaults_imports_indexes_serves_and_exports_back(
+    trained_run, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.delenv("MONOSEMANTIC_DATABASE_URL", raising=False)
+    fixture = FIXTURES / "saelens_topk_checkpoint"
+    cfg = json.loads((fixture / "cfg.json").read_text())
+    tensors = load_file(str(fixture / "sae_weights.safetensors"))
+    rows = load_file(str(FIXTURES / "rows.safetensors"))["rows"]
+    expected = load_file(str(FIXTURES / "saelens_topk_checkpoint.reference.safetensors"))
+    # The formula below is SAELens's: it reproduces what the package computed on the fixture rows.
+    codes, recon = saelens_topk_outputs(tensors, cfg["k"], rows)
+    assert torch.allclose(codes, expected["codes"], atol=1e-5) and torch.allclose(recon, expected["recon"], atol=1e-5)
+
+    args = ["sae", "import", str(fixture), "--format", "saelens", "--workdir", str(trained_run), "--name", "sl_topk"]
+    assert main(args) == 0
+    assert "folded rescale_acts_by_decoder_norm" in capsys.readouterr().out
+    assert main(["index", "--workdir", str(trained_run), "--no-progress"]) == 0
+    engine = make_engine(f"sqlite:///{trained_run / 'monosemantic.db'}")
+    with make_sessionmaker(engine)() as session:
+        served = session.query(Dictionary).filter_by(name="sl_topk").one()
+        served_fvu, served_l0, source = served.fvu, served.l0, served.source_metadata
+    engine.dispose()
+    x = held_out_raw_rows(trained_run)
+    codes, recon = saelens_topk_outputs(tensors, cfg["k"], x)
+    saelens_fvu = float((x - recon).double().pow(2).sum() / (x.double() - x.double().mean(dim=0)).pow(2).sum())
+    assert served_fvu == pytest.approx(saelens_fvu, rel=0.01)
+    assert served_l0 == pytest.approx(float((codes > 0).sum(dim=1).float().mean()), rel=1e-3)
+    assert source["cfg"] == cfg and source["metadata"] == cfg["metadata"]
+
+    # Its config.json says what the weights determine, and none of our training defaults.
+    stored = json.loads((trained_run / "imported" / "sl_topk" / "config.json").read_text())
+    assert stored["config"] == {"arch": "topk", "d_in": 64, "dict_size": 128, "k": 8, "tag": "imported-sl_topk"}
+    assert "not known" in stored["training"]
+
+    out = tmp_path / "back"
+    assert (
+        main(
+            [
+                "sae",
+                "export",
+                "--workdir",
+                str(trained_run),
+                "--sae",
+                "sl_topk",
+                "--format",
+                "saelens",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert json.loads((out / "cfg.json").read_text()) == cfg
+    written = load_file(str(out / "sae_weights.safetensors"))
+    codes, recon = saelens_topk_outputs(written, cfg["k"], rows)
+    assert torch.equal(codes != 0, expected["codes"] != 0)
+    assert torch.allclose(codes, expected["codes"], rtol=1e-4, atol=1e-4)
+    assert torch.allclose(recon, expected["recon"], rtol=1e-4, atol=1e-4)
+
+
+def test_a_sparsify_sae_round_trips_through_a_run_with_its_cfg_and_nothing_added(trained_run, tmp_path):
+    fixture = FIXTURES / "sparsify" / "layers.2.mlp"
+    folder, _ = import_run_sae(fixture, "sparsify", trained_run, "sp_topk")
+    stored = json.loads((folder / "config.json").read_text())
+    assert set(stored["config"]) == {"arch", "d_in", "dict_size", "k", "tag"}
+    assert stored["source"]["metadata"] == {"hookpoint": "layers.2.mlp"}
+    export_run_sae(trained_run, "sp_topk", "sparsify", tmp_path / "layers.2.mlp")
+    assert json.loads((tmp_path / "layers.2.mlp" / "cfg.json").read_text()) == json.loads(
+        (fixture / "cfg.json").read_text()
+    )
+    assert sorted(p.name for p in (tmp_path / "layers.2.mlp").iterdir()) == ["cfg.json", "sae.safetensors"]
+    export_run_sae(trained_run, "sp_topk", "saelens", tmp_path / "as_saelens")
+    metadata = json.loads((tmp_path / "as_saelens" / "cfg.json").read_text())["metadata"]
+    assert "hook_name" not in metadata and metadata["hookpoint"] == "layers.2.mlp"

@@ -41,7 +41,9 @@ def add_sae(commands: argparse._SubParsersAction) -> None:
         description=(
             "Read the SAE folder PATH, check its input width (and hook, where its metadata names one) "
             "against the run's activations, convert it exactly to this project's form and save it in "
-            "DIR/imported/NAME with its FVU, L0 and dead fraction on the run's held-out rows. Then run "
+            "DIR/imported/NAME with its FVU, L0 and dead fraction on the run's held-out rows. SAELens options "
+            "with an exact equivalent (rescale_acts_by_decoder_norm, apply_b_dec_to_input false) are folded "
+            "into the weights and said so; others are refused by name. Then run "
             "`monosemantic index --workdir DIR` to build its features and load it into the app."
         ),
     )
@@ -70,9 +72,11 @@ def _export(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 def _import(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if not args.workdir.is_dir():
         parser.error(f"--workdir {args.workdir} is not a folder")
-    from training.formats.run_saes import import_run_sae
+    from training.formats.run_saes import import_run_sae, source_record
 
     folder, metrics = import_run_sae(args.path, args.format, args.workdir, args.name, not args.no_hook_check)
+    for conversion in (source_record(folder) or {}).get("conversions", []):
+        print(f"folded {conversion} (same codes and reconstructions)")
     print(
         f"imported {folder.name} into {folder}: FVU {metrics['fvu']:.4f}, L0 {metrics['l0']:.2f}, "
         f"dead {metrics['dead_fraction']:.3f} on {metrics['eval_rows']:,} held-out rows"

@@ -28,8 +28,11 @@ class FormatError(ValueError):
 class RawSAE:
     """An SAE on raw activations: ``codes = f((x - b_dec) @ W_enc + b_enc)``, ``x_hat = codes @ W_dec + b_dec``.
 
-    ``arch`` is ``standard`` (ReLU), ``topk`` (the k largest, ReLU'd) or ``jumprelu`` (pre-activations
-    at or below ``threshold`` zeroed). ``metadata`` holds what is known of where it was trained.
+    ``arch`` is ``standard`` (ReLU), ``topk`` (the k largest, ReLU'd) or ``jumprelu`` (ReLU'd, and
+    pre-activations at or below ``threshold`` zeroed). ``metadata`` holds what is known of where it was
+    trained, as its source wrote it. ``source_format`` and ``source_cfg`` are the layout it was read from and
+    that layout's config file as written, so an export in the same layout keeps every field; ``conversions``
+    says in words what reading folded into the weights (each exact, codes and reconstructions unchanged).
     """
 
     arch: str
@@ -40,6 +43,9 @@ class RawSAE:
     k: int | None = None
     threshold: torch.Tensor | None = None  # [d_sae], jumprelu only
     metadata: dict = field(default_factory=dict)
+    source_format: str | None = None
+    source_cfg: dict | None = None
+    conversions: list[str] = field(default_factory=list)
 
     @property
     def d_in(self) -> int:
@@ -69,7 +75,7 @@ class RawSAE:
         if self.arch == "standard":
             return pre.relu()
         if self.arch == "jumprelu":
-            return pre * (pre > self.threshold)
+            return pre.relu() * (pre > self.threshold)
         values, indices = pre.topk(self.k, dim=1)
         return torch.zeros_like(pre).scatter_(1, indices, values.relu())
 

@@ -1,10 +1,13 @@
 """SAEs in and out of a run directory: export one of its SAEs in a field format, import a foreign one.
 
 An imported SAE is converted to our form on the run's rescaled rows (exactly, see ``raw``) and saved in
-``<run>/imported/<name>/`` with a ``source`` record (format, path, original cfg and metadata) and its
-metrics on the run's held-out rows, measured as the sweep measures ours. The feature index picks it up
-like a trained dictionary; the sweep's own folders (``saes/``) are never touched, so ``run`` and
-``train`` resume and check their sweeps exactly as before.
+``<run>/imported/<name>/`` with a ``source`` record (format, path, the original ``cfg.json`` and metadata as
+written, what reading folded) and its metrics on the run's held-out rows, measured as the sweep measures
+ours. Its ``config.json`` states only what the weights determine (architecture, sizes, k); how it was
+trained is not known here, so none of our training settings are written for it. The feature index picks it
+up like a trained dictionary; the sweep's own folders (``saes/``) are never touched, so ``run`` and
+``train`` resume and check their sweeps exactly as before. Exporting an imported SAE writes its source's
+config fields and metadata back as they were.
 """
 
 from __future__ import annotations
@@ -27,6 +30,12 @@ FORMATS: tuple[str, ...] = ("saelens", "sparsify")
 IMPORTED_DIR = "imported"
 SOURCE_KEY = "source"
 DEFAULT_EVAL_ROWS = 20_000
+# The SAEConfig fields an imported SAE's weights determine; the rest describe a training we did not run.
+KNOWN_CONFIG_FIELDS = ("arch", "d_in", "dict_size", "k", "l1", "tag")
+UNKNOWN_NOTE = (
+    "trained elsewhere: its training settings are not known here; source.cfg and source.metadata hold what "
+    "its files state, and l1 0 only stands in for a sparsity penalty that the format does not record"
+)
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
 
@@ -73,11 +82,16 @@ def export_run_sae(workdir: Path, sae_name: str, fmt: Format, out: Path) -> RawS
         raise FormatError(f"no SAE named {sae_name!r} in {workdir}: the run has {known}")
     source, scale = _run_scale(workdir)
     sae = load_sae(folders[sae_name])
-    metadata = _run_metadata(workdir, source.manifest)
-    previous = _source_record(folders[sae_name])
+    previous = source_record(folders[sae_name])
     if previous:
-        metadata = {**previous.get("metadata", {}), **{k: v for k, v in metadata.items() if k == "hook_name"}}
-    raw = to_raw(sae, scale, metadata)
+        # As its source wrote it: nothing of this run's is added to an SAE trained elsewhere.
+        written = previous.get("metadata", {})
+        raw = to_raw(sae, scale, written)
+        if "monosemantic_arch" not in written:
+            del raw.metadata["monosemantic_arch"]
+        raw.source_format, raw.source_cfg = previous.get("format"), previous.get("cfg")
+    else:
+        raw = to_raw(sae, scale, _run_metadata(workdir, source.manifest))
     if sae.config.arch == "batchtopk":
         raw.metadata["monosemantic_note"] = "batchtopk served as jumprelu with its batch threshold for every latent"
     writer = {"saelens": write_saelens, "sparsify": write_sparsify}[fmt]
@@ -92,7 +106,8 @@ def read_foreign(path: Path, fmt: Format) -> RawSAE:
     return {"saelens": read_saelens, "sparsify": read_sparsify}[fmt](Path(path))
 
 
-def _source_record(folder: Path) -> dict | None:
+def source_record(folder: Path) -> dict | None:
+    """The ``source`` record of an imported SAE's folder; None for one trained here."""
     meta = json.loads((folder / "config.json").read_text())
     return meta.get(SOURCE_KEY)
 
@@ -126,9 +141,22 @@ def import_run_sae(
         "path": str(Path(path).resolve()),
         "architecture": raw.arch,
         "metadata": raw.metadata,
+        "cfg": raw.source_cfg,
+        "conversions": raw.conversions,
     }
     sae.save(folder, extra={SOURCE_KEY: record, "metrics": metrics})
+    _state_only_what_is_known(folder)
     return folder, metrics
+
+
+def _state_only_what_is_known(folder: Path) -> None:
+    """Rewrite an imported SAE's ``config.json`` with the config fields its weights determine and no others."""
+    path = folder / "config.json"
+    meta = json.loads(path.read_text())
+    config = {key: meta["config"][key] for key in KNOWN_CONFIG_FIELDS if meta["config"].get(key) is not None}
+    meta["config"] = config
+    meta["training"] = UNKNOWN_NOTE
+    path.write_text(json.dumps(meta, indent=2))
 
 
 def _evaluate(sae: SparseAutoencoder, source, workdir: Path) -> dict:
