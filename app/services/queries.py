@@ -386,6 +386,7 @@ def label_out(label: Label) -> LabelOut:
         description=label.description,
         confidence=label.confidence,
         top_contexts_monosemantic=label.top_contexts_monosemantic,
+        seconds_on_screen=label.seconds_on_screen,
         created_at=label.created_at.replace(tzinfo=UTC),
     )
 
@@ -400,6 +401,7 @@ def add_label(session: Session, dictionary: Dictionary, index: int, label: Label
         description=label.description,
         confidence=label.confidence,
         top_contexts_monosemantic=label.top_contexts_monosemantic,
+        seconds_on_screen=label.seconds_on_screen,
     )
     session.add(row)
     with serialized_writes(session):

@@ -189,6 +189,12 @@ class LabelIn(BaseModel):
         description="the looser reading: one concept covers the top contexts (what the study labelled from); "
         "implied true by a monosemantic verdict",
     )
+    seconds_on_screen: float | None = Field(
+        None,
+        ge=0,
+        allow_inf_nan=False,
+        description="how long the card was visible and ready before the verdict; null when not measured",
+    )
 
     @model_validator(mode="after")
     def _readings_agree(self) -> LabelIn:
@@ -212,6 +218,9 @@ class LabelOut(BaseModel):
     description: str
     confidence: float | None
     top_contexts_monosemantic: bool | None = Field(description="one concept covers the top contexts")
+    seconds_on_screen: float | None = Field(
+        None, description="how long the card was visible and ready before the verdict; null when not measured"
+    )
     created_at: datetime
 
 
