@@ -182,6 +182,13 @@ def test_label_posts_need_the_csrf_token(client: TestClient, page_app: PageApp) 
     assert stored(page_app) == [(page_app.built.small_hash, 1, "ann", "monosemantic", "")]
 
 
+def undo_fields(html: str) -> dict[str, str]:
+    """The action a card's Undo button names, as its form sends it."""
+    kind = re.search(r'name="undo_kind" value="(\w+)"', html)
+    target = re.search(r'name="undo_target" value="(\d+)"', html)
+    return {"undo_kind": kind.group(1), "undo_target": target.group(1)} if kind and target else {}
+
+
 def test_labelling_stores_counts_and_undoes(client: TestClient, page_app: PageApp) -> None:
     small, small_hash = page_app.built.small_id, page_app.built.small_hash
     token = pick_name(client, small)
@@ -201,13 +208,19 @@ def test_labelling_stores_counts_and_undoes(client: TestClient, page_app: PageAp
         (small_hash, shown, "ann", "monosemantic", ""),
         (small_hash, second, "ann", "polysemantic", "cats"),
     ]
-    undone = client.post(f"{url}/undo", data={}, headers=headers).text
+    # Undo names the label the card just saved and deletes exactly that one, giving its description back.
+    named = undo_fields(after_second)
+    assert f"Undo label of #{second}" in after_second
+    undone = client.post(f"{url}/undo", data=named, headers=headers).text
     assert f"Undid your label of feature #{second} (polysemantic)." in undone
     assert shown_feature(undone) == second and '<strong data-count="labelled">1</strong>' in undone
+    assert ">cats</textarea>" in undone
     assert stored(page_app) == [(small_hash, shown, "ann", "monosemantic", "")]
-    client.post(f"{url}/undo", data={}, headers=headers)
+    again = client.post(f"{url}/undo", data=named, headers=headers).text
+    assert "Nothing undone: that label is no longer stored" in again
     nothing = client.post(f"{url}/undo", data={}, headers=headers).text
-    assert "Nothing to undo." in nothing and stored(page_app) == []
+    assert "Nothing to undo in this tab." in nothing
+    assert stored(page_app) == [(small_hash, shown, "ann", "monosemantic", "")]
     # Without htmx the same posts redirect back to the page (a plain form still works).
     plain = client.post(
         url, data={"feature_index": "2", "verdict": "uninterpretable", "csrf_token": token}, follow_redirects=False
