@@ -39,7 +39,14 @@ from app.services.schemas import (
     SortOrder,
 )
 from app.settings import Settings
-from app.web.card_evidence import CARD_SAMPLES_PER_BAND, CARD_TOP_CONTEXTS, bands, distinct_groups, distinct_passages, one_line
+from app.web.card_evidence import (
+    CARD_SAMPLES_PER_BAND,
+    CARD_TOP_CONTEXTS,
+    bands,
+    distinct_groups,
+    distinct_passages,
+    one_line,
+)
 from app.web.csrf import csrf_token, set_csrf_cookie, verify_csrf
 from app.web.deps import DictionaryId, FeatureIndexParam, SessionDep, get_inspector, get_settings, short_read
 from app.web.evidence_cache import CachedFeaturePage, EvidenceCache, EvidenceKey, FeatureEvidence, FeaturePageKey
