@@ -47,6 +47,7 @@ from app.web.card_evidence import (
     distinct_passages,
     one_line,
 )
+from app.web.contrast_view import contrast_rows, contrast_takeaway, marked_target
 from app.web.csrf import csrf_token, set_csrf_cookie, verify_csrf
 from app.web.deps import DictionaryId, FeatureIndexParam, SessionDep, get_inspector, get_settings, short_read
 from app.web.evidence_cache import CachedFeaturePage, EvidenceCache, EvidenceKey, FeatureEvidence, FeaturePageKey
@@ -126,6 +127,7 @@ def _environment() -> Environment:
         count=_count,
         duplicate_cosine=LIKELY_DUPLICATE_COSINE,
         one_line=one_line,
+        marked_target=marked_target,
         card_top_contexts=CARD_TOP_CONTEXTS,
         card_samples_per_band=CARD_SAMPLES_PER_BAND,
     )
@@ -826,7 +828,12 @@ def contrast_page(
             by_layer: dict[int, dict[str, Any]] = {}
             for probe in result.probes:
                 by_layer.setdefault(probe.layer, {})[probe.site] = probe
-            values |= {"result": result, "probes_by_layer": sorted(by_layer.items())}
+            values |= {
+                "result": result,
+                "probes_by_layer": sorted(by_layer.items()),
+                "rows": contrast_rows(result, queries.list_dictionaries(session)),
+                "takeaway": contrast_takeaway(result),
+            }
     return render(request, "contrast.html", values, block="contrast_result", status_code=status)
 
 
