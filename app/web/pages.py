@@ -80,6 +80,7 @@ from app.web.security import (
 )
 from app.web.svg_charts import histogram_chart
 from app.web.token_display import context_strip_html, format_number, shade, token_html
+from training.analysis.doubling import TOLERANCES
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
 LABELLER_COOKIE = "monosemantic_labeller"
@@ -229,6 +230,7 @@ def overview(request: Request, session: SessionDep, settings: SettingsDep) -> HT
         "workdir": str(settings.workdir),
         "model_summary": ", ".join(sites) or "a model's activations",
         "devices": devices,
+        "doubling": TOLERANCES,
     }
     return render(request, "overview.html", context)
 

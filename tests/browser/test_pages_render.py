@@ -8,7 +8,7 @@ import re
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from app.db.models import Label, Vocabulary
+from app.db.models import Dictionary, Label, Vocabulary
 from app.services.inspector import InspectorUnavailable
 from app.web.csrf import CSRF_COOKIE
 from app.web.pages import LABELLER_COOKIE
@@ -284,8 +284,17 @@ def test_figures_are_served_only_from_the_figures_folder(client: TestClient, pag
     assert client.get("/figures/toy/mmcs_with_larger.png").status_code == 404
 
 
-def test_overview_says_which_dictionaries_were_still_improving(client: TestClient, page_app: PageApp) -> None:
-    assert 'id="convergence"' not in client.get("/").text  # no record, no panel
+def test_overview_gives_one_signal_of_training_long_enough_the_doubling_test(
+    client: TestClient, page_app: PageApp
+) -> None:
+    assert 'id="convergence"' not in client.get("/").text  # nothing tested, no record: no panel
+    with page_app.app.state.sessionmaker() as session:
+        moving = session.get(Dictionary, page_app.built.small_id)
+        moving.holds = False
+        moving.moved = [{"metric": "fvu", "half": 0.2, "end": 0.1, "change": 1.0, "tolerance": 0.03}]
+        session.get(Dictionary, page_app.built.large_id).holds = True
+        session.commit()
+    # The held-out objective's own convergence says the opposite for both: it is no second verdict.
     runs = {
         "relu_n16_l10.1": {"objective_fall": 0.004, "converged": True, "objective": 0.12, "fvu": 0.03, "l0": 9.5},
         "topk_n32_k4": {"objective_fall": 0.081, "converged": False, "objective": 0.011, "fvu": 0.015, "l0": 4.0},
@@ -296,9 +305,10 @@ def test_overview_says_which_dictionaries_were_still_improving(client: TestClien
     (page_app.workdir / "figures" / "heldout_objective_vs_samples.png").write_bytes(b"\x89PNG\r\n\x1a\nfake")
     html = client.get("/").text
     panel = html[html.index('id="convergence"') :]
-    assert "<strong>1</strong> of 2 dictionaries had" in panel
-    assert "less than\n    2% between 50% and\n    70% of training" in panel
-    assert re.findall(r'<span class="still-improving">([^<]*)</span>', panel) == ["topk_n32_k4 (8.1%)"]
+    assert "<strong>1 of 2 hold</strong> when their training rows double" in panel
+    assert "FVU 3% and L0 5% (relative), dead and rare 2% of the size each, MMCS with larger 0.01" in panel
+    assert re.findall(r'<span class="still-moving">([^<]*)</span>', panel) == ["relu_n16_l10.1 (fvu)"]
+    assert "stopped improving" not in html and "still-improving" not in html
     assert 'src="/figures/heldout_objective_vs_samples.png"' in panel
     assert "monosemantic train --workdir COPY --preset default --samples N" in panel
 
