@@ -39,6 +39,7 @@ from app.services.schemas import (
     SortOrder,
 )
 from app.settings import Settings
+from app.web.brown_tags import describe_tag
 from app.web.card_evidence import (
     CARD_SAMPLES_PER_BAND,
     CARD_TOP_CONTEXTS,
@@ -129,6 +130,7 @@ def _environment() -> Environment:
         duplicate_cosine=LIKELY_DUPLICATE_COSINE,
         one_line=one_line,
         marked_target=marked_target,
+        describe_tag=describe_tag,
         card_top_contexts=CARD_TOP_CONTEXTS,
         card_samples_per_band=CARD_SAMPLES_PER_BAND,
     )
