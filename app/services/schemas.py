@@ -193,7 +193,8 @@ class LabelIn(BaseModel):
         None,
         ge=0,
         allow_inf_nan=False,
-        description="how long the card was visible and ready before the verdict; null when not measured",
+        description="seconds the labelling card was visible before the verdict (it takes one only once ready, "
+        "after 0.25 s); null when not measured (API and imported labels)",
     )
 
     @model_validator(mode="after")
@@ -219,7 +220,9 @@ class LabelOut(BaseModel):
     confidence: float | None
     top_contexts_monosemantic: bool | None = Field(description="one concept covers the top contexts")
     seconds_on_screen: float | None = Field(
-        None, description="how long the card was visible and ready before the verdict; null when not measured"
+        None,
+        description="seconds the labelling card was visible before the verdict; null when not measured (API and "
+        "imported labels)",
     )
     created_at: datetime
 

@@ -743,8 +743,18 @@ async def undo_label_action(request: Request, dictionary_id: DictionaryId, sessi
             return _labelling(request, session, dictionary, labeller, flash=flash, skipped=skipped)
         feature = queries.feature_detail(session, dictionary, undone.feature_index)
         flash = f"Undid your label of feature #{undone.feature_index} ({_verdict_words(undone.verdict)})."
+        # An earlier label of the same feature counts again: the card shows it, and a new verdict supersedes it.
+        earlier = labelled_before(session, dictionary, labeller, undone.feature_index)
         return _labelling(
-            request, session, dictionary, labeller, feature=feature, flash=flash, skipped=skipped, restore=undone
+            request,
+            session,
+            dictionary,
+            labeller,
+            feature=feature,
+            flash=flash,
+            skipped=skipped,
+            restore=undone,
+            existing=earlier,
         )
     if not wants_fragment(request):
         return RedirectResponse(f"/dictionaries/{dictionary.id}/label", status_code=303)

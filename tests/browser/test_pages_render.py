@@ -353,3 +353,27 @@ def test_inspector_reports_a_run_without_models(client: TestClient, page_app: Pa
         headers={**HX, "X-CSRF-Token": token},
     )
     assert response.status_code == 409 and "cannot be loaded" in response.text
+
+
+def test_undoing_a_superseding_label_shows_the_earlier_one_and_a_new_verdict_still_saves(
+    client: TestClient, page_app: PageApp
+) -> None:
+    small, small_hash = page_app.built.small_id, page_app.built.small_hash
+    token = pick_name(client, small)
+    url = f"/dictionaries/{small}/label"
+    headers = {**HX, "X-CSRF-Token": token}
+    with page_app.app.state.sessionmaker() as session:
+        add_labels(session, small_hash, [(4, "ann", "monosemantic")])
+    card = client.get(url, params={"feature": 4}, headers=HX).text
+    assert 'name="relabel" value="1"' in card and 'data-verdict="monosemantic"' in card
+    replaced = client.post(
+        url, data={"feature_index": "4", "verdict": "polysemantic", "relabel": "1"}, headers=headers
+    ).text
+    assert "Saved feature #4 as polysemantic, replacing monosemantic." in replaced
+    undone = client.post(f"{url}/undo", data=undo_fields(replaced), headers=headers).text
+    assert "Undid your label of feature #4 (polysemantic)." in undone
+    # The earlier label counts again, and the card says so: a verdict on it supersedes, not a "second submit".
+    assert 'data-verdict="monosemantic"' in undone and 'name="relabel" value="1"' in undone
+    again = client.post(url, data={"feature_index": "4", "verdict": "uninterpretable", "relabel": "1"}, headers=headers)
+    assert "Saved feature #4 as uninterpretable, replacing monosemantic." in again.text
+    assert [row[1:4] for row in stored(page_app)] == [(4, "ann", "monosemantic"), (4, "ann", "uninterpretable")]
