@@ -9,7 +9,7 @@
 (function () {
   "use strict";
 
-  var READY_MS = 250;
+  var READY_MS = 250; // the server refuses a verdict measured shorter (CARD_READY_SECONDS in app/web/pages.py)
   var KEYS = {
     "1": "[data-key='1']",
     "2": "[data-key='2']",

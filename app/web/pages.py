@@ -85,6 +85,7 @@ from training.analysis.doubling import TOLERANCES
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
 LABELLER_COOKIE = "monosemantic_labeller"
+CARD_READY_SECONDS = 0.25  # a card takes a verdict once visible this long (READY_MS in static/label.js)
 LABELLER_COOKIE_AGE_S = 365 * 24 * 3600
 PAGE_SIZE = 50
 MAX_FORM_BYTES = 64 * 1024
@@ -652,6 +653,13 @@ async def submit_label(request: Request, dictionary_id: DictionaryId, session: S
             detail=f"verdict: feature #{index} is {feature.evidence}: too_little_evidence is the only verdict it takes",
         )
     label = _card_label(form, labeller)
+    if label.seconds_on_screen is not None and label.seconds_on_screen < CARD_READY_SECONDS:
+        # static/label.js never sends one this short; a card judged faster was not seen.
+        raise HTTPException(
+            status_code=409,
+            detail=f"seconds_on_screen: the card was on screen {label.seconds_on_screen:g} s, less than the "
+            f"{CARD_READY_SECONDS:g} s before it takes a verdict, so nothing was stored: look at it, then judge again",
+        )
     skipped = parse_skipped(form.get("skipped"))
     earlier = labelled_before(session, dictionary, labeller, index)
     if earlier is not None and form.get("relabel") != "1":

@@ -249,6 +249,22 @@ def test_bad_label_posts_name_the_field(client: TestClient, page_app: PageApp) -
     assert stored(page_app) == []
 
 
+def test_a_verdict_measured_before_the_card_was_ready_is_refused_and_one_after_is_stored(
+    client: TestClient, page_app: PageApp
+) -> None:
+    small = page_app.built.small_id
+    token = pick_name(client, small)
+    url = f"/dictionaries/{small}/label"
+    headers = {**HX, "X-CSRF-Token": token}
+    form = {"feature_index": "2", "verdict": "monosemantic"}
+    early = client.post(url, data={**form, "seconds_on_screen": "0.08"}, headers=headers)
+    assert early.status_code == 409 and "less than the 0.25 s" in early.json()["detail"] and stored(page_app) == []
+    assert client.post(url, data={**form, "seconds_on_screen": "-1"}, headers=headers).status_code == 422
+    assert client.post(url, data={**form, "seconds_on_screen": "3.25"}, headers=headers).status_code == 200
+    with page_app.app.state.sessionmaker() as session:
+        assert session.scalars(select(Label.seconds_on_screen)).all() == [3.25]
+
+
 def test_estimates_show_the_labelled_numbers(client: TestClient, page_app: PageApp) -> None:
     add_labels_via_db(
         page_app,
