@@ -49,7 +49,8 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-# docs/screenshots/: the feature page and the labelling card at 420 and 1280 px, from runs/quick (built if missing).
+# docs/screenshots/: the feature page, the labelling card, /estimates and /contrast at 420 and 1280 px, from runs/quick
+# (built if missing).
 screenshots: setup $(CHROMIUM)
 	$(PYTHON) scripts/screenshots.py
 

@@ -1,4 +1,5 @@
-"""Regenerate docs/screenshots/: the feature page and the labelling card at 420 and 1280 px, from a quick run.
+"""Regenerate docs/screenshots/: the feature page, the labelling card, /estimates and /contrast at 420 and 1280 px
+(each as a 900 px tall window shows it, above the fold; /contrast whole), from a quick run.
 
 Builds ``runs/quick`` with ``monosemantic run --preset quick --no-serve`` when it is missing, serves it on a
 free loopback port and drives Debian's Chromium (headless, through Playwright), so the README shows what a
@@ -25,6 +26,12 @@ WORKDIR = REPO / "runs" / "quick"
 OUT = REPO / "docs" / "screenshots"
 CHROMIUM = "/usr/bin/chromium"
 WIDTHS = (420, 1280)
+# The study's contrast: the period after a title against a sentence-final period before a capitalised word.
+CONTRAST_QUERY = (
+    r"a=%5Cb%28%3F%3AMr%7CMrs%7CDr%29%5B%5B%5C.%5D%5D&b=%5Cb%5Ba-z%5D%7B2%2C%7D%5B%5B%5C.%5D%5D+%5BA-Z%5D"
+    "&max_positions=500"
+)
+CONTRAST_TIMEOUT_MS = 300_000
 
 
 def free_port() -> int:
@@ -64,8 +71,13 @@ def main() -> int:
             view.goto(f"{base}/dictionaries/{chosen['id']}/label?feature={feature}")
             view.fill("input[name=labeller]", "Ada")
             view.click("button[type=submit]")
-            view.wait_for_selector("#labelling")
+            view.wait_for_selector("#labelling.ready")
             view.screenshot(path=str(OUT / f"labelling_{width}.png"))
+            view.goto(f"{base}/estimates")
+            view.screenshot(path=str(OUT / f"estimates_{width}.png"))
+            view.goto(f"{base}/contrast?{CONTRAST_QUERY}", timeout=CONTRAST_TIMEOUT_MS)
+            view.wait_for_selector("#contrast-result")
+            view.screenshot(path=str(OUT / f"contrast_{width}.png"), full_page=True)  # form and result
             context.close()
         browser.close()
     server.should_exit = True

@@ -1,10 +1,15 @@
-// Keyboard labelling: 1 / 2 / 3 / 4 give a verdict (Shift+key chooses it without saving), t marks "one concept
-// in the top contexts", c steps the confidence, d focuses the description (Ctrl+Enter there saves with the
-// chosen verdict), n skips, u undoes. Each key clicks or sets the matching control of the current form, so
-// htmx sends the same request a click would.
+// Keyboard labelling: 1 / 2 / 3 / 4 save a verdict at once (Shift+key only chooses it, to save with a
+// description), t marks "one concept in the top contexts", c steps the confidence, d focuses the description
+// (Ctrl+Enter there saves with the chosen verdict), n skips, u undoes the action its button names. Each key
+// clicks or sets the matching control of the current form, so htmx sends the same request a click would.
+//
+// Labels are data: a card takes keys and clicks only once it has been visible for READY_MS (its ready state
+// shows it); anything pressed while a card is changing, or before the new one is ready, is dropped, never
+// queued for the next card. The time the card was visible goes with its verdict (seconds_on_screen).
 (function () {
   "use strict";
 
+  var READY_MS = 250; // the server refuses a verdict measured shorter (CARD_READY_SECONDS in app/web/pages.py)
   var KEYS = {
     "1": "[data-key='1']",
     "2": "[data-key='2']",
@@ -16,56 +21,94 @@
   // Shift+digit gives "!", "@", ... on most layouts: read the physical key instead.
   var DIGIT_CODES = { Digit1: "1", Digit2: "2", Digit3: "3", Digit4: "4" };
 
-  function isTyping(target) {
-    if (!target || !target.tagName) {
-      return false;
+  // The card on screen: its element, the visible time it has had, and since when it is visible (null if hidden).
+  var card = { el: null, visibleMs: 0, since: null, timer: null };
+
+  function now() {
+    return window.performance.now();
+  }
+
+  function visibleMs() {
+    return card.visibleMs + (card.since === null ? 0 : now() - card.since);
+  }
+
+  function readyState(text) {
+    var state = card.el && card.el.querySelector("#card-ready");
+    if (state) {
+      state.textContent = text;
     }
-    var tag = target.tagName.toLowerCase();
-    return tag === "textarea" || tag === "input" || tag === "select" || target.isContentEditable;
   }
 
-  // htmx marks the element whose request is in flight; a key pressed meanwhile would act on a stale form.
-  function busy(labelling) {
-    return labelling.querySelector(".htmx-request") !== null;
+  function markReady() {
+    card.el.dataset.ready = "1";
+    card.el.classList.add("ready");
+    readyState("ready: 1-4 save");
   }
 
-  // After a swap htmx waits its settle delay before it binds the new card's form: a submit in that window would
-  // go out as a plain POST and reload the page. An action asked for then waits for the settle and runs after it.
-  var pending = null;
-
-  function settling(labelling) {
-    return labelling.classList.contains("htmx-added") || labelling.classList.contains("htmx-settling");
-  }
-
-  function whenSettled(labelling, action) {
-    if (settling(labelling)) {
-      pending = action;
+  function schedule() {
+    window.clearTimeout(card.timer);
+    if (!card.el || card.since === null || isReady(card.el)) {
+      return;
+    }
+    var left = READY_MS - visibleMs();
+    if (left <= 0) {
+      markReady();
     } else {
-      action();
+      card.timer = window.setTimeout(schedule, left);
     }
   }
 
-  document.addEventListener("htmx:afterSettle", function () {
+  // A new card (first load or an htmx swap) starts not ready; it becomes ready after READY_MS visible.
+  function arm() {
     var labelling = document.getElementById("labelling");
-    if (pending && labelling && !settling(labelling)) {
-      var action = pending;
-      pending = null;
-      action();
+    if (!labelling || labelling === card.el) {
+      return;
+    }
+    window.clearTimeout(card.timer);
+    card = { el: labelling, visibleMs: 0, since: document.visibilityState === "visible" ? now() : null, timer: null };
+    if (labelling.dataset.feature !== undefined) {
+      readyState(card.since === null ? "not visible" : "getting ready…");
+      schedule();
+    }
+  }
+
+  document.addEventListener("visibilitychange", function () {
+    if (!card.el) {
+      return;
+    }
+    if (document.visibilityState === "visible") {
+      card.since = now();
+      schedule();
+    } else if (card.since !== null) {
+      card.visibleMs += now() - card.since;
+      card.since = null;
+      window.clearTimeout(card.timer);
     }
   });
 
-  // A mouse click on a verdict in the same window is held back the same way.
-  document.addEventListener("submit", function (event) {
-    var labelling = document.getElementById("labelling");
-    if (labelling && labelling.contains(event.target) && settling(labelling)) {
-      event.preventDefault();
-      var form = event.target;
-      var submitter = event.submitter;
-      pending = function () {
-        form.requestSubmit(submitter);
-      };
+  document.addEventListener("htmx:afterSettle", arm);
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", arm);
+  } else {
+    arm();
+  }
+
+  function isReady(labelling) {
+    return labelling === card.el && labelling.dataset.ready === "1" && !labelling.classList.contains("htmx-settling");
+  }
+
+  // htmx marks the element whose request is in flight; a key pressed meanwhile would act on a card being replaced.
+  function busy(labelling) {
+    return labelling.querySelector(".htmx-request") !== null || labelling.classList.contains("htmx-request");
+  }
+
+  // A page with no card (the name form, or nothing left to label) has nothing to judge and takes clicks at once.
+  function accepts(labelling) {
+    if (labelling.dataset.feature === undefined) {
+      return true;
     }
-  }, true);
+    return isReady(labelling) && !busy(labelling);
+  }
 
   function hint(labelling, text) {
     var box = labelling.querySelector("#card-hint");
@@ -73,6 +116,51 @@
       box.textContent = text;
     }
   }
+
+  function dropped(labelling) {
+    hint(labelling, "That key was ignored: the card was not ready yet. Press it again now.");
+  }
+
+  // Every submit of the card (a key, a click, Ctrl+Enter) passes here first: one on a card that is not ready is
+  // dropped; one that goes ahead carries how long the card was visible.
+  document.addEventListener("submit", function (event) {
+    var labelling = document.getElementById("labelling");
+    if (!labelling || !labelling.contains(event.target)) {
+      return;
+    }
+    if (!accepts(labelling)) {
+      event.preventDefault();
+      event.stopImmediatePropagation();
+      dropped(labelling);
+      return;
+    }
+    var seconds = labelling.querySelector("#seconds-on-screen");
+    if (seconds) {
+      seconds.value = (visibleMs() / 1000).toFixed(3);
+    }
+  }, true);
+
+  // htmx sends a button's own request on click (Skip and Undo): those too wait for the ready state.
+  document.addEventListener("click", function (event) {
+    var labelling = document.getElementById("labelling");
+    var button = event.target.closest ? event.target.closest("button") : null;
+    if (!labelling || !button || !labelling.contains(button) || !button.closest("form")) {
+      return;
+    }
+    if (!accepts(labelling)) {
+      event.preventDefault();
+      event.stopImmediatePropagation();
+      dropped(labelling);
+      return;
+    }
+    // A verdict button sends its own value: a waiting choice must not ride along as a second verdict.
+    if (button.closest(".verdicts")) {
+      var chosen = labelling.querySelector("#chosen-verdict");
+      if (chosen) {
+        chosen.disabled = true;
+      }
+    }
+  }, true);
 
   // A verdict chosen with Shift+key waits in a hidden field until Ctrl+Enter saves the description with it.
   function choose(labelling, button) {
@@ -89,30 +177,14 @@
     hint(labelling, "Chosen: " + button.textContent.trim().replace(/\s+\S+$/, "") + ". Ctrl+Enter in the description saves.");
   }
 
-  // A verdict button sends its own value: a waiting choice must not ride along as a second verdict.
-  document.addEventListener("click", function (event) {
-    var button = event.target.closest ? event.target.closest(".verdicts button") : null;
-    var labelling = document.getElementById("labelling");
-    if (button && labelling) {
-      var chosen = labelling.querySelector("#chosen-verdict");
-      if (chosen) {
-        chosen.disabled = true;
-      }
-    }
-  }, true);
-
   function submitDescription(labelling, textarea) {
     var chosen = labelling.querySelector("#chosen-verdict");
+    // htmx gives focus back to the element of the same id after the swap: the next card must not start in its box.
+    textarea.blur();
     if (chosen && !chosen.disabled && chosen.value) {
-      // htmx gives focus back to the element of the same id after the swap: the next card must not start in its box.
-      var form = textarea.form;
-      textarea.blur();
-      whenSettled(labelling, function () {
-        form.requestSubmit();
-      });
+      textarea.form.requestSubmit();
       return;
     }
-    textarea.blur();
     hint(labelling, "Now press 1-4 for the verdict: the description is saved with it.");
   }
 
@@ -120,16 +192,26 @@
     select.selectedIndex = (select.selectedIndex + 1) % select.options.length;
   }
 
+  function isTyping(target) {
+    if (!target || !target.tagName) {
+      return false;
+    }
+    var tag = target.tagName.toLowerCase();
+    return tag === "textarea" || tag === "input" || tag === "select" || target.isContentEditable;
+  }
+
   document.addEventListener("keydown", function (event) {
     var labelling = document.getElementById("labelling");
-    if (!labelling) {
+    if (!labelling || labelling.dataset.feature === undefined) {
       return;
     }
     if (isTyping(event.target)) {
       if (event.key === "Enter" && (event.ctrlKey || event.metaKey) && event.target.name === "description") {
         event.preventDefault();
-        if (!busy(labelling)) {
+        if (accepts(labelling)) {
           submitDescription(labelling, event.target);
+        } else {
+          dropped(labelling);
         }
       } else if (event.key === "Escape") {
         event.target.blur();
@@ -139,19 +221,29 @@
     if (event.ctrlKey || event.metaKey || event.altKey) {
       return;
     }
-    if (event.key === "d") {
+    var digit = event.shiftKey ? DIGIT_CODES[event.code] : null;
+    var key = digit || event.key;
+    var known = KEYS[key] || key === "t" || key === "c" || key === "d";
+    if (!known) {
+      return;
+    }
+    event.preventDefault();
+    // Keys for a card that is changing, or not yet ready, are dropped: they would judge a card nobody saw.
+    if (!accepts(labelling)) {
+      dropped(labelling);
+      return;
+    }
+    if (key === "d") {
       var description = labelling.querySelector("textarea[name='description']");
-      if (description) {
-        event.preventDefault();
+      if (description && !description.disabled) {
         description.focus();
       }
       return;
     }
-    if (event.key === "t" || event.key === "c") {
-      var control = labelling.querySelector("[data-key='" + event.key + "']");
+    if (key === "t" || key === "c") {
+      var control = labelling.querySelector("[data-key='" + key + "']");
       if (control && !control.disabled) {
-        event.preventDefault();
-        if (event.key === "t") {
+        if (key === "t") {
           control.checked = !control.checked;
         } else {
           stepConfidence(control);
@@ -159,20 +251,12 @@
       }
       return;
     }
-    var digit = event.shiftKey ? DIGIT_CODES[event.code] : null;
-    var selector = digit ? KEYS[digit] : KEYS[event.key];
-    if (!selector || busy(labelling)) {
-      return;
-    }
-    var button = labelling.querySelector(selector);
+    var button = labelling.querySelector(KEYS[key]);
     if (button && !button.disabled) {
-      event.preventDefault();
       if (digit) {
         choose(labelling, button);
       } else {
-        whenSettled(labelling, function () {
-          button.click();
-        });
+        button.click();
       }
     }
   });

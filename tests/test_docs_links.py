@@ -35,3 +35,9 @@ def test_the_readme_is_a_front_door():
 
 def test_the_link_check_sees_links():
     assert "docs/architecture.md" in relative_links(REPO / "README.md")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(REPO)))
+def test_pages_name_no_machine_path(page):
+    """A reader has the repository, not the machine it was written on: paths are relative to the repository."""
+    assert re.findall(r"/(?:work|home|Users)/[\w./-]+", page.read_text()) == []

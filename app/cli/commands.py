@@ -430,7 +430,7 @@ def _add_labels(commands: argparse._SubParsersAction) -> None:
         "export",
         help="write every label to a file",
         description="Write every label (dictionary hash, index, labeller, verdict, description, confidence, "
-        "created_at) to FILE, as CSV or JSONL.",
+        "created_at, top_contexts_monosemantic, seconds_on_screen) to FILE, as CSV or JSONL.",
     )
     export.add_argument("--out", type=Path, required=True, metavar="FILE", help="file to write")
     export.add_argument(

@@ -170,3 +170,6 @@ class Label(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utc_now)
     # The looser reading: one concept covers the top contexts (the verdict reads the whole activation range).
     top_contexts_monosemantic: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    # Seconds the labelling card was visible before the verdict (it takes one only once ready); null for API
+    # and imported labels, which had no card on screen.
+    seconds_on_screen: Mapped[float | None] = mapped_column(Float, nullable=True)

@@ -66,6 +66,11 @@ def run_contrast(session: Session, workdir: Path, body: ContrastIn) -> ContrastO
             select(Dictionary.name, Dictionary.id).where(Dictionary.run_dir == str(workdir.resolve()))
         ).all()
     )
+    # A database indexed from the run under another path (a copy, a mount) still links a name it holds once.
+    named: dict[str, list[int]] = {}
+    for name, dictionary_id in session.execute(select(Dictionary.name, Dictionary.id)).all():
+        named.setdefault(name, []).append(dictionary_id)
+    ids = {name: only[0] for name, only in named.items() if len(only) == 1} | ids
     data = result.to_json()
     for name, features in data["features"].items():
         for feature in features:

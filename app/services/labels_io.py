@@ -2,7 +2,8 @@
 
 Columns: ``dictionary`` (the dictionary's content hash), ``index``, ``labeller``, ``verdict``,
 ``description``, ``confidence`` (empty / null when not given), ``created_at`` (ISO 8601, UTC) and
-``top_contexts_monosemantic`` (true / false, empty / null when not recorded; files without it import). An
+``top_contexts_monosemantic`` (true / false, empty / null when not recorded; files without it import) and
+``seconds_on_screen`` (how long the card was visible and ready; empty / null when not measured). An
 import validates every row before writing any, writes all of them in one transaction, and skips rows that
 are already stored exactly (so importing the same export twice adds nothing).
 """
@@ -35,8 +36,9 @@ COLUMNS = (
     "confidence",
     "created_at",
     "top_contexts_monosemantic",
+    "seconds_on_screen",
 )
-OPTIONAL_COLUMNS = ("description", "confidence", "top_contexts_monosemantic")
+OPTIONAL_COLUMNS = ("description", "confidence", "top_contexts_monosemantic", "seconds_on_screen")
 LABELS = Label.__table__
 
 LabelFormat = Literal["csv", "jsonl"]
@@ -55,6 +57,9 @@ class LabelRecord(BaseModel):
     confidence: float | None = Field(None, ge=0, le=1, allow_inf_nan=False)
     created_at: datetime = Field(default_factory=utc_now, description="UTC; naive values are taken as UTC")
     top_contexts_monosemantic: bool | None = Field(None, description="one concept covers the top contexts")
+    seconds_on_screen: float | None = Field(
+        None, ge=0, allow_inf_nan=False, description="how long the card was visible and ready before the verdict"
+    )
 
     @field_validator("verdict")
     @classmethod
@@ -86,6 +91,7 @@ class LabelRecord(BaseModel):
             self.confidence,
             self.created_at,
             self.top_contexts_monosemantic,
+            self.seconds_on_screen,
         )
 
 
@@ -115,6 +121,7 @@ def read_labels(bind: Engine | sessionmaker[Session]) -> list[LabelRecord]:
             confidence=row.confidence,
             created_at=row.created_at,
             top_contexts_monosemantic=row.top_contexts_monosemantic,
+            seconds_on_screen=row.seconds_on_screen,
         )
         for row in rows
     ]
@@ -131,6 +138,7 @@ def _plain(record: LabelRecord) -> dict:
         "confidence": record.confidence,
         "created_at": record.created_at.replace(tzinfo=UTC).isoformat(),
         "top_contexts_monosemantic": record.top_contexts_monosemantic,
+        "seconds_on_screen": record.seconds_on_screen,
     }
 
 
@@ -148,6 +156,7 @@ def format_labels(records: Iterable[LabelRecord], fmt: LabelFormat) -> str:
         row["confidence"] = "" if record.confidence is None else repr(record.confidence)
         top = record.top_contexts_monosemantic
         row["top_contexts_monosemantic"] = "" if top is None else str(top).lower()
+        row["seconds_on_screen"] = "" if record.seconds_on_screen is None else repr(record.seconds_on_screen)
         writer.writerow(row)
     return out.getvalue()
 
@@ -216,6 +225,7 @@ def import_labels(bind: Engine | sessionmaker[Session], records: list[LabelRecor
                 r.confidence,
                 r.created_at,
                 r.top_contexts_monosemantic,
+                r.seconds_on_screen,
             )
             for r in stored
         }
@@ -237,6 +247,7 @@ def import_labels(bind: Engine | sessionmaker[Session], records: list[LabelRecor
                         "confidence": r.confidence,
                         "created_at": r.created_at,
                         "top_contexts_monosemantic": r.top_contexts_monosemantic,
+                        "seconds_on_screen": r.seconds_on_screen,
                     }
                     for r in fresh
                 ],

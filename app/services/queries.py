@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import random
 from collections import defaultdict
+from collections.abc import Sequence
 from datetime import UTC
 from pathlib import Path
 
@@ -345,11 +346,17 @@ def resolve_neighbours(session: Session, neighbours: list[Neighbour]) -> list[Ne
 
 
 def next_unlabelled_feature(
-    session: Session, dictionary: Dictionary, labeller: str, rng: random.Random | None = None
+    session: Session,
+    dictionary: Dictionary,
+    labeller: str,
+    rng: random.Random | None = None,
+    last: Sequence[int] = (),
 ) -> FeatureDetail | None:
     """A uniformly random alive (enough-evidence) feature ``labeller`` has not labelled yet; None when none is left.
 
-    Dead and rare features are never served: their labels would say nothing about the layer.
+    Dead and rare features are never served: their labels would say nothing about the layer. Features in
+    ``last`` (the ones this labeller skipped, oldest first) wait at the back of the queue: one of them comes
+    only when nothing else is left, the oldest skip first.
 
     One COUNT over the unlabelled alive features, then one row at a random offset of them in index order:
     uniform without loading the candidates.
@@ -364,8 +371,15 @@ def next_unlabelled_feature(
             Label.labeller == labeller,
         )
     )
+    waiting: set[int] = set()
+    if last:
+        waiting = set(session.scalars(select(Feature.index).where(unlabelled, Feature.index.in_(list(last)))))
+        unlabelled = unlabelled & Feature.index.not_in(list(last))
     count = session.scalar(select(func.count()).select_from(Feature).where(unlabelled)) or 0
     if count == 0:
+        if waiting:
+            oldest = next(index for index in last if index in waiting)
+            return feature_detail(session, dictionary, oldest)
         return None
     offset = (rng or random).randrange(count)
     feature = session.scalar(select(Feature).where(unlabelled).order_by(Feature.index).offset(offset).limit(1))
@@ -386,6 +400,7 @@ def label_out(label: Label) -> LabelOut:
         description=label.description,
         confidence=label.confidence,
         top_contexts_monosemantic=label.top_contexts_monosemantic,
+        seconds_on_screen=label.seconds_on_screen,
         created_at=label.created_at.replace(tzinfo=UTC),
     )
 
@@ -400,6 +415,7 @@ def add_label(session: Session, dictionary: Dictionary, index: int, label: Label
         description=label.description,
         confidence=label.confidence,
         top_contexts_monosemantic=label.top_contexts_monosemantic,
+        seconds_on_screen=label.seconds_on_screen,
     )
     session.add(row)
     with serialized_writes(session):

@@ -189,6 +189,13 @@ class LabelIn(BaseModel):
         description="the looser reading: one concept covers the top contexts (what the study labelled from); "
         "implied true by a monosemantic verdict",
     )
+    seconds_on_screen: float | None = Field(
+        None,
+        ge=0,
+        allow_inf_nan=False,
+        description="seconds the labelling card was visible before the verdict (it takes one only once ready, "
+        "after 0.25 s); null when not measured (API and imported labels)",
+    )
 
     @model_validator(mode="after")
     def _readings_agree(self) -> LabelIn:
@@ -212,6 +219,11 @@ class LabelOut(BaseModel):
     description: str
     confidence: float | None
     top_contexts_monosemantic: bool | None = Field(description="one concept covers the top contexts")
+    seconds_on_screen: float | None = Field(
+        None,
+        description="seconds the labelling card was visible before the verdict; null when not measured (API and "
+        "imported labels)",
+    )
     created_at: datetime
 
 

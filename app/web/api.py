@@ -390,7 +390,7 @@ def export_labels(
     request: Request, format: Annotated[labels_io.LabelFormat, Query(description="csv or jsonl")] = "jsonl"
 ) -> Response:
     """Every label, one row each: dictionary (content hash), index, labeller, verdict, description, confidence,
-    created_at, top_contexts_monosemantic."""
+    created_at, top_contexts_monosemantic, seconds_on_screen."""
     text = labels_io.format_labels(labels_io.read_labels(request.app.state.sessionmaker), format)
     return Response(
         text,

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -28,7 +30,7 @@ FEATURE_COUNT_FIGURE = "mmcs_with_larger.png"
 CONVERGENCE_FIGURE = "heldout_objective_vs_samples.png"
 TOY_VS_LM_FIGURE = "toy_vs_lm.png"
 _FIGURE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}\.(png|svg)$")
-SKIP_REDRAWS = 8  # draws tried before a skipped feature may come back (it is the only one left)
+MAX_SKIPPED = 200  # skips a tab remembers (in its card's form): older ones rejoin the random queue
 
 
 @dataclass
@@ -37,7 +39,6 @@ class LabellerProgress:
 
     labelled: int
     alive: int
-    can_undo: bool
 
 
 def labeller_progress(session: Session, dictionary: Dictionary, labeller: str) -> LabellerProgress:
@@ -51,29 +52,67 @@ def labeller_progress(session: Session, dictionary: Dictionary, labeller: str) -
         )
         or 0
     )
-    any_label = session.scalar(select(Label.id).where(mine).limit(1)) is not None
-    return LabellerProgress(labelled=labelled, alive=alive, can_undo=any_label)
+    return LabellerProgress(labelled=labelled, alive=alive)
 
 
-def undo_last_label(session: Session, dictionary: Dictionary, labeller: str) -> LabelOut | None:
-    """Delete this labeller's newest label in this dictionary and commit; the deleted label, or None if none.
+def undo_label(session: Session, dictionary: Dictionary, labeller: str, label_id: int) -> LabelOut | None:
+    """Delete exactly the label ``label_id`` when it is this labeller's in this dictionary, and commit.
 
-    Deleting (rather than adding a superseding row) restores exactly the state before the mistaken key
-    press: an earlier label of the same feature by the same person counts again.
+    The deleted label, or None when it is not there (already undone, or someone else's). Deleting (rather than
+    adding a superseding row) restores exactly the state before the mistaken key press: an earlier label of
+    the same feature by the same person counts again.
     """
-    newest = session.scalar(
-        select(Label)
-        .where(Label.dictionary_hash == dictionary.content_hash, Label.labeller == labeller)
-        .order_by(Label.created_at.desc(), Label.id.desc())
-        .limit(1)
+    row = session.scalar(
+        select(Label).where(
+            Label.id == label_id,
+            Label.dictionary_hash == dictionary.content_hash,
+            Label.labeller == labeller,
+        )
     )
-    if newest is None:
+    if row is None:
         return None
-    undone = queries.label_out(newest)
-    session.delete(newest)
+    undone = queries.label_out(row)
+    session.delete(row)
     with serialized_writes(session):
         session.commit()
     return undone
+
+
+@dataclass(frozen=True)
+class UndoAction:
+    """The one action of this tab that its Undo button takes back: a stored label (by id) or a skip."""
+
+    kind: Literal["label", "skip"]
+    feature_index: int
+    label_id: int | None = None
+    verdict: str | None = None
+
+    @property
+    def target(self) -> int:
+        """What the undo form sends back: the label's id, or the skipped feature's index."""
+        return self.label_id if self.label_id is not None else self.feature_index
+
+    @property
+    def words(self) -> str:
+        """The button's text: which action it undoes, with the feature's number."""
+        if self.kind == "skip":
+            return f"Undo skip of #{self.feature_index}"
+        return f"Undo label of #{self.feature_index}"
+
+
+def parse_skipped(raw: str | None) -> list[int]:
+    """The features this tab skipped, oldest first, from the card's ``skipped`` field ("12,40,7"); junk dropped."""
+    indices: list[int] = []
+    for part in (raw or "").split(","):
+        part = part.strip()
+        if part.isdecimal() and len(part) <= 10 and int(part) not in indices:
+            indices.append(int(part))
+    return indices[-MAX_SKIPPED:]
+
+
+def with_skip(skipped: list[int], index: int) -> list[int]:
+    """The skip list with ``index`` moved to its back (its newest skip)."""
+    return [*[i for i in skipped if i != index], index][-MAX_SKIPPED:]
 
 
 def queue_rng(dictionary: Dictionary, labeller: str, labelled: int) -> random.Random:
@@ -101,15 +140,10 @@ def labelled_before(session: Session, dictionary: Dictionary, labeller: str, ind
 
 
 def next_feature_for(
-    session: Session, dictionary: Dictionary, labeller: str, rng: random.Random, skip: int | None = None
+    session: Session, dictionary: Dictionary, labeller: str, rng: random.Random, skipped: Sequence[int] = ()
 ) -> FeatureDetail | None:
-    """A random alive feature the labeller has not labelled, other than ``skip`` unless it is the only one left."""
-    detail = queries.next_unlabelled_feature(session, dictionary, labeller, rng)
-    for _ in range(SKIP_REDRAWS):
-        if detail is None or skip is None or detail.index != skip:
-            break
-        detail = queries.next_unlabelled_feature(session, dictionary, labeller, rng)
-    return detail
+    """A random alive feature the labeller has not labelled; the ``skipped`` ones come last, oldest skip first."""
+    return queries.next_unlabelled_feature(session, dictionary, labeller, rng, last=skipped)
 
 
 @dataclass

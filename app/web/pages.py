@@ -39,11 +39,22 @@ from app.services.schemas import (
     SortOrder,
 )
 from app.settings import Settings
+from app.web.brown_tags import describe_tag
+from app.web.card_evidence import (
+    CARD_SAMPLES_PER_BAND,
+    CARD_TOP_CONTEXTS,
+    bands,
+    distinct_groups,
+    distinct_passages,
+    one_line,
+)
+from app.web.contrast_view import contrast_rows, contrast_takeaway, marked_target
 from app.web.csrf import csrf_token, set_csrf_cookie, verify_csrf
 from app.web.deps import DictionaryId, FeatureIndexParam, SessionDep, get_inspector, get_settings, short_read
 from app.web.evidence_cache import CachedFeaturePage, EvidenceCache, EvidenceKey, FeatureEvidence, FeaturePageKey
 from app.web.page_data import (
     FIGURES_DIR,
+    UndoAction,
     breakdown_dictionary,
     convergence_figure,
     dictionary_breakdown,
@@ -53,10 +64,12 @@ from app.web.page_data import (
     labelled_before,
     labeller_progress,
     next_feature_for,
+    parse_skipped,
     queue_rng,
     toy_vs_lm_figure,
     toy_workdir,
-    undo_last_label,
+    undo_label,
+    with_skip,
 )
 from app.web.page_shell import render_shell, slot
 from app.web.security import (
@@ -68,9 +81,11 @@ from app.web.security import (
 )
 from app.web.svg_charts import histogram_chart
 from app.web.token_display import context_strip_html, format_number, shade, token_html
+from training.analysis.doubling import TOLERANCES
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
 LABELLER_COOKIE = "monosemantic_labeller"
+CARD_READY_SECONDS = 0.25  # a card takes a verdict once visible this long (READY_MS in static/label.js)
 LABELLER_COOKIE_AGE_S = 365 * 24 * 3600
 PAGE_SIZE = 50
 MAX_FORM_BYTES = 64 * 1024
@@ -114,6 +129,11 @@ def _environment() -> Environment:
         pct=_percent,
         count=_count,
         duplicate_cosine=LIKELY_DUPLICATE_COSINE,
+        one_line=one_line,
+        marked_target=marked_target,
+        describe_tag=describe_tag,
+        card_top_contexts=CARD_TOP_CONTEXTS,
+        card_samples_per_band=CARD_SAMPLES_PER_BAND,
     )
     # Macros as a global, so a block rendered on its own (an htmx fragment) can use them too.
     env.globals["m"] = env.get_template("_macros.html").module
@@ -213,6 +233,7 @@ def overview(request: Request, session: SessionDep, settings: SettingsDep) -> HT
         "workdir": str(settings.workdir),
         "model_summary": ", ".join(sites) or "a model's activations",
         "devices": devices,
+        "doubling": TOLERANCES,
     }
     return render(request, "overview.html", context)
 
@@ -331,10 +352,13 @@ def render_evidence(detail: FeatureDetail, compact: bool) -> FeatureEvidence:
     """The parts of a feature's evidence that only a re-index changes, as HTML (``_evidence_parts.html``)."""
     parts = ENV.get_template("_evidence_parts.html").module
     chart = histogram_chart(detail.histogram.counts, detail.histogram.edges, width=300, height=120)
+    top = distinct_passages(detail.top_contexts)
     return FeatureEvidence(
         index=detail.index,
         alive=detail.alive,
-        main_html=Markup(parts.main(detail, compact)),
+        main_html=Markup(parts.card_main(detail, top, bands(detail.quantile_samples, top)))
+        if compact
+        else Markup(parts.main(detail, top, distinct_groups(detail.quantile_samples, top))),
         side_html=Markup(parts.side(detail, chart)),
         neighbours=detail.neighbours,
         evidence=getattr(detail, "evidence", "alive"),
@@ -443,18 +467,24 @@ def _labelling(
     labeller: str | None,
     feature: FeatureDetail | None = None,
     flash: str | None = None,
-    skip: int | None = None,
+    skipped: list[int] | None = None,
+    undo: UndoAction | None = None,
+    restore: LabelOut | None = None,
     status_code: int = 200,
     **extra: Any,
 ) -> HTMLResponse:
-    """The labelling page (or its ``labelling`` block) for this labeller: the given feature or a random one.
+    """The labelling page (or its ``labelling`` block) for this labeller: the given feature or the queue's next.
 
+    ``skipped`` are this tab's skips (they wait at the back of the queue), ``undo`` the one action its Undo
+    button names, ``restore`` a label whose description, confidence and top-contexts reading the card starts
+    with (the one just undone, or the one a deep link's new verdict would replace).
     A browser that still needs the server's write token gets the name form, which asks for it too.
     """
     needs_token = not page_writes_unlocked(request)
     if needs_token and labeller is not None:
         extra.setdefault("labeller_input", labeller)
         labeller = None
+    skipped = skipped or []
     context: dict[str, Any] = {
         "nav": "overview",
         "dictionary": dictionary,
@@ -464,15 +494,21 @@ def _labelling(
         "compact": True,
         "needs_token": needs_token,
         "chosen_feature": None,
+        "skipped": skipped,
+        "skipped_field": ",".join(str(i) for i in skipped),
+        "undo": undo,
+        "restore": restore,
+        "existing": None,
         **extra,
     }
     if labeller is not None:
         context["progress"] = labeller_progress(session, dictionary, labeller)
         if feature is None:
             rng = queue_rng(dictionary, labeller, context["progress"].labelled)
-            feature = next_feature_for(session, dictionary, labeller, rng, skip)
+            feature = next_feature_for(session, dictionary, labeller, rng, skipped)
         if feature is not None:
             context["feature"] = cached_evidence(request, dictionary, feature, compact=True)
+            context["evidence_only"] = feature.evidence != "alive"
     return render(request, "label.html", context, block="labelling", status_code=status_code)
 
 
@@ -482,12 +518,14 @@ def label_page(
     dictionary_id: DictionaryId,
     session: SessionDep,
     skip: Annotated[int | None, Query(ge=0, le=MAX_SQL_INT)] = None,
+    skipped: Annotated[str | None, Query(max_length=4000, description="this tab's skips, oldest first")] = None,
     change: bool = False,
     feature: Annotated[int | None, Query(ge=0, le=MAX_SQL_INT)] = None,
 ) -> HTMLResponse:
-    """A random alive feature this labeller has not labelled, with its evidence; first asks for a name.
+    """The queue's next alive feature this labeller has not labelled, with its evidence; first asks for a name.
 
-    With ``feature=N`` the card shows feature N first (chosen from its page); the random queue follows.
+    With ``feature=N`` the card shows feature N first (chosen from its page), with the labeller's verdict on it
+    when there is one; the random queue follows. ``skip=N`` moves N to the back of this tab's queue.
     """
     dictionary = _dictionary(session, dictionary_id)
     if dictionary is None:
@@ -503,7 +541,28 @@ def label_page(
     labeller = current_labeller(request)
     if change:
         return _labelling(request, session, dictionary, None, labeller_input=labeller)
-    return _labelling(request, session, dictionary, labeller, feature=chosen, skip=skip, chosen_feature=feature)
+    queue = parse_skipped(skipped)
+    undo, flash = None, None
+    if skip is not None:
+        queue = with_skip(queue, skip)
+        undo = UndoAction(kind="skip", feature_index=skip)
+        flash = f"Skipped feature #{skip}: it waits at the back of your queue in this tab."
+    existing = labelled_before(session, dictionary, labeller, chosen.index) if labeller and chosen else None
+    if existing is not None:
+        undo = UndoAction(kind="label", feature_index=existing.feature_index, label_id=existing.id)
+    return _labelling(
+        request,
+        session,
+        dictionary,
+        labeller,
+        feature=chosen,
+        flash=flash,
+        skipped=queue,
+        undo=undo,
+        restore=existing,
+        existing=existing,
+        chosen_feature=feature,
+    )
 
 
 @router.post("/dictionaries/{dictionary_id}/label/labeller", response_class=HTMLResponse)
@@ -571,7 +630,11 @@ def _int_field(form: dict[str, str], name: str) -> int:
 
 @router.post("/dictionaries/{dictionary_id}/label", response_class=HTMLResponse)
 async def submit_label(request: Request, dictionary_id: DictionaryId, session: SessionDep) -> Response:
-    """Store the labeller's verdict on a feature, then show the next feature (htmx) or redirect to it."""
+    """Store the labeller's verdict on a feature, then show the next feature (htmx) or redirect to it.
+
+    A card for a feature the labeller already labelled says so and sends ``relabel``: its verdict supersedes
+    the earlier one. Without it a second submit of the same card stores nothing.
+    """
     form = await checked_form(request)
     require_page_write(request)
     labeller = _labeller_or_400(request)
@@ -579,27 +642,46 @@ async def submit_label(request: Request, dictionary_id: DictionaryId, session: S
     if dictionary is None:
         raise HTTPException(status_code=404, detail=f"no dictionary {dictionary_id}")
     index = _int_field(form, "feature_index")
-    if queries.get_feature(session, dictionary, index) is None:
+    feature = queries.get_feature(session, dictionary, index)
+    if feature is None:
         raise HTTPException(status_code=404, detail=f"feature_index: dictionary {dictionary.id} has no feature {index}")
     if form.get("verdict") not in VERDICTS:
         raise HTTPException(status_code=422, detail=f"verdict: expected one of {', '.join(VERDICTS)}")
+    if feature.evidence != "alive" and form["verdict"] != "too_little_evidence":
+        raise HTTPException(
+            status_code=422,
+            detail=f"verdict: feature #{index} is {feature.evidence}: too_little_evidence is the only verdict it takes",
+        )
     label = _card_label(form, labeller)
+    if label.seconds_on_screen is not None and label.seconds_on_screen < CARD_READY_SECONDS:
+        # static/label.js never sends one this short; a card judged faster was not seen.
+        raise HTTPException(
+            status_code=409,
+            detail=f"seconds_on_screen: the card was on screen {label.seconds_on_screen:g} s, less than the "
+            f"{CARD_READY_SECONDS:g} s before it takes a verdict, so nothing was stored: look at it, then judge again",
+        )
+    skipped = parse_skipped(form.get("skipped"))
     earlier = labelled_before(session, dictionary, labeller, index)
     if earlier is not None and form.get("relabel") != "1":
         # A second submit of the same card (double click, resent form, reload after a POST) stores nothing, and
         # the queue is drawn from the labeller's progress, so it shows the same next feature as the first did.
         flash = (
             f"Feature #{index} was already labelled by you ({_verdict_words(earlier.verdict)}), so this second "
-            "submission was not stored. Press Undo (u) to take that label back."
+            f"submission was not stored. Undo (u) takes that label of #{index} back."
         )
         if not wants_fragment(request):
             return RedirectResponse(f"/dictionaries/{dictionary.id}/label", status_code=303)
-        return _queue_url(_labelling(request, session, dictionary, labeller, flash=flash), dictionary)
+        undo = UndoAction(kind="label", feature_index=index, label_id=earlier.id, verdict=earlier.verdict)
+        page = _labelling(request, session, dictionary, labeller, flash=flash, skipped=skipped, undo=undo)
+        return _queue_url(page, dictionary)
     saved = queries.add_label(session, dictionary, index, label)
     if not wants_fragment(request):
         return RedirectResponse(f"/dictionaries/{dictionary.id}/label", status_code=303)
-    flash = f"Saved feature #{saved.feature_index} as {_verdict_words(saved.verdict)}."
-    return _queue_url(_labelling(request, session, dictionary, labeller, flash=flash), dictionary)
+    replaced = f", replacing {_verdict_words(earlier.verdict)}" if earlier is not None else ""
+    flash = f"Saved feature #{saved.feature_index} as {_verdict_words(saved.verdict)}{replaced}."
+    undo = UndoAction(kind="label", feature_index=index, label_id=saved.id, verdict=saved.verdict)
+    page = _labelling(request, session, dictionary, labeller, flash=flash, skipped=skipped, undo=undo)
+    return _queue_url(page, dictionary)
 
 
 def _queue_url(response: HTMLResponse, dictionary: Dictionary) -> HTMLResponse:
@@ -616,7 +698,8 @@ CONFIDENCE_CHOICES = {"": None, "0.5": 0.5, "0.75": 0.75, "1": 1.0}
 
 
 def _card_label(form: dict[str, str], labeller: str) -> LabelIn:
-    """The label a card's form gives: verdict, description, confidence and the top-contexts reading."""
+    """The label a card's form gives: verdict, description, confidence, the top-contexts reading and how long
+    the card was on screen (measured by ``static/label.js``)."""
     raw_confidence = form.get("confidence", "").strip()
     if raw_confidence not in CONFIDENCE_CHOICES:
         raise HTTPException(
@@ -628,6 +711,7 @@ def _card_label(form: dict[str, str], labeller: str) -> LabelIn:
         top = form.get("top_contexts") == "1"
     elif verdict == "monosemantic":
         top = True
+    raw_seconds = form.get("seconds_on_screen", "").strip()
     try:
         return LabelIn(
             labeller=labeller,
@@ -635,6 +719,7 @@ def _card_label(form: dict[str, str], labeller: str) -> LabelIn:
             description=form.get("description", "").strip(),
             confidence=CONFIDENCE_CHOICES[raw_confidence],
             top_contexts_monosemantic=top,
+            seconds_on_screen=raw_seconds or None,
         )
     except ValidationError as exc:
         field = ".".join(str(part) for part in exc.errors()[0]["loc"])
@@ -642,22 +727,52 @@ def _card_label(form: dict[str, str], labeller: str) -> LabelIn:
 
 
 @router.post("/dictionaries/{dictionary_id}/label/undo", response_class=HTMLResponse)
-async def undo_label(request: Request, dictionary_id: DictionaryId, session: SessionDep) -> Response:
-    """Delete the labeller's newest label in this dictionary and show that feature again to relabel."""
-    await checked_form(request)
+async def undo_label_action(request: Request, dictionary_id: DictionaryId, session: SessionDep) -> Response:
+    """Take back exactly the action the card's Undo names (``undo_kind`` and ``undo_target``), then show its feature.
+
+    A label is deleted by its id (only this labeller's) and its card comes back with that label's
+    description, confidence and top-contexts reading; a skip brings the skipped feature back to the front.
+    """
+    form = await checked_form(request)
     require_page_write(request)
     labeller = _labeller_or_400(request)
     dictionary = _dictionary(session, dictionary_id)
     if dictionary is None:
         raise HTTPException(status_code=404, detail=f"no dictionary {dictionary_id}")
-    undone = undo_last_label(session, dictionary, labeller)
+    kind = form.get("undo_kind", "")
+    target = _int_field(form, "undo_target") if kind in ("label", "skip") else None
+    skipped = parse_skipped(form.get("skipped"))
+    if kind == "label" and target is not None:
+        undone = undo_label(session, dictionary, labeller, target)
+        if not wants_fragment(request):
+            return RedirectResponse(f"/dictionaries/{dictionary.id}/label", status_code=303)
+        if undone is None:
+            flash = "Nothing undone: that label is no longer stored (undone already, perhaps in another tab)."
+            return _labelling(request, session, dictionary, labeller, flash=flash, skipped=skipped)
+        feature = queries.feature_detail(session, dictionary, undone.feature_index)
+        flash = f"Undid your label of feature #{undone.feature_index} ({_verdict_words(undone.verdict)})."
+        # An earlier label of the same feature counts again: the card shows it, and a new verdict supersedes it.
+        earlier = labelled_before(session, dictionary, labeller, undone.feature_index)
+        return _labelling(
+            request,
+            session,
+            dictionary,
+            labeller,
+            feature=feature,
+            flash=flash,
+            skipped=skipped,
+            restore=undone,
+            existing=earlier,
+        )
     if not wants_fragment(request):
         return RedirectResponse(f"/dictionaries/{dictionary.id}/label", status_code=303)
-    if undone is None:
-        return _labelling(request, session, dictionary, labeller, flash="Nothing to undo.")
-    feature = queries.feature_detail(session, dictionary, undone.feature_index)
-    flash = f"Undid your label of feature #{undone.feature_index} ({undone.verdict})."
-    return _labelling(request, session, dictionary, labeller, feature=feature, flash=flash)
+    if kind == "skip" and target is not None:
+        feature = queries.feature_detail(session, dictionary, target)
+        if feature is not None:
+            rest = [i for i in skipped if i != target]
+            flash = f"Undid the skip of feature #{target}: here it is again."
+            return _labelling(request, session, dictionary, labeller, feature=feature, flash=flash, skipped=rest)
+    return _labelling(request, session, dictionary, labeller, flash="Nothing to undo in this tab.", skipped=skipped)
 
 
 # --- estimates and the inspector -------------------------------------------------------------------------
@@ -735,7 +850,12 @@ def contrast_page(
             by_layer: dict[int, dict[str, Any]] = {}
             for probe in result.probes:
                 by_layer.setdefault(probe.layer, {})[probe.site] = probe
-            values |= {"result": result, "probes_by_layer": sorted(by_layer.items())}
+            values |= {
+                "result": result,
+                "probes_by_layer": sorted(by_layer.items()),
+                "rows": contrast_rows(result, queries.list_dictionaries(session)),
+                "takeaway": contrast_takeaway(result),
+            }
     return render(request, "contrast.html", values, block="contrast_result", status_code=status)
 
 

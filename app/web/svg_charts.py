@@ -32,7 +32,7 @@ class Tick:
 
 @dataclass
 class HistogramChart:
-    """Bars of a histogram with log-scaled heights, in a width x height box with room for the x labels."""
+    """Bars of a histogram with log-scaled heights, in a width x height box with room for the axes' labels."""
 
     width: int
     height: int
@@ -40,20 +40,39 @@ class HistogramChart:
     bars: list[Bar]
     x_ticks: list[Tick]
     total: int
+    left: float = 0.0  # where the bars start: the y labels sit left of it
+    y_ticks: list[Tick] = field(default_factory=list)  # firing counts (1, 10, 100, ...) at their heights
+
+
+HISTOGRAM_LEFT = 34.0  # room for y labels up to "100k"
+
+
+def _count_label(count: int) -> str:
+    if count >= 1_000_000:
+        return f"{count // 1_000_000}M"
+    if count >= 1000:
+        return f"{count // 1000}k"
+    return str(count)
 
 
 def histogram_chart(
     counts: Sequence[int], edges: Sequence[float], width: int = 640, height: int = 150
 ) -> HistogramChart:
-    """Bars for counts over bins with the given edges (len(counts) + 1); heights log-scaled so rare bins show."""
+    """Bars for counts over bins with the given edges (len(counts) + 1); heights log-scaled so rare bins show.
+
+    The y axis is labelled at powers of ten of the count, so a bar's height can be read as a number of firings.
+    """
     top, bottom = 6.0, 22.0
     baseline = height - bottom
     usable = baseline - top
     n = len(counts)
     peak = max(counts, default=0)
+    left = HISTOGRAM_LEFT if peak > 0 else 0.0
+    plot = width - left
     bars: list[Bar] = []
+    y_ticks: list[Tick] = []
     if n and peak > 0:
-        step = width / n
+        step = plot / n
         gap = 1.0 if step > 4 else 0.0
         for i, count in enumerate(counts):
             if count <= 0:
@@ -61,13 +80,30 @@ def histogram_chart(
             h = max(1.0, usable * math.log1p(count) / math.log1p(peak))
             low, high = (edges[i], edges[i + 1]) if len(edges) > i + 1 else (float(i), float(i + 1))
             title = f"{format_number(low)} – {format_number(high)}: {count:,}"
-            bars.append(Bar(x=i * step + gap / 2, y=baseline - h, width=max(step - gap, 0.5), height=h, title=title))
+            bars.append(
+                Bar(x=left + i * step + gap / 2, y=baseline - h, width=max(step - gap, 0.5), height=h, title=title)
+            )
+        power = 1
+        while power <= peak:
+            y_ticks.append(
+                Tick(position=baseline - usable * math.log1p(power) / math.log1p(peak), label=_count_label(power))
+            )
+            power *= 10
     ticks: list[Tick] = []
     if len(edges) >= 2:
         for fraction in (0.0, 0.25, 0.5, 0.75, 1.0):
             value = edges[0] + fraction * (edges[-1] - edges[0])
-            ticks.append(Tick(position=fraction * width, label=format_number(value)))
-    return HistogramChart(width=width, height=height, baseline=baseline, bars=bars, x_ticks=ticks, total=sum(counts))
+            ticks.append(Tick(position=left + fraction * plot, label=format_number(value)))
+    return HistogramChart(
+        width=width,
+        height=height,
+        baseline=baseline,
+        bars=bars,
+        x_ticks=ticks,
+        total=sum(counts),
+        left=left,
+        y_ticks=y_ticks,
+    )
 
 
 @dataclass

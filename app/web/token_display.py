@@ -19,7 +19,8 @@ TOKEN_HTML_CACHE_SIZE = 65_536  # distinct (token, standalone) pairs kept: a voc
 TOKEN_HTML_CACHE_MAX_CHARS = 64  # longer texts are not cached, which bounds the cache to a few MB
 _VISIBLE = {"\n": "↵", "\r": "␍", "\t": "⇥"}
 # Special tokens are markers, not text: shown as one mark (in the mark style), never read as words.
-_SPECIAL = {"<|endoftext|>": "⟂ end of text"}
+# A document boundary: marked on both sides, so the next document's first word never runs into it.
+_SPECIAL = {"<|endoftext|>": "⟂ end of text ⟂ "}
 
 
 def token_pieces(text: str, standalone: bool = False) -> list[tuple[bool, str]]:

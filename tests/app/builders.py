@@ -122,9 +122,10 @@ def _examples(index: int, max_activation: float) -> list[Example]:
     rows = [
         Example(kind="top", rank=1, quantile=None, position=200 + index, center=2),
         Example(kind="top", rank=0, quantile=None, position=100 + index, center=2),
+        # Passages far apart: the pages show each passage once, and these are three.
         Example(kind="quantile", rank=1, quantile=2, position=300, center=2),
-        Example(kind="quantile", rank=0, quantile=0, position=301, center=2),
-        Example(kind="quantile", rank=0, quantile=2, position=302, center=2),
+        Example(kind="quantile", rank=0, quantile=0, position=310, center=2),
+        Example(kind="quantile", rank=0, quantile=2, position=320, center=2),
     ]
     window_of = [1, 0, 1, 0, 0]
     for row, w in zip(rows, window_of, strict=True):

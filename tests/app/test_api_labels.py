@@ -39,6 +39,21 @@ def test_a_label_needs_only_labeller_and_verdict(client: TestClient, built: Buil
     response = client.post(label_url(built, 0), json={"labeller": "bob", "verdict": "uninterpretable"})
     assert response.status_code == 201
     assert response.json()["description"] == "" and response.json()["confidence"] is None
+    assert response.json()["seconds_on_screen"] is None  # not measured: the API has no card on screen
+
+
+def test_a_label_may_say_how_long_its_card_was_on_screen_and_exports_carry_it(
+    client: TestClient, built: BuiltDatabase
+) -> None:
+    body = {"labeller": "ann", "verdict": "polysemantic", "seconds_on_screen": 3.5}
+    response = client.post(label_url(built, 1), json=body)
+    assert response.status_code == 201 and response.json()["seconds_on_screen"] == 3.5
+    bad = client.post(label_url(built, 2), json=body | {"seconds_on_screen": -1})
+    assert bad.status_code == 422 and "seconds_on_screen" in json.dumps(bad.json())
+    (row,) = [json.loads(line) for line in client.get("/api/labels/export").text.splitlines()]
+    assert row["seconds_on_screen"] == 3.5
+    header, line = client.get("/api/labels/export", params={"format": "csv"}).text.splitlines()
+    assert header.endswith(",seconds_on_screen") and line.endswith(",3.5")
 
 
 @pytest.mark.parametrize(

@@ -121,7 +121,7 @@ def test_feature_detail_decodes_contexts_and_names_tokens(client: TestClient, bu
     groups = body["quantile_samples"]
     assert [g["interval"] for g in groups] == [0, 2]
     assert (groups[1]["low"], groups[1]["high"]) == pytest.approx((0.4, 0.6))
-    assert [c["position"] for c in groups[1]["contexts"]] == [302, 300]
+    assert [c["position"] for c in groups[1]["contexts"]] == [320, 300]
     assert body["histogram"]["counts"] == [5, 3, 0, 1]
     assert body["histogram"]["edges"] == pytest.approx([0.0, 0.5, 1.0, 1.5, 2.0])
     assert body["logit_effects"]["promoted"][0] == {"token_id": 2, "token": " cat", "value": 0.5}

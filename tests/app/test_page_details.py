@@ -8,7 +8,7 @@ from app.web.token_display import token_pieces
 
 
 def test_small_page_details_a_labeller_ran_into(client):
-    assert token_pieces("<|endoftext|>") == [(True, "⟂ end of text")]
+    assert token_pieces("<|endoftext|>") == [(True, "⟂ end of text ⟂ ")]
     assert 'href="/"' in client.get("/docs").text or client.get("/docs").status_code == 503
     health = client.get("/openapi.json").json()["paths"]["/api/health"]["get"]["description"]
     assert "bench" not in health and "database" in health

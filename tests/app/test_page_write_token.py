@@ -79,7 +79,10 @@ def test_with_a_write_token_the_name_form_asks_for_it_and_stores_only_an_hmac(
         assert 'name="write_token"' not in html and "data-feature=" in html
         saved = post_label(client, built.small_id, csrf)
         assert saved.status_code == 200 and "Saved feature #1 as monosemantic." in saved.text
-        undone = client.post(f"/dictionaries/{built.small_id}/label/undo", data={"csrf_token": csrf}, headers=HX)
+        named = {"undo_kind": "label", "undo_target": re.search(r'name="undo_target" value="(\d+)"', saved.text)[1]}
+        undone = client.post(
+            f"/dictionaries/{built.small_id}/label/undo", data={"csrf_token": csrf, **named}, headers=HX
+        )
         assert undone.status_code == 200 and "Undid your label of feature #1" in undone.text
     assert label_rows(app) == 0
 

@@ -88,8 +88,15 @@ def current_feature(page: Page) -> int:
     return int(page.locator("#labelling").get_attribute("data-feature"))
 
 
+def wait_ready(page: Page) -> int:
+    """Wait for the card on screen to show its ready state (it takes keys only then); its feature."""
+    expect(page.locator("#labelling.ready #card-ready")).to_have_text("ready: 1-4 save")
+    return current_feature(page)
+
+
 def press_and_wait(page: Page, key: str, labelled: int) -> int:
-    """Press a labelling key and wait until htmx swapped in a progress count of ``labelled``."""
+    """Press a labelling key on a ready card and wait until htmx swapped in a progress count of ``labelled``."""
+    wait_ready(page)
     page.keyboard.press(key)
     expect(page.locator("[data-count=labelled]")).to_have_text(str(labelled))
     return current_feature(page)
@@ -118,6 +125,7 @@ def test_keyboard_labelling_undo_and_estimates(
     assert first in page_app.built.small_alive
 
     # n skips without labelling: another feature, nothing stored, same count.
+    wait_ready(page)
     page.keyboard.press("n")
     expect(page.locator("#labelling")).not_to_have_attribute("data-feature", str(first))
     first = current_feature(page)
@@ -126,6 +134,7 @@ def test_keyboard_labelling_undo_and_estimates(
     second = press_and_wait(page, "1", 1)
     third = press_and_wait(page, "2", 2)
     # Keys typed into the description are text, not commands; Escape leaves the box and keys work again.
+    wait_ready(page)
     page.keyboard.press("d")
     expect(page.locator("textarea[name=description]")).to_be_focused()
     page.keyboard.type("fires on 1 cat <script>")
@@ -143,7 +152,9 @@ def test_keyboard_labelling_undo_and_estimates(
     assert len({first, second, third, fourth}) == 4
     page.screenshot(path=str(artifacts / "label_page.png"), full_page=True, caret="initial")
 
-    # u deletes the newest label and shows that feature again to relabel.
+    # u deletes the label it names and shows that feature again to relabel.
+    wait_ready(page)
+    expect(page.locator("#undo")).to_contain_text(f"Undo label of #{third}")
     page.keyboard.press("u")
     expect(page.locator("[data-count=labelled]")).to_have_text("2")
     expect(page.locator("#flash")).to_contain_text(f"Undid your label of feature #{third} (monosemantic)")

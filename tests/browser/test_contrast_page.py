@@ -3,6 +3,7 @@ result, the shareable URL, and a bad pattern shown in place."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -51,8 +52,20 @@ def test_the_contrast_form_swaps_in_the_result_and_a_bad_pattern(
     page.click("button[type=submit]")
     result = page.locator("#contrast-result")
     expect(result).to_contain_text("Probe AUC per layer")
-    expect(result.locator("tbody tr")).to_have_count(6 + 2)  # six layers, two dictionaries
-    expect(result).to_contain_text("relu_n32_l10.03")
+    expect(result.locator("table").first.locator("tbody tr")).to_have_count(6)  # six layers
+    features = result.locator("table.contrast-features tbody")
+    expect(features).to_have_count(2)  # two dictionaries, sizes in numeric order
+    expect(features.first).to_have_attribute("data-dictionary", "relu_n16_l10.03")
+    expect(features.nth(1)).to_have_attribute("data-dictionary", "relu_n32_l10.03")
+    expect(page.locator("#contrast-takeaway")).to_contain_text("Best feature AUC")
+    expect(page.locator("#contrast-takeaway")).to_contain_text("layer-2 MLP probe")
+    expect(features.first.locator("a").first).to_have_attribute("href", re.compile(r"^/dictionaries/\d+/features/\d+$"))
+    expect(result.locator(".contrast-context mark").first).to_be_visible()
+    assert "[[" not in result.locator("table.contrast-features").inner_text()
+    # The table fits its panel at 1280 px: nothing to scroll sideways.
+    fits = """() => { const t = document.querySelector('table.contrast-features');
+        return t.closest('.table-wrap').scrollWidth <= t.closest('.panel').clientWidth; }"""
+    assert page.evaluate(fits)
     assert "a=%5B%5B%5C.%5D%5D" in page.url and "max_positions=100" in page.url
     assert console_errors == []
 

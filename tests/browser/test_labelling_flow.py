@@ -36,6 +36,7 @@ def test_pick_open_label_reload_and_find_a_feature_by_its_description(
     page.click("button[type=submit]")
     expect(page.locator("#labelling")).to_have_attribute("data-feature", str(chosen))
     page.wait_for_function("window.htmx !== undefined")
+    shared.wait_ready(page)
     page.keyboard.press("c")
     page.keyboard.press("c")
     page.keyboard.press("Shift+Digit1")

@@ -41,13 +41,20 @@ def test_format_number() -> None:
 
 def test_histogram_bars_are_log_scaled_and_skip_empty_bins() -> None:
     chart = histogram_chart([100, 0, 10, 1], [0.0, 1.0, 2.0, 3.0, 4.0], width=400, height=120)
-    assert [round(b.x) for b in chart.bars] == [0, 200, 300]
+    step = (400 - chart.left) / 4  # the bars start right of the y labels
+    assert chart.left > 0 and [b.x for b in chart.bars] == pytest.approx(
+        [chart.left + i * step + 0.5 for i in (0, 2, 3)]
+    )  # half a gap in
     heights = [b.height for b in chart.bars]
     assert heights[0] == pytest.approx(chart.baseline - 6.0)
     assert heights[0] > heights[1] > heights[2] > 0
     assert heights[1] == pytest.approx(heights[0] * math.log1p(10) / math.log1p(100))
     assert chart.bars[1].title == "2 – 3: 10" and chart.total == 111
     assert [t.label for t in chart.x_ticks] == ["0", "1", "2", "3", "4"]
+    # The y axis reads as firings: ticks at 1, 10 and 100, the top one at the tallest bar.
+    assert [t.label for t in chart.y_ticks] == ["1", "10", "100"]
+    assert chart.y_ticks[-1].position == pytest.approx(chart.bars[0].y)
+    assert chart.y_ticks[1].position == pytest.approx(chart.bars[1].y)
     assert histogram_chart([0, 0], [0.0, 1.0, 2.0]).bars == []
 
 

@@ -8,7 +8,7 @@ import re
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from app.db.models import Label, Vocabulary
+from app.db.models import Dictionary, Label, Vocabulary
 from app.services.inspector import InspectorUnavailable
 from app.web.csrf import CSRF_COOKIE
 from app.web.pages import LABELLER_COOKIE
@@ -182,6 +182,13 @@ def test_label_posts_need_the_csrf_token(client: TestClient, page_app: PageApp) 
     assert stored(page_app) == [(page_app.built.small_hash, 1, "ann", "monosemantic", "")]
 
 
+def undo_fields(html: str) -> dict[str, str]:
+    """The action a card's Undo button names, as its form sends it."""
+    kind = re.search(r'name="undo_kind" value="(\w+)"', html)
+    target = re.search(r'name="undo_target" value="(\d+)"', html)
+    return {"undo_kind": kind.group(1), "undo_target": target.group(1)} if kind and target else {}
+
+
 def test_labelling_stores_counts_and_undoes(client: TestClient, page_app: PageApp) -> None:
     small, small_hash = page_app.built.small_id, page_app.built.small_hash
     token = pick_name(client, small)
@@ -201,13 +208,19 @@ def test_labelling_stores_counts_and_undoes(client: TestClient, page_app: PageAp
         (small_hash, shown, "ann", "monosemantic", ""),
         (small_hash, second, "ann", "polysemantic", "cats"),
     ]
-    undone = client.post(f"{url}/undo", data={}, headers=headers).text
+    # Undo names the label the card just saved and deletes exactly that one, giving its description back.
+    named = undo_fields(after_second)
+    assert f"Undo label of #{second}" in after_second
+    undone = client.post(f"{url}/undo", data=named, headers=headers).text
     assert f"Undid your label of feature #{second} (polysemantic)." in undone
     assert shown_feature(undone) == second and '<strong data-count="labelled">1</strong>' in undone
+    assert ">cats</textarea>" in undone
     assert stored(page_app) == [(small_hash, shown, "ann", "monosemantic", "")]
-    client.post(f"{url}/undo", data={}, headers=headers)
+    again = client.post(f"{url}/undo", data=named, headers=headers).text
+    assert "Nothing undone: that label is no longer stored" in again
     nothing = client.post(f"{url}/undo", data={}, headers=headers).text
-    assert "Nothing to undo." in nothing and stored(page_app) == []
+    assert "Nothing to undo in this tab." in nothing
+    assert stored(page_app) == [(small_hash, shown, "ann", "monosemantic", "")]
     # Without htmx the same posts redirect back to the page (a plain form still works).
     plain = client.post(
         url, data={"feature_index": "2", "verdict": "uninterpretable", "csrf_token": token}, follow_redirects=False
@@ -234,6 +247,22 @@ def test_bad_label_posts_name_the_field(client: TestClient, page_app: PageApp) -
         assert response.status_code == status, form
         assert response.json()["detail"].startswith(field), form
     assert stored(page_app) == []
+
+
+def test_a_verdict_measured_before_the_card_was_ready_is_refused_and_one_after_is_stored(
+    client: TestClient, page_app: PageApp
+) -> None:
+    small = page_app.built.small_id
+    token = pick_name(client, small)
+    url = f"/dictionaries/{small}/label"
+    headers = {**HX, "X-CSRF-Token": token}
+    form = {"feature_index": "2", "verdict": "monosemantic"}
+    early = client.post(url, data={**form, "seconds_on_screen": "0.08"}, headers=headers)
+    assert early.status_code == 409 and "less than the 0.25 s" in early.json()["detail"] and stored(page_app) == []
+    assert client.post(url, data={**form, "seconds_on_screen": "-1"}, headers=headers).status_code == 422
+    assert client.post(url, data={**form, "seconds_on_screen": "3.25"}, headers=headers).status_code == 200
+    with page_app.app.state.sessionmaker() as session:
+        assert session.scalars(select(Label.seconds_on_screen)).all() == [3.25]
 
 
 def test_estimates_show_the_labelled_numbers(client: TestClient, page_app: PageApp) -> None:
@@ -271,8 +300,17 @@ def test_figures_are_served_only_from_the_figures_folder(client: TestClient, pag
     assert client.get("/figures/toy/mmcs_with_larger.png").status_code == 404
 
 
-def test_overview_says_which_dictionaries_were_still_improving(client: TestClient, page_app: PageApp) -> None:
-    assert 'id="convergence"' not in client.get("/").text  # no record, no panel
+def test_overview_gives_one_signal_of_training_long_enough_the_doubling_test(
+    client: TestClient, page_app: PageApp
+) -> None:
+    assert 'id="convergence"' not in client.get("/").text  # nothing tested, no record: no panel
+    with page_app.app.state.sessionmaker() as session:
+        moving = session.get(Dictionary, page_app.built.small_id)
+        moving.holds = False
+        moving.moved = [{"metric": "fvu", "half": 0.2, "end": 0.1, "change": 1.0, "tolerance": 0.03}]
+        session.get(Dictionary, page_app.built.large_id).holds = True
+        session.commit()
+    # The held-out objective's own convergence says the opposite for both: it is no second verdict.
     runs = {
         "relu_n16_l10.1": {"objective_fall": 0.004, "converged": True, "objective": 0.12, "fvu": 0.03, "l0": 9.5},
         "topk_n32_k4": {"objective_fall": 0.081, "converged": False, "objective": 0.011, "fvu": 0.015, "l0": 4.0},
@@ -283,9 +321,10 @@ def test_overview_says_which_dictionaries_were_still_improving(client: TestClien
     (page_app.workdir / "figures" / "heldout_objective_vs_samples.png").write_bytes(b"\x89PNG\r\n\x1a\nfake")
     html = client.get("/").text
     panel = html[html.index('id="convergence"') :]
-    assert "<strong>1</strong> of 2 dictionaries had" in panel
-    assert "less than\n    2% between 50% and\n    70% of training" in panel
-    assert re.findall(r'<span class="still-improving">([^<]*)</span>', panel) == ["topk_n32_k4 (8.1%)"]
+    assert "<strong>1 of 2 hold</strong> when their training rows double" in panel
+    assert "FVU 3% and L0 5% (relative), dead and rare 2% of the size each, MMCS with larger 0.01" in panel
+    assert re.findall(r'<span class="still-moving">([^<]*)</span>', panel) == ["relu_n16_l10.1 (fvu)"]
+    assert "stopped improving" not in html and "still-improving" not in html
     assert 'src="/figures/heldout_objective_vs_samples.png"' in panel
     assert "monosemantic train --workdir COPY --preset default --samples N" in panel
 
@@ -330,3 +369,27 @@ def test_inspector_reports_a_run_without_models(client: TestClient, page_app: Pa
         headers={**HX, "X-CSRF-Token": token},
     )
     assert response.status_code == 409 and "cannot be loaded" in response.text
+
+
+def test_undoing_a_superseding_label_shows_the_earlier_one_and_a_new_verdict_still_saves(
+    client: TestClient, page_app: PageApp
+) -> None:
+    small, small_hash = page_app.built.small_id, page_app.built.small_hash
+    token = pick_name(client, small)
+    url = f"/dictionaries/{small}/label"
+    headers = {**HX, "X-CSRF-Token": token}
+    with page_app.app.state.sessionmaker() as session:
+        add_labels(session, small_hash, [(4, "ann", "monosemantic")])
+    card = client.get(url, params={"feature": 4}, headers=HX).text
+    assert 'name="relabel" value="1"' in card and 'data-verdict="monosemantic"' in card
+    replaced = client.post(
+        url, data={"feature_index": "4", "verdict": "polysemantic", "relabel": "1"}, headers=headers
+    ).text
+    assert "Saved feature #4 as polysemantic, replacing monosemantic." in replaced
+    undone = client.post(f"{url}/undo", data=undo_fields(replaced), headers=headers).text
+    assert "Undid your label of feature #4 (polysemantic)." in undone
+    # The earlier label counts again, and the card says so: a verdict on it supersedes, not a "second submit".
+    assert 'data-verdict="monosemantic"' in undone and 'name="relabel" value="1"' in undone
+    again = client.post(url, data={"feature_index": "4", "verdict": "uninterpretable", "relabel": "1"}, headers=headers)
+    assert "Saved feature #4 as uninterpretable, replacing monosemantic." in again.text
+    assert [row[1:4] for row in stored(page_app)] == [(4, "ann", "monosemantic"), (4, "ann", "uninterpretable")]

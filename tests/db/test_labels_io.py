@@ -32,6 +32,7 @@ LABELS = [
         "description": 'commas, "quotes" and a\nsecond line; café',
         "confidence": 0.8,
         "created_at": datetime(2024, 3, 1, 10, 0, 0, 123456),
+        "seconds_on_screen": 4.25,
     },
     {
         "dictionary_hash": HASH,
@@ -41,6 +42,7 @@ LABELS = [
         "description": "",
         "confidence": None,
         "created_at": datetime(2024, 3, 1, 11, 0),
+        "seconds_on_screen": None,
     },
     {
         "dictionary_hash": "0" * 64,
@@ -50,6 +52,7 @@ LABELS = [
         "description": "noise",
         "confidence": 1 / 3,
         "created_at": datetime(2024, 3, 2, 8, 30),
+        "seconds_on_screen": None,
     },
 ]
 
@@ -96,7 +99,8 @@ def test_the_export_has_one_row_per_label_with_the_documented_fields(engine):
     assert list(first) == list(COLUMNS)
     assert first["dictionary"] == HASH and first["index"] == 0 and first["confidence"] == 0.8
     assert first["created_at"] == "2024-03-01T10:00:00.123456+00:00"
-    assert json.loads(lines[1])["confidence"] is None
+    assert first["seconds_on_screen"] == 4.25
+    assert json.loads(lines[1])["confidence"] is None and json.loads(lines[1])["seconds_on_screen"] is None
     csv_text = format_labels(read_labels(engine), "csv")
     assert csv_text.splitlines()[0] == ",".join(COLUMNS)
 
@@ -117,7 +121,7 @@ def test_times_with_an_offset_are_stored_in_utc_and_missing_fields_take_defaults
     )
     import_labels(engine, parse_labels(text, "jsonl"))
     (row,) = label_rows(engine)
-    assert row[1:] == ("abc", 2, "cy", "monosemantic", "", None, datetime(2024, 6, 1, 10, 0), None)
+    assert row[1:] == ("abc", 2, "cy", "monosemantic", "", None, datetime(2024, 6, 1, 10, 0), None, None)
 
 
 GOOD_JSONL = '{"dictionary": "abc", "index": 1, "labeller": "ada", "verdict": "monosemantic"}'
@@ -139,7 +143,8 @@ GOOD_JSONL = '{"dictionary": "abc", "index": 1, "labeller": "ada", "verdict": "m
         ("abc,1,ada,monosemantic,,2,2024-01-01T00:00:00", "csv", "line 3: confidence"),
         ("abc,x,ada,monosemantic,,,", "csv", "line 3: index"),
         ("abc,1,ada,monosemantic,,,yesterday", "csv", "line 3: created_at"),
-        ("abc,1,ada,monosemantic,,,,,extra", "csv", "line 3: more values"),
+        ("abc,1,ada,monosemantic,,,,,,extra", "csv", "line 3: more values"),
+        ("abc,1,ada,monosemantic,,,,,-2", "csv", "line 3: seconds_on_screen"),
     ],
 )
 def test_a_malformed_row_names_its_line_and_field_and_nothing_is_written(engine, tmp_path, bad_line, fmt, expected):
