@@ -98,6 +98,9 @@ def test_a_sweep_of_one_dictionary_size_runs_end_to_end_and_judges_its_sae(tmp_p
     assert saved["doubling"]["estimates"]["value"]["holds"] is None
     assert saved["doubling"]["estimates"]["from_dead_fraction"] == {}
     assert metrics["runs"][0]["name"] == "relu_n32_l10.03"
+    # The stages trained here say how many threads they had and whether a busy machine cut them.
+    assert {"lm", "sae_sweep"} <= saved["threads"].keys()
+    assert saved["threads"]["sae_sweep"]["cores"] >= 1 and saved["threads"]["sae_sweep"]["fewest_threads"] >= 1
 
 
 def test_a_pipeline_run_draws_its_toy_twin_beside_the_lm(tmp_path):

@@ -37,6 +37,7 @@ from training.figures.sweep import (
 )
 from training.lm.tinylm import TinyLMConfig, TrainLMConfig, eval_windows, splice_losses, train_lm
 from training.runtime.device import devices_record, moved_copy
+from training.runtime.threads import threads_record
 from training.saes import SAEConfig, SparseAutoencoder
 from training.sweeps.convergence import HELDOUT_LOG, add_convergence, read_heldout_log, sweep_convergence, sweep_tracker
 from training.sweeps.trainer import SweepRun, TrainConfig, samples_per_second, train_sweep
@@ -343,6 +344,7 @@ def run_pipeline(
         "config": config.model_dump(),
         "stage_seconds": stage_seconds,
         **devices_record(device, computed_on_device=("lm", "harvest", "sae_sweep", "evaluation", "feature_index")),
+        "threads": threads_record(),
         "doubling_rounds": doubling_rounds,
     }
     (workdir / "metrics.json").write_text(json.dumps(metrics, indent=2))

@@ -33,6 +33,7 @@ from training.features.index import FeatureIndexConfig, index_run
 from training.figures.sweep import plot_heldout_objective, plot_mmcs_with_larger, plot_training_curve, read_train_log
 from training.lm.tinylm import load_lm
 from training.runtime.device import devices_record
+from training.runtime.threads import threads_record
 from training.sweeps.convergence import HELDOUT_LOG, add_convergence, read_heldout_log, sweep_convergence, sweep_tracker
 from training.sweeps.trainer import TrainConfig, samples_per_second, train_sweep
 
@@ -179,6 +180,7 @@ def train_run(
         "config": settings.model_dump(),
         "stage_seconds": stage_seconds,
         **devices_record(device, ("sae_sweep", "evaluation", "feature_index") if replica is None else ()),
+        "threads": threads_record(),
     }
     figures = workdir / "figures"
     plot_mmcs_with_larger(larger, figures / "mmcs_with_larger.png", None, estimate)

@@ -34,6 +34,7 @@ from training.data.toy import ToyConfig, ToyData
 from training.figures.recovery import write_recovery_figures
 from training.figures.sweep import read_train_log, write_figures
 from training.runtime.device import devices_record
+from training.runtime.threads import threads_record
 from training.saes import ARCHS, SAEConfig
 from training.sweeps.init_comparison import init_comparison
 from training.sweeps.recovery import RECOVERY_LOG, RecoveryTracker, read_recovery_log, recovery_metrics, recovery_report
@@ -241,6 +242,7 @@ def run_toy_experiment(
         "feature_count_estimate": estimate,
         "config": config.model_dump(),
         **devices_record(device, ("sae_sweep", "evaluation"), stages=("sae_sweep", "evaluation")),
+        "threads": threads_record(),
         "true_feature_count": config.toy.n_features,
         "init_comparison": init_comparison(runs, train_log, toy, train, toy.features),
         "recovery": None if report is None else recovery_metrics(report, RECOVERY_FILE),

@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from training.lm.causal_attention import causal_attention
 from training.lm.fused_loss import linear_cross_entropy
+from training.runtime.threads import watch_cores
 
 HiddenEdit = Callable[[torch.Tensor], torch.Tensor]
 
@@ -581,6 +582,7 @@ def train_lm(
     seq_tokens = train.batch_size * config.context
     end = train.steps if stop_after is None else min(stop_after, train.steps)
     bar = tqdm(range(start, end), initial=start, total=train.steps, disable=not progress, desc="lm", unit="step")
+    cores = watch_cores("lm", device, bar.write if progress else None)
     with log_path.open("a") as log:
         for step in bar:
             began = time.perf_counter()
@@ -611,12 +613,14 @@ def train_lm(
                         stopped_early = _track_best(out_dir, model, line["val_loss"], done, best, train.patience)
                 log.write(json.dumps(line) + "\n")
                 log.flush()
+            cores.after_step()
             bar.set_postfix_str(f"loss {loss.item():.3f} {seq_tokens / max(elapsed, 1e-9):,.0f} tok/s", refresh=False)
             if done % train.checkpoint_every == 0 or done == end or stopped_early:
                 write_lm_checkpoint(checkpoint, done, model, optimizer, seconds)
             if stopped_early:
                 break
     bar.close()
+    cores.close()
     model = model.cpu().eval()
     if end < train.steps and not stopped_early:
         return TrainedLM(model, None)

@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from training.analysis.metrics import mmcs
+from training.runtime.threads import watch_cores
 from training.saes import SAEConfig, SparseAutoencoder, StepStats, build_sae
 from training.sweeps.optim import Adam, learning_rate
 
@@ -219,6 +220,7 @@ def train_sweep(
         unit="step",
         dynamic_ncols=True,
     )
+    cores = watch_cores("sae_sweep", device, bar.write if progress and writer else None)
     with log_path.open("a") if writer else open(os.devnull, "w") as log:
         for step in bar:
             x = _to_device(source.batch(step, train.batch_size), device)
@@ -247,6 +249,7 @@ def train_sweep(
                 bar.set_postfix_str(
                     f"L0 {min(l0s):.1f}-{max(l0s):.1f} FVU {min(fvus):.3f}-{max(fvus):.3f}", refresh=False
                 )
+            cores.after_step()
             if observer is not None:
                 observer.after_step(step + 1, runs)
             if writer and step + 1 == half_step(total):
@@ -255,6 +258,7 @@ def train_sweep(
             if writer and ((step + 1) % train.checkpoint_every == 0 or step + 1 == end):
                 _write_checkpoint(checkpoint, step + 1, runs)
     bar.close()
+    cores.close()
     for run in runs:
         run.to("cpu")
     if end == total and writer:
