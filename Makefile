@@ -40,6 +40,7 @@ test: setup $(CHROMIUM)
 bench: setup
 	$(PYTHON) bench/bench_training.py
 	$(PYTHON) bench/bench_lm.py
+	$(PYTHON) bench/bench_contention.py
 	$(PYTHON) bench/bench_pipeline.py --preset quick
 	$(PYTHON) bench/bench_server.py
 	@if [ -d runs/default/saes/saes ]; then $(PYTHON) bench/bench_feature_index.py --workdir runs/default; \

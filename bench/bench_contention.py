@@ -6,6 +6,7 @@ tokens). Each is timed in alternating rounds: alone, then beside a competitor st
 stopped after it; the ratio of a busy round's speed to the idle round just before it is what to read (the
 median over rounds). Competitors run at normal priority and end by themselves within a minute:
 - ``matmul``: a PyTorch loop of 1024 x 1024 matrix products on 2 threads, as when a second experiment runs;
+- ``matmul1``: the same loop on one thread, as when one single-threaded job runs beside;
 - ``copy``: a second copy of the same step with the same settings, as when two of our trainings share cores.
 
 Each setting runs in a fresh process, since OpenMP reads its environment once at start:
@@ -39,7 +40,7 @@ SETTINGS = {
 }
 MATMUL = (
     "import time, torch\n"
-    "torch.set_num_threads(2)\n"
+    "torch.set_num_threads({threads})\n"
     "a = torch.randn(1024, 1024)\n"
     "end = time.time() + {seconds}\n"
     "while time.time() < end:\n"
@@ -101,8 +102,8 @@ def _speed(step, share, seconds: float) -> float:
 
 
 def _competitor(kind: str, step_name: str, setting: str, seconds: float) -> subprocess.Popen:
-    if kind == "matmul":
-        command = [sys.executable, "-c", MATMUL.format(seconds=seconds + 30)]
+    if kind in ("matmul", "matmul1"):
+        command = [sys.executable, "-c", MATMUL.format(threads=1 if kind == "matmul1" else 2, seconds=seconds + 30)]
     else:
         command = [sys.executable, __file__, "--spin", step_name, "--seconds", str(seconds + 30)]
     env = {**os.environ, **SETTINGS[setting]} if kind == "copy" else dict(os.environ)
