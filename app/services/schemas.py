@@ -323,6 +323,47 @@ class ReadingEstimate(BaseModel):
     agreement: AgreementOut
 
 
+class PopulationEstimate(BaseModel):
+    """The monosemantic fraction over one population (alive latents or distinct features) and what it implies."""
+
+    population: str = Field(description="the population and how its labels count, in words")
+    size: int = Field(description="alive latents, or distinct features (groups of near-duplicate alive latents)")
+    labelled: int
+    monosemantic: int
+    fraction: float | None
+    fraction_low: float
+    fraction_high: float
+    estimate: float | None = Field(description="size x fraction")
+    estimate_low: float
+    estimate_high: float
+
+
+class DistinctEstimate(PopulationEstimate):
+    """The estimate per distinct feature: alive latents merged where their decoder atoms have cosine >= 0.9."""
+
+    groups: int = Field(description="distinct features: groups of alive latents with decoder cosine >= threshold")
+    threshold: float = Field(description="the decoder cosine at which alive latents merge (the stable-atom merge)")
+    duplicated_latents: int = Field(description="alive latents in groups of two or more")
+    largest_group: int = Field(description="latents in the largest group")
+
+
+class LabellerEstimate(BaseModel):
+    """One labeller's own estimate from their latest verdicts, per alive latent and per distinct feature."""
+
+    labeller: str
+    per_latent: PopulationEstimate
+    distinct: PopulationEstimate
+
+
+class PairAgreement(BaseModel):
+    """Cohen's kappa of two labellers over the distinct features both judged."""
+
+    labellers: list[str] = Field(description="the two labellers, in name order")
+    features: int = Field(description="distinct features both judged")
+    observed: float | None = Field(description="share of those features with the same verdict")
+    kappa: float | None = Field(description="None when undefined (no overlap, or all verdicts alike)")
+
+
 class EstimateOut(BaseModel):
     """The labellable-feature estimate of one dictionary (see ``queries.dictionary_estimate``).
 
@@ -356,6 +397,17 @@ class EstimateOut(BaseModel):
     readings: list[ReadingEstimate] = Field(default_factory=list, description="top_contexts, then activation_range")
     quartiles: list[QuartileEstimate] | None = Field(None, description="with ?by=density")
     persistence: PersistenceOut | None = Field(None, description="with ?by=persistence")
+    per_latent_population: str = Field("", description="how the top-level figures (per alive latent) count, in words")
+    distinct: DistinctEstimate | None = Field(
+        None, description="the same figures per distinct feature: the headline labellable count is its estimate"
+    )
+    per_labeller: list[LabellerEstimate] = Field(
+        default_factory=list, description="each labeller's own fraction and estimate from their latest verdicts"
+    )
+    rule: str = Field("", description="how several labellers' verdicts pool into the top-level and distinct figures")
+    pairwise_agreement: list[PairAgreement] = Field(
+        default_factory=list, description="Cohen's kappa of every pair of labellers over the features both judged"
+    )
 
 
 class MMCSRecord(BaseModel):
