@@ -1,0 +1,120 @@
+"""Distinct features in labelling: the queue draws groups of near-duplicates, a group's verdict counts once,
+and /estimate reports per latent and per distinct feature, per labeller and pooled by its stated rule."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from app.db.models import Feature
+from tests.app.builders import BuiltDatabase, add_labels
+from tests.app.test_estimates import wilson_by_quadratic
+
+M, P, U = "monosemantic", "polysemantic", "uninterpretable"
+# Alive latents of the small dictionary: 0-2, 4-6, 8-15 (14). Groups {0, 1, 2} and {4, 5, 6} lead by 0 and 4.
+GROUPS = {0: 0, 1: 0, 2: 0, 4: 4, 5: 4, 6: 4}
+
+
+@pytest.fixture
+def grouped(built: BuiltDatabase, session: Session) -> BuiltDatabase:
+    for index in built.small_alive:
+        session.execute(
+            update(Feature)
+            .where(Feature.dictionary_id == built.small_id, Feature.index == index)
+            .values(group_index=GROUPS.get(index, index))
+        )
+    session.commit()
+    return built
+
+
+def distinct_count(built: BuiltDatabase) -> int:
+    return len({GROUPS.get(i, i) for i in built.small_alive})
+
+
+def test_queue_draws_groups_uniformly_and_a_member_label_takes_its_group_out(
+    client: TestClient, grouped: BuiltDatabase, session: Session
+) -> None:
+    add_labels(session, grouped.small_hash, [(5, "ann", P)])  # a member, not the representative
+    url = f"/api/dictionaries/{grouped.small_id}/next-feature"
+    draws = Counter(client.get(url, params={"labeller": "ann"}).json()["index"] for _ in range(200))
+    groups = {GROUPS.get(i, i) for i in grouped.small_alive}
+    assert set(draws) == groups - {4}  # only representatives; group 4 was labelled through its member 5
+    # Uniform over 10 groups: expected 20 draws each; a latent-uniform queue would give group 0 three times as many.
+    assert min(draws.values()) >= 5 and max(draws.values()) <= 40
+    bob = {client.get(url, params={"labeller": "bob"}).json()["index"] for _ in range(60)}
+    assert 4 in bob  # another labeller still gets it
+
+
+def test_a_groups_verdict_counts_once_and_its_latest_member_label_is_the_verdict(
+    client: TestClient, grouped: BuiltDatabase, session: Session
+) -> None:
+    add_labels(
+        session,
+        grouped.small_hash,
+        [
+            (0, "ann", M),
+            (1, "ann", P),  # ann's latest on group 0 is polysemantic
+            (2, "ann", M),
+            (2, "ann", M),
+            (4, "ann", M),
+            (6, "ann", M),  # group 4: two labels, one verdict
+            (8, "ann", P),
+        ],
+    )
+    body = client.get(f"/api/dictionaries/{grouped.small_id}/estimate").json()
+    distinct = body["distinct"]
+    groups = distinct_count(grouped)
+    assert (distinct["groups"], distinct["size"], distinct["largest_group"]) == (groups, groups, 3)
+    assert distinct["duplicated_latents"] == 6
+    # Group 0: ann's latest (the second label on 2) is monosemantic; group 4 monosemantic; 8 polysemantic.
+    assert (distinct["labelled"], distinct["monosemantic"]) == (3, 2)
+    low, high = wilson_by_quadratic(2, 3)
+    assert (distinct["fraction_low"], distinct["fraction_high"]) == pytest.approx((low, high))
+    assert distinct["estimate"] == pytest.approx(groups * 2 / 3)
+    assert "cosine >= 0.9" in distinct["population"] and "counts once" in distinct["population"]
+    # Per alive latent each latent takes its group's verdict: 3 + 3 + 1 labelled, 6 monosemantic.
+    alive = len(grouped.small_alive)
+    assert (body["alive"], body["labelled"], body["monosemantic"]) == (alive, 7, 6)
+    assert body["estimate"] == pytest.approx(alive * 6 / 7)
+    assert "near-duplicates" in body["per_latent_population"]
+
+
+def test_pooling_rule_per_labeller_and_pairwise_agreement_on_fixed_labels(
+    client: TestClient, grouped: BuiltDatabase, session: Session
+) -> None:
+    add_labels(
+        session,
+        grouped.small_hash,
+        [
+            (0, "ann", M),
+            (1, "bob", M),  # group 0: both say monosemantic -> counts
+            (4, "ann", M),
+            (5, "bob", P),  # group 4: a tie -> not monosemantic
+            (8, "ann", M),
+            (8, "bob", M),
+            (8, "cy", P),  # majority -> monosemantic
+            (9, "ann", P),
+            (9, "bob", U),
+            (10, "bob", M),
+        ],
+    )
+    body = client.get(f"/api/dictionaries/{grouped.small_id}/estimate").json()
+    assert "more than half" in body["rule"] and "tie counts as not monosemantic" in body["rule"]
+    assert (body["distinct"]["labelled"], body["distinct"]["monosemantic"]) == (5, 3)  # groups 0, 8, 10
+    per = {row["labeller"]: row for row in body["per_labeller"]}
+    assert set(per) == {"ann", "bob", "cy"}
+    assert (per["ann"]["distinct"]["labelled"], per["ann"]["distinct"]["monosemantic"]) == (4, 3)
+    assert (per["bob"]["distinct"]["labelled"], per["bob"]["distinct"]["monosemantic"]) == (5, 3)
+    assert per["bob"]["distinct"]["fraction"] == pytest.approx(3 / 5)
+    assert per["bob"]["distinct"]["estimate"] == pytest.approx(distinct_count(grouped) * 3 / 5)
+    # Per latent, bob's monosemantic groups 0 (3 latents), 8 and 10 of 3 + 3 + 1 + 1 + 1 labelled latents.
+    assert (per["bob"]["per_latent"]["labelled"], per["bob"]["per_latent"]["monosemantic"]) == (9, 5)
+    pairs = {tuple(p["labellers"]): p for p in body["pairwise_agreement"]}
+    assert set(pairs) == {("ann", "bob"), ("ann", "cy"), ("bob", "cy")}
+    # ann and bob both judged groups 0, 4, 8 and 9 and agree on 0 and 8.
+    assert (pairs[("ann", "bob")]["features"], pairs[("ann", "bob")]["observed"]) == (4, pytest.approx(0.5))
+    assert pairs[("ann", "cy")]["features"] == 1
