@@ -20,7 +20,14 @@ from app.web.factory import create_app
 from tests.text_builders import SMALLEST_PIPELINE, brown_jsonl
 from training.analysis.duplicates import near_duplicate_groups
 from training.experiments.pipeline import run_pipeline
-from training.features.bundle import BUNDLE_DIR, MANIFEST, bundle_choice, compact_arrays, restore_arrays
+from training.features.bundle import (
+    BUNDLE_DIR,
+    MANIFEST,
+    bundle_choice,
+    compact_arrays,
+    restore_arrays,
+    write_bundle,
+)
 from training.features.index import index_evidence, load_feature_index
 from training.saes import load_sae
 
@@ -115,9 +122,18 @@ def test_bundle_choice_takes_the_sizes_around_the_estimate() -> None:
         for n in (256, 512, 1024, 2048)
     ]
     names, rule = bundle_choice({"runs": runs, "feature_count_estimate": {"value": 784}})
-    assert names == ["relu_n512", "relu_n1024", "topk_n512", "topk_n1024"]
+    assert names == ["relu_n1024", "topk_n1024", "relu_n512", "topk_n512"]
     assert "784" in rule
     assert bundle_choice({"runs": runs, "feature_count_estimate": {"value": 1024}})[0] == ["relu_n1024", "topk_n1024"]
+
+
+def test_bundle_leaves_out_what_passes_its_budget(indexed_run, tmp_path) -> None:
+    workdir, _ = indexed_run
+    bundled = write_bundle(workdir, tmp_path, ["relu_n32_l10.03", "relu_n16_l10.03"], budget=1)
+    assert [b.name for b in bundled] == ["relu_n32_l10.03"]  # the first always goes in
+    manifest = json.loads((tmp_path / BUNDLE_DIR / MANIFEST).read_text())
+    assert manifest["left_out"] == ["relu_n16_l10.03"]
+    assert sorted(p.name for p in (tmp_path / BUNDLE_DIR).glob("*.xz")) == ["relu_n32_l10.03.safetensors.xz"]
 
 
 def test_serve_record_without_a_bundle_says_how_to_make_one(tmp_path, capsys) -> None:
