@@ -37,6 +37,7 @@ from app.services.schemas import (
     ConvergenceRun,
     DictionaryOut,
     DistinctEstimate,
+    DuplicateGroup,
     EstimateOut,
     EvidenceFilter,
     FeatureCountOut,
@@ -294,9 +295,28 @@ def _detail(session: Session, dictionary: Dictionary, feature: Feature) -> Featu
             suppressed=[_token_effect(e, vocab) for e in feature.logit_suppressed or []],
         ),
         pos_tags=[_pos_tag(p, tag_vocab) for p in feature.pos_tags or []],
+        duplicate_group=duplicate_group(session, feature),
         neighbours=_neighbours(session, feature.neighbours or []),
         labels=feature_labels(session, dictionary, feature.index),
     )
+
+
+def duplicate_group(session: Session, feature: Feature) -> DuplicateGroup | None:
+    """The group of near-duplicate alive latents ``feature`` belongs to; None unless it is alive."""
+    if not feature.alive or feature.evidence != "alive":
+        return None
+    group = feature.index if feature.group_index is None else feature.group_index
+    members = session.scalars(
+        select(Feature.index)
+        .where(
+            Feature.dictionary_id == feature.dictionary_id,
+            Feature.alive,
+            Feature.evidence == "alive",
+            func.coalesce(Feature.group_index, Feature.index) == group,
+        )
+        .order_by(Feature.index)
+    ).all()
+    return DuplicateGroup(representative=group, size=len(members), members=list(members), threshold=DUPLICATE_COSINE)
 
 
 def feature_labels(session: Session, dictionary: Dictionary, index: int) -> list[LabelOut]:

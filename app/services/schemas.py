@@ -215,6 +215,15 @@ class LabelOut(BaseModel):
     created_at: datetime
 
 
+class DuplicateGroup(BaseModel):
+    """A feature's group of near-duplicate alive latents (decoder cosine >= threshold): one distinct feature."""
+
+    representative: int = Field(description="the group's lowest index: the latent the labelling queue serves")
+    size: int = Field(description="alive latents in the group; a verdict on any of them counts once for all")
+    members: list[int] = Field(description="every latent of the group, in index order")
+    threshold: float = Field(description="the decoder cosine at which alive latents merge")
+
+
 class FeatureDetail(BaseModel):
     """Everything a labeller looks at for one feature."""
 
@@ -235,6 +244,9 @@ class FeatureDetail(BaseModel):
     top_tokens: list[TopToken]
     logit_effects: LogitEffects
     pos_tags: list[PosTagCount]
+    duplicate_group: DuplicateGroup | None = Field(
+        None, description="its group of near-duplicate alive latents (None for rare and dead features)"
+    )
     # Keep these two last: the API caches the JSON of the fields above and appends these per request.
     neighbours: list[Neighbour]
     labels: list[LabelOut] = Field(description="every label of this feature, newest first")

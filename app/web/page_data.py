@@ -41,13 +41,19 @@ class LabellerProgress:
 
 
 def labeller_progress(session: Session, dictionary: Dictionary, labeller: str) -> LabellerProgress:
-    """Alive features this labeller has labelled (each once however often), of all alive features."""
-    alive_features = select(Feature.index).where(Feature.dictionary_id == dictionary.id, Feature.alive)
-    alive = session.scalar(select(func.count()).select_from(alive_features.subquery())) or 0
+    """Distinct alive features (groups of near-duplicates) this labeller has labelled, of all of them.
+
+    A group counts as labelled once, whichever and however many of its latents the labeller labelled.
+    """
+    group = func.coalesce(Feature.group_index, Feature.index)
+    in_dictionary = (Feature.dictionary_id == dictionary.id) & Feature.alive
+    alive = session.scalar(select(func.count(func.distinct(group))).where(in_dictionary)) or 0
     mine = (Label.dictionary_hash == dictionary.content_hash) & (Label.labeller == labeller)
     labelled = (
         session.scalar(
-            select(func.count(func.distinct(Label.feature_index))).where(mine, Label.feature_index.in_(alive_features))
+            select(func.count(func.distinct(group)))
+            .join(Label, Label.feature_index == Feature.index)
+            .where(in_dictionary, mine)
         )
         or 0
     )

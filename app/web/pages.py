@@ -339,6 +339,7 @@ def render_evidence(detail: FeatureDetail, compact: bool) -> FeatureEvidence:
         neighbours=detail.neighbours,
         evidence=getattr(detail, "evidence", "alive"),
         inspect_text="".join(detail.top_contexts[0].tokens) if detail.top_contexts else "",
+        duplicate_group=detail.duplicate_group,
     )
 
 

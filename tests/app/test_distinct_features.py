@@ -118,3 +118,19 @@ def test_pooling_rule_per_labeller_and_pairwise_agreement_on_fixed_labels(
     # ann and bob both judged groups 0, 4, 8 and 9 and agree on 0 and 8.
     assert (pairs[("ann", "bob")]["features"], pairs[("ann", "bob")]["observed"]) == (4, pytest.approx(0.5))
     assert pairs[("ann", "cy")]["features"] == 1
+
+
+def test_the_feature_and_its_card_show_the_group_and_progress_counts_groups(
+    client: TestClient, grouped: BuiltDatabase, session: Session
+) -> None:
+    detail = client.get(f"/api/dictionaries/{grouped.small_id}/features/5").json()
+    assert detail["duplicate_group"] == {"representative": 4, "size": 3, "members": [4, 5, 6], "threshold": 0.9}
+    assert client.get(f"/api/dictionaries/{grouped.small_id}/features/8").json()["duplicate_group"]["size"] == 1
+    assert client.get(f"/api/dictionaries/{grouped.small_id}/features/3").json()["duplicate_group"] is None  # dead
+    add_labels(session, grouped.small_hash, [(5, "ann", P), (6, "ann", M), (8, "ann", M)])
+    client.cookies.set("monosemantic_labeller", "ann")
+    card = client.get(f"/dictionaries/{grouped.small_id}/label", params={"feature": 0}).text
+    assert 'id="duplicate-group" data-size="3"' in card
+    assert all(f'data-member="{i}"' in card for i in (0, 1, 2))
+    # Two groups labelled (4 through two members, and 8) of ten distinct features.
+    assert '<strong data-count="labelled">2</strong>' in card and '<span data-count="alive">10</span>' in card
