@@ -3,6 +3,7 @@ and /estimate reports per latent and per distinct feature, per labeller and pool
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import pytest
@@ -11,6 +12,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from app.db.models import Feature
+from app.services.estimates import majority_monosemantic
 from tests.app.builders import BuiltDatabase, add_labels
 from tests.app.test_estimates import wilson_by_quadratic
 
@@ -134,3 +136,26 @@ def test_the_feature_and_its_card_show_the_group_and_progress_counts_groups(
     assert all(f'data-member="{i}"' in card for i in (0, 1, 2))
     # Two groups labelled (4 through two members, and 8) of ten distinct features.
     assert '<strong data-count="labelled">2</strong>' in card and '<span data-count="alive">10</span>' in card
+
+
+def test_the_export_carries_what_recomputes_the_distinct_estimate(
+    client: TestClient, grouped: BuiltDatabase, session: Session
+) -> None:
+    add_labels(
+        session,
+        grouped.small_hash,
+        [(1, "ann", M), (2, "bob", M), (5, "ann", P), (6, "ann", M), (8, "ann", M), (8, "bob", P), (3, "ann", M)],
+    )
+    rows = [json.loads(line) for line in client.get("/api/labels/export?format=jsonl").text.splitlines()]
+    assert {(row["index"], row["evidence"], row["group"]) for row in rows} >= {(5, "alive", 4), (3, "dead", None)}
+    # The pooled rule recomputed from the file alone: each labeller's latest verdict per group, then a majority.
+    latest: dict[int, dict[str, str]] = {}
+    for row in sorted(rows, key=lambda row: row["created_at"]):
+        if row["evidence"] == "alive":
+            latest.setdefault(row["group"], {})[row["labeller"]] = row["verdict"]
+    monosemantic = sum(majority_monosemantic(list(by.values())) for by in latest.values())
+    distinct = client.get(f"/api/dictionaries/{grouped.small_id}/estimate").json()["distinct"]
+    assert (distinct["labelled"], distinct["monosemantic"]) == (len(latest), monosemantic) == (3, 2)
+    assert {(row["alive"], row["distinct"]) for row in rows} == {(len(grouped.small_alive), distinct["groups"])}
+    header = client.get("/api/labels/export?format=csv").text.splitlines()[0]
+    assert header.endswith(",evidence,group,alive,distinct")
