@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, computed_field, model_validator
 
+from training.analysis.duplicates import DUPLICATE_COSINE
+
 # "too_little_evidence": the labeller could not judge; stored and exported, left out of every estimate.
 Verdict = Literal["monosemantic", "polysemantic", "uninterpretable", "too_little_evidence"]
 EvidenceLevel = Literal["dead", "rare", "alive"]
@@ -149,8 +151,8 @@ class PosTagCount(BaseModel):
 
 
 # Two atoms of one dictionary whose decoder directions have at least this cosine read as one feature learnt
-# twice (e.g. #978 and #200 of relu_n1024_l1 0.3 on the default run).
-LIKELY_DUPLICATE_COSINE = 0.9
+# twice (e.g. #978 and #200 of relu_n1024_l1 0.3 on the default run): the merge of distinct features.
+LIKELY_DUPLICATE_COSINE = DUPLICATE_COSINE
 
 
 class Neighbour(BaseModel):
