@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 import time
 
 import numpy as np
@@ -28,7 +29,7 @@ from training.features.bundle import (
     restore_arrays,
     write_bundle,
 )
-from training.features.index import index_evidence, load_feature_index
+from training.features.index import FeatureIndexConfig, index_evidence, index_run, load_feature_index
 from training.saes import load_sae
 
 
@@ -141,3 +142,16 @@ def test_serve_record_without_a_bundle_says_how_to_make_one(tmp_path, capsys) ->
     error = capsys.readouterr().err
     assert "no labelling bundle" in error and "monosemantic record" in error
     assert record_workdir(tmp_path).name == f"record-{tmp_path.name}"
+
+
+def test_new_evidence_criteria_regroup_the_alive_features_without_a_new_index(indexed_run, tmp_path) -> None:
+    workdir, _ = indexed_run
+    copy = tmp_path / "run"
+    shutil.copytree(workdir, copy)
+    folder = copy / "features" / "relu_n32_l10.03"
+    before = load_feature_index(folder).arrays
+    index_run(copy, FeatureIndexConfig(min_firings=10**9), progress=False)
+    after = load_feature_index(folder)
+    assert (index_evidence(after) != "alive").all()
+    assert (after.arrays["duplicate_of"] == -1).all()  # nothing alive is left to group
+    assert np.array_equal(after.arrays["top_window_ids"], before["top_window_ids"])

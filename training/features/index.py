@@ -44,6 +44,7 @@ from typing import Literal
 import numpy as np
 import torch
 from pydantic import BaseModel, Field
+from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
 from training.activations.harvest import load_activations
@@ -614,11 +615,7 @@ def index_run(
         out = out_root / folder.name
         written.append(out)
         if _is_current(out, meta):
-            # The evidence criteria may have changed, and with them the alive features that are grouped.
-            current = load_feature_index(out)
-            groups = duplicate_groups(sae.W_dec, index_evidence(current) == "alive")
-            if not np.array_equal(current.arrays.get("duplicate_of"), groups):
-                save_feature_index(FeatureIndex(current.meta, current.arrays | {"duplicate_of": groups}), out)
+            _regroup_if_needed(out, meta, sae)
             continue
         arrays = compute_feature_index(
             sae,
@@ -636,6 +633,21 @@ def index_run(
         arrays["duplicate_of"] = duplicate_groups(sae.W_dec, index_evidence(FeatureIndex(meta, arrays)) == "alive")
         save_feature_index(FeatureIndex(meta, arrays), out)
     return written
+
+
+def _regroup_if_needed(folder: Path, meta: FeatureIndexMeta, sae: SparseAutoencoder) -> None:
+    """Rewrite a current index's ``duplicate_of`` when the evidence criteria changed which features are alive.
+
+    Reads only the three arrays it needs, so an unchanged index costs little to check.
+    """
+    with safe_open(str(folder / INDEX_WEIGHTS), "np") as handle:
+        names = set(handle.keys())
+        arrays = {n: handle.get_tensor(n) for n in ("fire_count", "max_contribution", "duplicate_of") if n in names}
+    groups = duplicate_groups(sae.W_dec, index_evidence(FeatureIndex(meta, arrays)) == "alive")
+    if np.array_equal(arrays.get("duplicate_of"), groups):
+        return
+    current = load_feature_index(folder)
+    save_feature_index(FeatureIndex(current.meta, current.arrays | {"duplicate_of": groups}), folder)
 
 
 def duplicate_groups(decoder: torch.Tensor, alive: np.ndarray) -> np.ndarray:
