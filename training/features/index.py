@@ -640,9 +640,13 @@ def _regroup_if_needed(folder: Path, meta: FeatureIndexMeta, sae: SparseAutoenco
 
     Reads only the three arrays it needs, so an unchanged index costs little to check.
     """
-    with safe_open(str(folder / INDEX_WEIGHTS), "np") as handle:
-        names = set(handle.keys())
-        arrays = {n: handle.get_tensor(n) for n in ("fire_count", "max_contribution", "duplicate_of") if n in names}
+    try:
+        with safe_open(str(folder / INDEX_WEIGHTS), "np") as handle:
+            names = set(handle.keys())
+            arrays = {n: handle.get_tensor(n) for n in ("fire_count", "max_contribution", "duplicate_of") if n in names}
+    except Exception:  # a corrupt file: the full load below says so in its own words
+        load_feature_index(folder)
+        raise
     groups = duplicate_groups(sae.W_dec, index_evidence(FeatureIndex(meta, arrays)) == "alive")
     if np.array_equal(arrays.get("duplicate_of"), groups):
         return
