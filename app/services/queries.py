@@ -635,7 +635,7 @@ def dictionary_estimate(
 
 
 PER_LATENT_POPULATION = (
-    "per alive latent: every latent takes the verdict of its group of near-duplicates, so a direction the "
+    "every alive latent takes the verdict of its group of near-duplicates, so a direction the "
     "dictionary holds n times counts n times (and the interval treats the copies as separate draws)"
 )
 

@@ -4,6 +4,7 @@ and /estimate reports per latent and per distinct feature, per labeller and pool
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 
 import pytest
@@ -159,3 +160,22 @@ def test_the_export_carries_what_recomputes_the_distinct_estimate(
     assert {(row["alive"], row["distinct"]) for row in rows} == {(len(grouped.small_alive), distinct["groups"])}
     header = client.get("/api/labels/export?format=csv").text.splitlines()[0]
     assert header.endswith(",evidence,group,alive,distinct")
+
+
+def test_estimates_page_puts_the_labellable_count_beside_the_feature_count_and_says_why_it_is_higher(
+    app, client: TestClient, grouped: BuiltDatabase, session: Session
+) -> None:
+    workdir = app.state.settings.workdir
+    estimate = {"value": 5, "low": 4, "high": 7, "method": "stable atoms: across sizes"}
+    (workdir / "metrics.json").write_text(json.dumps({"mmcs_with_larger": [], "feature_count_estimate": estimate}))
+    add_labels(session, grouped.small_hash, [(0, "ann", M), (4, "ann", M), (8, "ann", P)])
+    page = client.get("/estimates").text
+    assert "The run's feature-count estimate: <strong>5</strong>" in page
+    assert "Pooled over labellers: a feature counts as monosemantic when more than half" in page
+    row = re.search(rf'<tr data-dictionary="{grouped.small_id}">(.*?)</tr>', page, re.S).group(1)
+    assert re.search(r'data-distinct="estimate"><strong>7</strong>', row)  # 10 groups x 2/3
+    note = re.search(rf'<tr class="note" data-exceeds="{grouped.small_id}">(.*?)</tr>', page, re.S).group(1)
+    assert "above the feature-count estimate 5" in note and "reappear" in note
+    # The dictionary without labels is listed apart, collapsed, not as a row of dashes.
+    assert re.search(rf'<details class="unlabelled">.*data-dictionary="{grouped.large_id}"', page, re.S)
+    assert f'data-exceeds="{grouped.large_id}"' not in page
