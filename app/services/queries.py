@@ -548,7 +548,8 @@ def dictionary_estimate(
         .order_by(Feature.index)
     ).all()
     alive_index = {row.index for row in alive_rows}
-    group_of = {row.index: row.index if row.group_index is None else row.group_index for row in alive_rows}
+    # A group whose representative is not alive here (an index classified under other criteria) falls apart.
+    group_of = {row.index: row.group_index if row.group_index in alive_index else row.index for row in alive_rows}
     members: dict[int, list[int]] = defaultdict(list)
     for index, group in group_of.items():
         members[group].append(index)
