@@ -7,7 +7,7 @@ HTMX := static/vendor/htmx.min.js
 SWAGGER_UI := static/vendor/swagger-ui/swagger-ui-bundle.js static/vendor/swagger-ui/swagger-ui.css
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: setup run test bench lint screenshots
+.PHONY: setup run label test bench lint screenshots
 
 setup: $(STAMP) $(HTMX) $(SWAGGER_UI)
 
@@ -31,6 +31,11 @@ $(CHROMIUM):
 run: setup
 	$(VENV)/bin/monosemantic toy --dict-sizes 256,512,1024,2048 --l1 0.03 --samples 1500000 --out runs/default/toy
 	$(VENV)/bin/monosemantic run --preset default --workdir runs/default
+
+# Label the study's dictionaries from its committed bundle (docs/results/study/labelling/): no training, no
+# activations; labels go to runs/record-study/monosemantic.db, keyed by the weights' hashes.
+label: setup
+	$(VENV)/bin/monosemantic serve --record docs/results/study
 
 # The database tests also run on PostgreSQL: .ci/start-postgres installs (as root, with apt) and starts
 # Debian's server on loopback unless MONOSEMANTIC_TEST_POSTGRES_URL already names one.

@@ -534,6 +534,14 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
         ),
     )
     _add_database_options(serve)
+    serve.add_argument(
+        "--record",
+        type=Path,
+        default=None,
+        metavar="FOLDER",
+        help="label a committed record's dictionaries (FOLDER/labelling/, written by `monosemantic record`) with no "
+        "training or activations: unpacked into --workdir (default runs/record-<folder name>) and loaded first",
+    )
     serve.add_argument("--host", default=None, help="address to bind (default $MONOSEMANTIC_HOST, else 127.0.0.1)")
     serve.add_argument("--port", type=port_number, default=None, help="port (default $MONOSEMANTIC_PORT, else 8000)")
     add_device_option(serve)
@@ -544,12 +552,36 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from app.settings import Settings
 
     device = chosen_device(args, parser)
-    given = {"workdir": args.workdir, "database_url": args.db, "host": args.host, "port": args.port}
+    workdir = args.workdir
+    if args.record is not None:
+        workdir = workdir or record_workdir(args.record)
+    given = {"workdir": workdir, "database_url": args.db, "host": args.host, "port": args.port}
     given["device"] = device.type
     settings = Settings(**{name: value for name, value in given.items() if value is not None})
-    if settings.database_url is None and not Path(settings.workdir).is_dir():
+    if args.record is not None:
+        load_record(args.record, settings)
+    elif settings.database_url is None and not Path(settings.workdir).is_dir():
         parser.error(f"workdir {settings.workdir} does not exist: build it with `monosemantic run` or pass --workdir")
     return _serve_app(settings)
+
+
+def record_workdir(record: Path) -> Path:
+    """Where ``serve --record`` unpacks a record's labelling bundle by default: ``runs/record-<folder name>``."""
+    return Path("runs") / f"record-{Path(record).resolve().name}"
+
+
+def load_record(record: Path, settings) -> list:
+    """Unpack a record's labelling bundle into the settings' workdir and load it into their database.
+
+    Dictionaries already loaded with the same index are skipped, so a second start takes a second.
+    """
+    from training.features.bundle import unpack_bundle
+
+    if not Path(record).is_dir():
+        raise ValueError(f"record folder {record} does not exist: pass --record docs/results/study or another record")
+    folders = unpack_bundle(record, settings.workdir)
+    print(f"unpacked {len(folders)} dictionaries of {record} into {settings.workdir}")
+    return _ingest(settings.workdir, settings.resolved_database_url())
 
 
 def _serve_app(settings) -> int:

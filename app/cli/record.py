@@ -13,9 +13,11 @@ def add_record(commands: argparse._SubParsersAction) -> None:
         help="write a run's record.json, key figures and README (no weights) into a folder to commit",
         description=(
             "Read DIR/metrics.json and write OUT/record.json (commit, command, machine, stage times, LM losses, "
-            "every SAE with its doubling verdict, every estimate with its interval), the key figures and a "
-            "README.md stating the numbers. Example: monosemantic record --workdir runs/study "
-            "--out docs/results/study --command 'monosemantic run --preset study --no-serve'."
+            "every SAE with its doubling verdict, every estimate with its interval), the key figures, a "
+            "README.md stating the numbers and the labelling bundle (OUT/labelling/: the feature index of the "
+            "dictionaries the estimates read, for `monosemantic serve --record OUT`). Example: "
+            "monosemantic record --workdir runs/study --out docs/results/study "
+            "--command 'monosemantic run --preset study --no-serve'."
         ),
     )
     record.add_argument("--workdir", type=Path, required=True, metavar="DIR", help="a finished run")
@@ -41,4 +43,13 @@ def _record(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     record = write_record(args.workdir, args.out, command, Path(__file__).resolve().parents[2])
     holding = sum(1 for s in record["saes"] if s["holds"])
     print(f"wrote {args.out}/record.json: {holding} of {len(record['saes'])} SAEs hold; commit {record['commit']}")
+    bundle = record["labelling"]
+    if bundle is None:
+        print(f"no labelling bundle: {args.workdir} has no feature index (run `monosemantic index` first)")
+    else:
+        names = ", ".join(d["name"] for d in bundle["dictionaries"])
+        print(
+            f"wrote {args.out}/{bundle['folder']}/: {bundle['bytes'] / 2**20:.1f} MiB, {names}; "
+            f"label them with `monosemantic serve --record {args.out}`"
+        )
     return 0

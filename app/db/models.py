@@ -104,6 +104,7 @@ class Feature(Base):
         UniqueConstraint("dictionary_id", "index", name="uq_feature_dictionary_index"),
         Index("ix_features_dictionary_density", "dictionary_id", "density"),
         Index("ix_features_dictionary_max", "dictionary_id", "max_activation"),
+        Index("ix_features_dictionary_group", "dictionary_id", "group_index"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -124,6 +125,9 @@ class Feature(Base):
     logit_suppressed: Mapped[list] = mapped_column(JSON)
     pos_tags: Mapped[list] = mapped_column(JSON)
     neighbours: Mapped[list] = mapped_column(JSON)
+    # The index of the representative of its group of near-duplicate alive features (itself when it leads
+    # one; training.analysis.duplicates); None for dead and rare features. A group is one distinct feature.
+    group_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
     dictionary: Mapped[Dictionary] = relationship(back_populates="features")
     examples: Mapped[list[Example]] = relationship(

@@ -98,6 +98,24 @@ def labellable_estimate(alive: int, labelled: int, monosemantic: int) -> Labella
     )
 
 
+POOLING_RULE = (
+    "pooled over labellers: a feature counts as monosemantic when more than half of its labellers' latest "
+    "verdicts say monosemantic, and a tie counts as not monosemantic (so with two labellers both must say it); "
+    "a labeller's latest verdict on any latent of a group of near-duplicates is their verdict on the group; "
+    '"too little evidence" verdicts judge nothing and are left out'
+)
+
+
+@dataclass(frozen=True)
+class PairKappa:
+    """Cohen's kappa of one pair of labellers over the features both judged."""
+
+    labellers: tuple[str, str]
+    features: int
+    observed: float | None
+    kappa: float | None
+
+
 def majority_monosemantic(verdicts: Sequence[str]) -> bool:
     """Whether more than half of a feature's verdicts (one per labeller) say monosemantic; ties say no."""
     return sum(v == "monosemantic" for v in verdicts) * 2 > len(verdicts)
@@ -233,6 +251,18 @@ def labeller_agreement(verdicts_by_feature: Mapping[object, Mapping[str, str]]) 
         return cohen_kappa([(v[a], v[b]) for v in shared.values()])
     result = fleiss_kappa([list(v.values()) for v in shared.values()])
     return Agreement(**{**result.__dict__, "labellers": len(names)})
+
+
+def pairwise_agreement(verdicts_by_feature: Mapping[object, Mapping[str, str]]) -> list[PairKappa]:
+    """Cohen's kappa of every pair of labellers, in name order, over the features both gave a verdict on."""
+    names = sorted({name for by_labeller in verdicts_by_feature.values() for name in by_labeller})
+    out = []
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            pairs = [(by[a], by[b]) for by in verdicts_by_feature.values() if a in by and b in by]
+            result = cohen_kappa(pairs)
+            out.append(PairKappa((a, b), len(pairs), result.observed, result.kappa))
+    return out
 
 
 def _kappa(observed: float, expected: float) -> float | None:

@@ -37,7 +37,7 @@ from training.features.index import (
 from training.formats.run_saes import imported_records
 
 # Bump when the rows made from an artifact change, so `index` re-ingests artifacts it would skip.
-INGEST_VERSION = 2
+INGEST_VERSION = 3
 FEATURES_PER_BATCH = 512
 EXAMPLE_ARRAYS = ("top_positions", "top_values", "top_window_", "quantile_")
 
@@ -218,12 +218,14 @@ def _ingest_dictionary(
             conn.execute(delete(FEATURES).where(FEATURES.c.dictionary_id == dictionary_id))
             conn.execute(update(DICTIONARIES).where(DICTIONARIES.c.id == dictionary_id).values(values))
         n_examples = 0
+        groups = index.arrays.get("duplicate_of")
         for lo in range(0, meta.dict_size, FEATURES_PER_BATCH):
             hi = min(lo + FEATURES_PER_BATCH, meta.dict_size)
             rows = list(feature_rows(index, dictionary_id, tokens, tag_vocab, lo, hi))
             for row in rows:
                 row["evidence"] = str(levels[row["index"]])
                 row["alive"] = row["evidence"] == "alive"
+                row["group_index"] = _group_index(groups, row["index"]) if row["alive"] else None
             conn.execute(insert(FEATURES), rows)
             ids = dict(
                 conn.execute(
@@ -235,6 +237,13 @@ def _ingest_dictionary(
             feature_ids = np.array([ids[i] for i in range(lo, hi)], dtype=np.int64)
             n_examples += bulk_insert(conn, EXAMPLES, example_columns(index, feature_ids, lo, hi))
     return _summary(meta, dictionary_id, counts, n_examples, start, unchanged=False)
+
+
+def _group_index(groups: np.ndarray | None, index: int) -> int:
+    """An alive feature's group representative; an index made before groups were kept leaves each on its own."""
+    if groups is None or groups[index] < 0:
+        return index
+    return int(groups[index])
 
 
 def _count_examples(conn: Connection, dictionary_id: int) -> int:

@@ -3,8 +3,12 @@
 Columns: ``dictionary`` (the dictionary's content hash), ``index``, ``labeller``, ``verdict``,
 ``description``, ``confidence`` (empty / null when not given), ``created_at`` (ISO 8601, UTC) and
 ``top_contexts_monosemantic`` (true / false, empty / null when not recorded; files without it import) and
-``seconds_on_screen`` (how long the card was visible and ready; empty / null when not measured). An
-import validates every row before writing any, writes all of them in one transaction, and skips rows that
+``seconds_on_screen`` (how long the card was visible and ready; empty / null when not measured).
+An export adds what the estimates need to be recomputed from the file alone (``POPULATION_COLUMNS``, empty /
+null when the dictionary is not indexed here): the feature's ``evidence`` (alive, rare, dead), its ``group``
+(the representative index of its group of near-duplicate alive latents: labels of one group count once),
+and the dictionary's ``alive`` latents and ``distinct`` features; an import ignores them. An import
+validates every row before writing any, writes all of them in one transaction, and skips rows that
 are already stored exactly (so importing the same export twice adds nothing).
 """
 
@@ -20,10 +24,10 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db.models import VERDICTS, Label, utc_now
+from app.db.models import VERDICTS, Dictionary, Feature, Label, utc_now
 from app.services.schemas import MAX_SQL_INT
 
 FORMATS = ("csv", "jsonl")
@@ -39,6 +43,8 @@ COLUMNS = (
     "seconds_on_screen",
 )
 OPTIONAL_COLUMNS = ("description", "confidence", "top_contexts_monosemantic", "seconds_on_screen")
+# Written by an export, ignored by an import: they describe the exporting database's index, not the label.
+POPULATION_COLUMNS = ("evidence", "group", "alive", "distinct")
 LABELS = Label.__table__
 
 LabelFormat = Literal["csv", "jsonl"]
@@ -127,6 +133,39 @@ def read_labels(bind: Engine | sessionmaker[Session]) -> list[LabelRecord]:
     ]
 
 
+def population_columns(bind: Engine | sessionmaker[Session], hashes: set[str]) -> dict[tuple[str, int], dict]:
+    """{(dictionary hash, index): the ``POPULATION_COLUMNS`` of that feature} for the dictionaries indexed here."""
+    if not hashes:
+        return {}
+    with _session_engine(bind).connect() as conn:
+        rows = conn.execute(
+            select(
+                Dictionary.content_hash,
+                Feature.index,
+                Feature.evidence,
+                Feature.alive,
+                func.coalesce(Feature.group_index, Feature.index).label("group"),
+            )
+            .join(Feature, Feature.dictionary_id == Dictionary.id)
+            .where(Dictionary.content_hash.in_(sorted(hashes)))
+        ).all()
+    alive: dict[str, int] = {}
+    groups: dict[str, set[int]] = {}
+    for row in rows:
+        if row.alive:
+            alive[row.content_hash] = alive.get(row.content_hash, 0) + 1
+            groups.setdefault(row.content_hash, set()).add(row.group)
+    return {
+        (row.content_hash, row.index): {
+            "evidence": row.evidence,
+            "group": row.group if row.alive else None,
+            "alive": alive.get(row.content_hash, 0),
+            "distinct": len(groups.get(row.content_hash, ())),
+        }
+        for row in rows
+    }
+
+
 def _plain(record: LabelRecord) -> dict:
     """A record as JSON-ready values, created_at in ISO 8601 with its UTC offset."""
     return {
@@ -142,17 +181,32 @@ def _plain(record: LabelRecord) -> dict:
     }
 
 
-def format_labels(records: Iterable[LabelRecord], fmt: LabelFormat) -> str:
-    """Labels as the text of a CSV file (with a header) or of a JSONL file."""
+def format_labels(
+    records: Iterable[LabelRecord], fmt: LabelFormat, population: dict[tuple[str, int], dict] | None = None
+) -> str:
+    """Labels as the text of a CSV file (with a header) or of a JSONL file.
+
+    With ``population`` (``population_columns``) every row also carries the ``POPULATION_COLUMNS``.
+    """
+    empty = dict.fromkeys(POPULATION_COLUMNS)
+
+    def plain(record: LabelRecord) -> dict:
+        row = _plain(record)
+        if population is not None:
+            row |= population.get((record.dictionary, record.index), empty)
+        return row
+
     if fmt == "jsonl":
-        return "".join(json.dumps(_plain(record), ensure_ascii=False) + "\n" for record in records)
+        return "".join(json.dumps(plain(record), ensure_ascii=False) + "\n" for record in records)
     if fmt != "csv":
         raise ValueError(f"unknown label format {fmt!r}: expected one of {', '.join(FORMATS)}")
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
+    fields = COLUMNS + (POPULATION_COLUMNS if population is not None else ())
+    writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for record in records:
-        row = _plain(record)
+        row = plain(record)
+        row |= {name: "" for name in POPULATION_COLUMNS if name in row and row[name] is None}
         row["confidence"] = "" if record.confidence is None else repr(record.confidence)
         top = record.top_contexts_monosemantic
         row["top_contexts_monosemantic"] = "" if top is None else str(top).lower()
@@ -264,9 +318,10 @@ def format_of(path: Path, fmt: str | None = None) -> LabelFormat:
 
 
 def export_labels_file(bind: Engine | sessionmaker[Session], path: Path, fmt: LabelFormat) -> int:
-    """Write every label to path in fmt; the number of labels written."""
+    """Write every label to path in fmt, with the population columns; the number of labels written."""
     records = read_labels(bind)
-    Path(path).write_text(format_labels(records, fmt), encoding="utf-8")
+    population = population_columns(bind, {record.dictionary for record in records})
+    Path(path).write_text(format_labels(records, fmt, population), encoding="utf-8")
     return len(records)
 
 

@@ -10,22 +10,24 @@ from __future__ import annotations
 import json
 import random
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC
 from pathlib import Path
 
 from sqlalchemy import case, exists, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from app.db.models import JUDGED_VERDICTS, Dictionary, Example, Feature, Label
 from app.db.session import serialized_writes
 from app.services import feature_reads
 from app.services.estimates import (
+    POOLING_RULE,
     compare_proportions,
     density_quartiles,
     labellable_estimate,
     labeller_agreement,
     majority_monosemantic,
+    pairwise_agreement,
 )
 from app.services.examples import decode_example
 from app.services.schemas import (
@@ -34,6 +36,8 @@ from app.services.schemas import (
     ConvergenceOut,
     ConvergenceRun,
     DictionaryOut,
+    DistinctEstimate,
+    DuplicateGroup,
     EstimateOut,
     EvidenceFilter,
     FeatureCountOut,
@@ -45,10 +49,13 @@ from app.services.schemas import (
     Histogram,
     LabelIn,
     LabellerCounts,
+    LabellerEstimate,
     LabelOut,
     LogitEffects,
     Neighbour,
+    PairAgreement,
     PersistenceOut,
+    PopulationEstimate,
     PosTagCount,
     QuantileGroup,
     QuartileEstimate,
@@ -57,6 +64,7 @@ from app.services.schemas import (
     TokenEffect,
     TopToken,
 )
+from training.analysis.duplicates import DUPLICATE_COSINE
 from training.features.index import FeatureIndexConfig
 
 METRICS_FILE = "metrics.json"
@@ -287,9 +295,28 @@ def _detail(session: Session, dictionary: Dictionary, feature: Feature) -> Featu
             suppressed=[_token_effect(e, vocab) for e in feature.logit_suppressed or []],
         ),
         pos_tags=[_pos_tag(p, tag_vocab) for p in feature.pos_tags or []],
+        duplicate_group=duplicate_group(session, feature),
         neighbours=_neighbours(session, feature.neighbours or []),
         labels=feature_labels(session, dictionary, feature.index),
     )
+
+
+def duplicate_group(session: Session, feature: Feature) -> DuplicateGroup | None:
+    """The group of near-duplicate alive latents ``feature`` belongs to; None unless it is alive."""
+    if not feature.alive or feature.evidence != "alive":
+        return None
+    group = feature.index if feature.group_index is None else feature.group_index
+    members = session.scalars(
+        select(Feature.index)
+        .where(
+            Feature.dictionary_id == feature.dictionary_id,
+            Feature.alive,
+            Feature.evidence == "alive",
+            func.coalesce(Feature.group_index, Feature.index) == group,
+        )
+        .order_by(Feature.index)
+    ).all()
+    return DuplicateGroup(representative=group, size=len(members), members=list(members), threshold=DUPLICATE_COSINE)
 
 
 def feature_labels(session: Session, dictionary: Dictionary, index: int) -> list[LabelOut]:
@@ -352,25 +379,18 @@ def next_unlabelled_feature(
     rng: random.Random | None = None,
     last: Sequence[int] = (),
 ) -> FeatureDetail | None:
-    """A uniformly random alive (enough-evidence) feature ``labeller`` has not labelled yet; None when none is left.
+    """The representative of a uniformly random distinct feature ``labeller`` has not labelled; None when none is left.
 
-    Dead and rare features are never served: their labels would say nothing about the layer. Features in
-    ``last`` (the ones this labeller skipped, oldest first) wait at the back of the queue: one of them comes
-    only when nothing else is left, the oldest skip first.
+    A distinct feature is a group of near-duplicate alive features (``Feature.group_index``): the queue
+    draws groups, not latents, and a label on any member counts for the whole group. Dead and rare
+    features are never served: their labels would say nothing about the layer. Features in ``last`` (the
+    ones this labeller skipped, oldest first) wait at the back of the queue: one of them comes only when
+    nothing else is left, the oldest skip first.
 
-    One COUNT over the unlabelled alive features, then one row at a random offset of them in index order:
-    uniform without loading the candidates.
+    One COUNT over the unlabelled groups' representatives, then one row at a random offset of them in index
+    order: uniform without loading the candidates.
     """
-    unlabelled = (
-        (Feature.dictionary_id == dictionary.id)
-        & Feature.alive
-        & (Feature.evidence == "alive")
-        & ~exists().where(
-            Label.dictionary_hash == dictionary.content_hash,
-            Label.feature_index == Feature.index,
-            Label.labeller == labeller,
-        )
-    )
+    unlabelled = _unlabelled_groups(dictionary, labeller)
     waiting: set[int] = set()
     if last:
         waiting = set(session.scalars(select(Feature.index).where(unlabelled, Feature.index.in_(list(last)))))
@@ -384,6 +404,28 @@ def next_unlabelled_feature(
     offset = (rng or random).randrange(count)
     feature = session.scalar(select(Feature).where(unlabelled).order_by(Feature.index).offset(offset).limit(1))
     return None if feature is None else _detail(session, dictionary, feature)
+
+
+def _unlabelled_groups(dictionary: Dictionary, labeller: str):
+    """The condition on ``Feature`` rows of the queue: representatives of alive groups with no label by labeller.
+
+    A feature indexed before groups were kept (``group_index`` None) is its own group.
+    """
+    group = func.coalesce(Feature.group_index, Feature.index)
+    member = aliased(Feature)
+    return (
+        (Feature.dictionary_id == dictionary.id)
+        & Feature.alive
+        & (Feature.evidence == "alive")
+        & (group == Feature.index)
+        & ~exists().where(
+            member.dictionary_id == dictionary.id,
+            func.coalesce(member.group_index, member.index) == Feature.index,
+            Label.dictionary_hash == dictionary.content_hash,
+            Label.feature_index == member.index,
+            Label.labeller == labeller,
+        )
+    )
 
 
 # --- labels ------------------------------------------------------------------------------------------------
@@ -424,20 +466,23 @@ def add_label(session: Session, dictionary: Dictionary, index: int, label: Label
 
 
 def latest_readings(
-    session: Session, dictionary_hash: str | None = None
+    session: Session, dictionary_hash: str | None = None, group_of: Mapping[int, int] | None = None
 ) -> dict[tuple[str, int], dict[str, tuple[str, bool | None]]]:
     """{(dictionary hash, feature index): {labeller: (latest verdict, its top_contexts_monosemantic)}}.
 
-    "Latest" is by ``created_at`` then row id, so an imported older label never overrides a newer one.
+    "Latest" is by ``created_at`` then row id, so an imported older label never overrides a newer one. With
+    ``group_of`` (feature index -> its group's representative) labels are keyed by group, and a labeller's
+    latest label on any member of a group is their verdict on the group; indices it lacks stay as they are.
     """
     query = select(
         Label.dictionary_hash, Label.feature_index, Label.labeller, Label.verdict, Label.top_contexts_monosemantic
     ).order_by(Label.created_at, Label.id)
     if dictionary_hash is not None:
         query = query.where(Label.dictionary_hash == dictionary_hash)
+    group_of = group_of or {}
     readings: dict[tuple[str, int], dict[str, tuple[str, bool | None]]] = defaultdict(dict)
     for dict_hash, index, labeller, verdict, top in session.execute(query):
-        readings[(dict_hash, index)][labeller] = (verdict, top)
+        readings[(dict_hash, group_of.get(index, index))][labeller] = (verdict, top)
     return readings
 
 
@@ -494,30 +539,37 @@ def dictionary_estimate(
     by_persistence: bool = False,
     persistence_threshold: float = PERSISTENCE_THRESHOLD,
 ) -> EstimateOut:
-    """The labellable-feature estimate of a dictionary: alive x the monosemantic fraction of labelled features.
+    """The labellable-feature estimate of a dictionary, per alive latent and per distinct feature.
 
     Counting rules: only alive features (enough evidence, ``training.features.evidence``) count, and labels of rare
-    or dead features are kept but counted apart (``labelled_not_alive``); each labeller's latest label of a
-    feature is its verdict (relabelling replaces, it does not add); a ``too_little_evidence`` verdict is
-    left out of the denominator; a feature counts as labelled once however many people labelled it; and it
-    counts as monosemantic when more than half of its labellers' latest verdicts say so, so a tie counts as
-    not monosemantic. The fraction's 95% interval is Wilson's, and the estimate's bounds are alive times the
-    fraction's bounds. The top-level numbers are the strict reading (one concept across the activation
-    range: the verdict); ``readings`` adds the looser one (one concept in the top contexts), counted over
-    the labels that record it, with the same rules and its own kappa. With ``by_density`` the strict numbers
-    are given per quartile of the alive features' densities. With ``by_persistence`` the fraction is
-    compared between alive features with ``mmcs_with_larger >= persistence_threshold`` and those below it
-    (see ``PersistenceOut``). Agreement (Cohen's or Fleiss' kappa) is over the alive features with more
-    than one labeller.
+    or dead features are kept but counted apart (``labelled_not_alive``). Alive latents whose decoder atoms
+    have cosine >= 0.9 form one group, a distinct feature (``Feature.group_index``): a labeller's latest
+    label on any member is their verdict on the group, so a group counts once however many of its latents
+    were labelled. A ``too_little_evidence`` verdict is left out of the denominator; a group counts as
+    monosemantic by ``POOLING_RULE``. ``distinct`` gives the fraction over groups and distinct x fraction
+    (the headline count); the top-level figures are per alive latent, each latent taking its group's
+    verdict. Intervals are Wilson's 95%, and an estimate's bounds are its population times the fraction's
+    bounds. The top-level numbers are the strict reading (one concept across the activation range: the
+    verdict); ``readings`` adds the looser one (one concept in the top contexts), counted over the labels
+    that record it. ``per_labeller`` gives each labeller's own figures, ``pairwise_agreement`` Cohen's kappa
+    of each pair. With ``by_density`` the strict numbers are given per quartile of the alive latents'
+    densities; with ``by_persistence`` the fraction is compared between alive latents with
+    ``mmcs_with_larger >= persistence_threshold`` and those below it (see ``PersistenceOut``).
     """
     # In index order, so features of equal density fall into quartiles by index on any database.
     alive_rows = session.execute(
-        select(Feature.index, Feature.density, Feature.mmcs_with_larger)
+        select(Feature.index, Feature.density, Feature.mmcs_with_larger, Feature.group_index)
         .where(Feature.dictionary_id == dictionary.id, Feature.alive, Feature.evidence == "alive")
         .order_by(Feature.index)
     ).all()
     alive_index = {row.index for row in alive_rows}
-    readings = latest_readings(session, dictionary.content_hash)
+    # A group whose representative is not alive here (an index classified under other criteria) falls apart.
+    group_of = {row.index: row.group_index if row.group_index in alive_index else row.index for row in alive_rows}
+    members: dict[int, list[int]] = defaultdict(list)
+    for index, group in group_of.items():
+        members[group].append(index)
+    sizes = {group: len(latents) for group, latents in members.items()}
+    readings = latest_readings(session, dictionary.content_hash, group_of)
     labelled_not_alive = sum(1 for _, index in readings if index not in alive_index)
     readings = {key: by for key, by in readings.items() if key[1] in alive_index}
     verdicts = {
@@ -535,8 +587,11 @@ def dictionary_estimate(
         for key, by in readings.items()
     }
     top_verdicts = {key: by for key, by in top_verdicts.items() if by}
-    mono = {index for (_, index), by in verdicts.items() if majority_monosemantic(list(by.values()))}
-    labelled = {index for _, index in verdicts}
+    mono_groups = {group for (_, group), by in verdicts.items() if majority_monosemantic(list(by.values()))}
+    labelled_groups = {group for _, group in verdicts}
+    # Per alive latent, every latent of a judged group takes the group's verdict.
+    labelled = {index for group in labelled_groups for index in members[group]}
+    mono = {index for group in mono_groups for index in members[group]}
     overall = labellable_estimate(len(alive_rows), len(labelled), len(mono))
     quartiles = None
     persistence: PersistenceOut | None = None
@@ -546,14 +601,14 @@ def dictionary_estimate(
     if by_density:
         quartiles = []
         for q, group in enumerate(density_quartiles([row.density for row in alive_rows]), start=1):
-            members = [alive_rows[i] for i in group]
-            indices = {row.index for row in members}
-            part = labellable_estimate(len(members), len(indices & labelled), len(indices & mono))
+            rows = [alive_rows[i] for i in group]
+            indices = {row.index for row in rows}
+            part = labellable_estimate(len(rows), len(indices & labelled), len(indices & mono))
             quartiles.append(
                 QuartileEstimate(
                     quartile=q,
-                    density_low=min((row.density for row in members), default=None),
-                    density_high=max((row.density for row in members), default=None),
+                    density_low=min((row.density for row in rows), default=None),
+                    density_high=max((row.density for row in rows), default=None),
                     **fraction_fields(part),
                 )
             )
@@ -561,6 +616,7 @@ def dictionary_estimate(
     agreement = agreement_out(
         {key: {name: verdict for name, (verdict, _) in by.items()} for key, by in readings.items()}
     )
+    distinct = _distinct_estimate(sizes, labelled_groups, mono_groups)
     return EstimateOut(
         dictionary_id=dictionary.id,
         rare=dictionary.rare or 0,
@@ -576,12 +632,90 @@ def dictionary_estimate(
         estimate_high=overall.estimate_high,
         agreement=agreement,
         readings=[
-            _reading("top_contexts", len(alive_rows), top_verdicts),
-            _reading("activation_range", len(alive_rows), verdicts, agreement),
+            _reading("top_contexts", sizes, top_verdicts),
+            _reading("activation_range", sizes, verdicts, agreement),
         ],
         quartiles=quartiles,
         persistence=persistence,
+        per_latent_population=PER_LATENT_POPULATION,
+        distinct=distinct,
+        per_labeller=_per_labeller(sizes, verdicts),
+        rule=POOLING_RULE,
+        pairwise_agreement=[
+            PairAgreement(
+                labellers=list(pair.labellers), features=pair.features, observed=pair.observed, kappa=pair.kappa
+            )
+            for pair in pairwise_agreement({key: by for key, by in verdicts.items()})
+        ],
     )
+
+
+PER_LATENT_POPULATION = (
+    "every alive latent takes the verdict of its group of near-duplicates, so a direction the "
+    "dictionary holds n times counts n times (and the interval treats the copies as separate draws)"
+)
+
+
+def _population_estimate(population: str, size: int, labelled: int, monosemantic: int) -> PopulationEstimate:
+    part = labellable_estimate(size, labelled, monosemantic)
+    return PopulationEstimate(
+        population=population,
+        size=size,
+        labelled=labelled,
+        monosemantic=monosemantic,
+        fraction=part.fraction,
+        fraction_low=part.fraction_low,
+        fraction_high=part.fraction_high,
+        estimate=part.estimate,
+        estimate_low=part.estimate_low,
+        estimate_high=part.estimate_high,
+    )
+
+
+def _distinct_estimate(sizes: Mapping[int, int], labelled: set[int], mono: set[int]) -> DistinctEstimate:
+    """The estimate per distinct feature from {group representative: latents} and the judged groups."""
+    groups, alive = len(sizes), sum(sizes.values())
+    duplicated = sum(n for n in sizes.values() if n > 1)
+    population = (
+        f"per distinct feature: the {alive:,} alive latents merged into {groups:,} groups where their decoder "
+        f"atoms have cosine >= {DUPLICATE_COSINE:g} ({duplicated:,} latents have a near-duplicate); the queue draws "
+        "groups uniformly and a verdict on a group counts once"
+    )
+    part = _population_estimate(population, groups, len(labelled), len(mono))
+    return DistinctEstimate(
+        **part.model_dump(),
+        groups=groups,
+        threshold=DUPLICATE_COSINE,
+        duplicated_latents=duplicated,
+        largest_group=max(sizes.values(), default=0),
+    )
+
+
+def _per_labeller(sizes: Mapping[int, int], verdicts: dict[tuple[str, int], dict[str, str]]) -> list[LabellerEstimate]:
+    """Each labeller's own estimate from their latest judged verdict on each group."""
+    by_labeller: dict[str, dict[int, str]] = defaultdict(dict)
+    for (_, group), by in verdicts.items():
+        for name, verdict in by.items():
+            by_labeller[name][group] = verdict
+    alive = sum(sizes.values())
+    out = []
+    for name, theirs in sorted(by_labeller.items()):
+        mono = [group for group, verdict in theirs.items() if verdict == "monosemantic"]
+        out.append(
+            LabellerEstimate(
+                labeller=name,
+                per_latent=_population_estimate(
+                    f"{name}'s verdicts per alive latent",
+                    alive,
+                    sum(sizes[g] for g in theirs),
+                    sum(sizes[g] for g in mono),
+                ),
+                distinct=_population_estimate(
+                    f"{name}'s verdicts per distinct feature", len(sizes), len(theirs), len(mono)
+                ),
+            )
+        )
+    return out
 
 
 def estimate_population(dictionary: Dictionary, alive: int) -> str:
@@ -606,11 +740,17 @@ def estimate_population(dictionary: Dictionary, alive: int) -> str:
 
 
 def _reading(
-    reading: str, alive: int, verdicts: dict[tuple[str, int], dict[str, str]], agreement: AgreementOut | None = None
+    reading: str,
+    sizes: Mapping[int, int],
+    verdicts: dict[tuple[str, int], dict[str, str]],
+    agreement: AgreementOut | None = None,
 ) -> ReadingEstimate:
-    """The estimate and kappa of one reading from {feature: {labeller: verdict under that reading}}."""
-    mono = sum(1 for by in verdicts.values() if majority_monosemantic(list(by.values())))
-    part = labellable_estimate(alive, len(verdicts), mono)
+    """The per-latent estimate and kappa of one reading from {group: {labeller: verdict under that reading}}.
+
+    ``sizes`` maps each group's representative to its number of alive latents, which all take its verdict.
+    """
+    mono = sum(sizes[group] for (_, group), by in verdicts.items() if majority_monosemantic(list(by.values())))
+    part = labellable_estimate(sum(sizes.values()), sum(sizes[group] for _, group in verdicts), mono)
     return ReadingEstimate(
         reading=reading,
         description=READINGS[reading],

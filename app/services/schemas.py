@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, computed_field, model_validator
 
+from training.analysis.duplicates import DUPLICATE_COSINE
+
 # "too_little_evidence": the labeller could not judge; stored and exported, left out of every estimate.
 Verdict = Literal["monosemantic", "polysemantic", "uninterpretable", "too_little_evidence"]
 EvidenceLevel = Literal["dead", "rare", "alive"]
@@ -149,8 +151,8 @@ class PosTagCount(BaseModel):
 
 
 # Two atoms of one dictionary whose decoder directions have at least this cosine read as one feature learnt
-# twice (e.g. #978 and #200 of relu_n1024_l1 0.3 on the default run).
-LIKELY_DUPLICATE_COSINE = 0.9
+# twice (e.g. #978 and #200 of relu_n1024_l1 0.3 on the default run): the merge of distinct features.
+LIKELY_DUPLICATE_COSINE = DUPLICATE_COSINE
 
 
 class Neighbour(BaseModel):
@@ -227,6 +229,15 @@ class LabelOut(BaseModel):
     created_at: datetime
 
 
+class DuplicateGroup(BaseModel):
+    """A feature's group of near-duplicate alive latents (decoder cosine >= threshold): one distinct feature."""
+
+    representative: int = Field(description="the group's lowest index: the latent the labelling queue serves")
+    size: int = Field(description="alive latents in the group; a verdict on any of them counts once for all")
+    members: list[int] = Field(description="every latent of the group, in index order")
+    threshold: float = Field(description="the decoder cosine at which alive latents merge")
+
+
 class FeatureDetail(BaseModel):
     """Everything a labeller looks at for one feature."""
 
@@ -247,6 +258,9 @@ class FeatureDetail(BaseModel):
     top_tokens: list[TopToken]
     logit_effects: LogitEffects
     pos_tags: list[PosTagCount]
+    duplicate_group: DuplicateGroup | None = Field(
+        None, description="its group of near-duplicate alive latents (None for rare and dead features)"
+    )
     # Keep these two last: the API caches the JSON of the fields above and appends these per request.
     neighbours: list[Neighbour]
     labels: list[LabelOut] = Field(description="every label of this feature, newest first")
@@ -335,6 +349,47 @@ class ReadingEstimate(BaseModel):
     agreement: AgreementOut
 
 
+class PopulationEstimate(BaseModel):
+    """The monosemantic fraction over one population (alive latents or distinct features) and what it implies."""
+
+    population: str = Field(description="the population and how its labels count, in words")
+    size: int = Field(description="alive latents, or distinct features (groups of near-duplicate alive latents)")
+    labelled: int
+    monosemantic: int
+    fraction: float | None
+    fraction_low: float
+    fraction_high: float
+    estimate: float | None = Field(description="size x fraction")
+    estimate_low: float
+    estimate_high: float
+
+
+class DistinctEstimate(PopulationEstimate):
+    """The estimate per distinct feature: alive latents merged where their decoder atoms have cosine >= 0.9."""
+
+    groups: int = Field(description="distinct features: groups of alive latents with decoder cosine >= threshold")
+    threshold: float = Field(description="the decoder cosine at which alive latents merge (the stable-atom merge)")
+    duplicated_latents: int = Field(description="alive latents in groups of two or more")
+    largest_group: int = Field(description="latents in the largest group")
+
+
+class LabellerEstimate(BaseModel):
+    """One labeller's own estimate from their latest verdicts, per alive latent and per distinct feature."""
+
+    labeller: str
+    per_latent: PopulationEstimate
+    distinct: PopulationEstimate
+
+
+class PairAgreement(BaseModel):
+    """Cohen's kappa of two labellers over the distinct features both judged."""
+
+    labellers: list[str] = Field(description="the two labellers, in name order")
+    features: int = Field(description="distinct features both judged")
+    observed: float | None = Field(description="share of those features with the same verdict")
+    kappa: float | None = Field(description="None when undefined (no overlap, or all verdicts alike)")
+
+
 class EstimateOut(BaseModel):
     """The labellable-feature estimate of one dictionary (see ``queries.dictionary_estimate``).
 
@@ -368,6 +423,17 @@ class EstimateOut(BaseModel):
     readings: list[ReadingEstimate] = Field(default_factory=list, description="top_contexts, then activation_range")
     quartiles: list[QuartileEstimate] | None = Field(None, description="with ?by=density")
     persistence: PersistenceOut | None = Field(None, description="with ?by=persistence")
+    per_latent_population: str = Field("", description="how the top-level figures (per alive latent) count, in words")
+    distinct: DistinctEstimate | None = Field(
+        None, description="the same figures per distinct feature: the headline labellable count is its estimate"
+    )
+    per_labeller: list[LabellerEstimate] = Field(
+        default_factory=list, description="each labeller's own fraction and estimate from their latest verdicts"
+    )
+    rule: str = Field("", description="how several labellers' verdicts pool into the top-level and distinct figures")
+    pairwise_agreement: list[PairAgreement] = Field(
+        default_factory=list, description="Cohen's kappa of every pair of labellers over the features both judged"
+    )
 
 
 class MMCSRecord(BaseModel):

@@ -390,8 +390,11 @@ def export_labels(
     request: Request, format: Annotated[labels_io.LabelFormat, Query(description="csv or jsonl")] = "jsonl"
 ) -> Response:
     """Every label, one row each: dictionary (content hash), index, labeller, verdict, description, confidence,
-    created_at, top_contexts_monosemantic, seconds_on_screen."""
-    text = labels_io.format_labels(labels_io.read_labels(request.app.state.sessionmaker), format)
+    created_at, top_contexts_monosemantic, seconds_on_screen; then what recomputes the estimates: the
+    feature's evidence and group (its group of near-duplicates), and the dictionary's alive and distinct counts."""
+    records = labels_io.read_labels(request.app.state.sessionmaker)
+    population = labels_io.population_columns(request.app.state.sessionmaker, {r.dictionary for r in records})
+    text = labels_io.format_labels(records, format, population)
     return Response(
         text,
         media_type=LABEL_MEDIA_TYPES[format],

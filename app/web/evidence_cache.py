@@ -22,7 +22,7 @@ from typing import Generic, Protocol, TypeVar
 from markupsafe import Markup
 from pydantic import TypeAdapter
 
-from app.services.schemas import FeatureDetail, LabelOut, Neighbour
+from app.services.schemas import DuplicateGroup, FeatureDetail, LabelOut, Neighbour
 from app.web.page_shell import PageShell
 
 # About 300 to 600 features of a full-sized run (20 top contexts and 50 quantile samples of 33 tokens
@@ -67,6 +67,7 @@ class FeatureEvidence:
     neighbours: list[Neighbour]  # their dictionary ids are looked up again on every view
     evidence: str = "alive"  # "alive", "rare" or "dead"
     inspect_text: str = ""  # the text of its strongest context, for "Open in inspector"
+    duplicate_group: DuplicateGroup | None = None  # its near-duplicates, shown on the labelling card
 
     def size_bytes(self) -> int:
         """Memory the two HTML strings take (what the cache's bound counts)."""

@@ -42,13 +42,19 @@ class LabellerProgress:
 
 
 def labeller_progress(session: Session, dictionary: Dictionary, labeller: str) -> LabellerProgress:
-    """Alive features this labeller has labelled (each once however often), of all alive features."""
-    alive_features = select(Feature.index).where(Feature.dictionary_id == dictionary.id, Feature.alive)
-    alive = session.scalar(select(func.count()).select_from(alive_features.subquery())) or 0
+    """Distinct alive features (groups of near-duplicates) this labeller has labelled, of all of them.
+
+    A group counts as labelled once, whichever and however many of its latents the labeller labelled.
+    """
+    group = func.coalesce(Feature.group_index, Feature.index)
+    in_dictionary = (Feature.dictionary_id == dictionary.id) & Feature.alive
+    alive = session.scalar(select(func.count(func.distinct(group))).where(in_dictionary)) or 0
     mine = (Label.dictionary_hash == dictionary.content_hash) & (Label.labeller == labeller)
     labelled = (
         session.scalar(
-            select(func.count(func.distinct(Label.feature_index))).where(mine, Label.feature_index.in_(alive_features))
+            select(func.count(func.distinct(group)))
+            .join(Label, Label.feature_index == Feature.index)
+            .where(in_dictionary, mine)
         )
         or 0
     )
@@ -207,6 +213,16 @@ class EstimatesView:
     fraction_chart: SizeChart | None
     agreement: AgreementOut
 
+    @property
+    def labelled_rows(self) -> list[tuple[DictionaryOut, EstimateOut]]:
+        """Dictionaries with at least one judged distinct feature: the ones with numbers to show."""
+        return [(d, e) for d, e in self.rows if e.labelled]
+
+    @property
+    def unlabelled_rows(self) -> list[tuple[DictionaryOut, EstimateOut]]:
+        """Dictionaries with no judged feature yet, listed apart (collapsed) so their dashes do not crowd the page."""
+        return [(d, e) for d, e in self.rows if not e.labelled]
+
 
 def sweep_name(d: DictionaryOut) -> str:
     """The series a dictionary belongs to across sizes: its architecture and sparsity (and layer if any)."""
@@ -224,14 +240,15 @@ def estimates_view(session: Session) -> EstimatesView:
     estimates: dict[str, list[SizePoint]] = {}
     fractions: dict[str, list[SizePoint]] = {}
     for d, e in rows:
-        if not e.labelled or e.estimate is None or e.fraction is None:
+        g = e.distinct
+        if g is None or not g.labelled or g.estimate is None or g.fraction is None:
             continue
-        label = f"{d.name}: {e.monosemantic} of {e.labelled} labelled monosemantic"
+        label = f"{d.name}: {g.monosemantic} of {g.labelled} distinct features labelled monosemantic"
         estimates.setdefault(sweep_name(d), []).append(
-            SizePoint(d.dict_size, e.estimate, e.estimate_low, e.estimate_high, f"{label}; estimate {e.estimate:.0f}")
+            SizePoint(d.dict_size, g.estimate, g.estimate_low, g.estimate_high, f"{label}; estimate {g.estimate:.0f}")
         )
         fractions.setdefault(sweep_name(d), []).append(
-            SizePoint(d.dict_size, e.fraction, e.fraction_low, e.fraction_high, f"{label} ({e.fraction:.0%})")
+            SizePoint(d.dict_size, g.fraction, g.fraction_low, g.fraction_high, f"{label} ({g.fraction:.0%})")
         )
     return EstimatesView(
         rows=rows,

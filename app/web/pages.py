@@ -363,6 +363,7 @@ def render_evidence(detail: FeatureDetail, compact: bool) -> FeatureEvidence:
         neighbours=detail.neighbours,
         evidence=getattr(detail, "evidence", "alive"),
         inspect_text="".join(detail.top_contexts[0].tokens) if detail.top_contexts else "",
+        duplicate_group=detail.duplicate_group,
     )
 
 
@@ -782,6 +783,7 @@ async def undo_label_action(request: Request, dictionary_id: DictionaryId, sessi
 def estimates(
     request: Request,
     session: SessionDep,
+    settings: SettingsDep,
     dictionary: Annotated[
         int | None, Query(ge=1, le=MAX_SQL_INT, description="whose density and persistence breakdown")
     ] = None,
@@ -802,8 +804,15 @@ def estimates(
     }
     if not wants_fragment(request):
         view = estimates_view(session)
+        try:
+            run_count = queries.feature_count(settings.workdir)
+        except ValueError:  # an unreadable metrics.json: the overview says so, this page shows no count
+            run_count = None
         context.update(
+            feature_count=run_count.feature_count_estimate if run_count is not None else None,
             rows=view.rows,
+            labelled_rows=view.labelled_rows,
+            unlabelled_rows=view.unlabelled_rows,
             estimate_chart=view.estimate_chart,
             fraction_chart=view.fraction_chart,
             agreement=view.agreement,

@@ -18,7 +18,7 @@ from app.db.session import make_engine
 from app.services.ingest import ingest_run
 from tests.db.builders import add_labels, label_rows, table_counts
 
-HEAD = "0005_i28"
+HEAD = "0006"
 SCHEMA_TABLES = {"vocabularies", "dictionaries", "features", "examples", "labels"}
 
 # A later migration that alters the two tables other rows point to, as SQLite batch mode does: by copying.

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
+from training.analysis.duplicates import DUPLICATE_COSINE, distinct_count
 from training.runtime.device import moved_copy
 from training.saes.base import SparseAutoencoder
 
@@ -115,23 +116,6 @@ class SizedDictionary:
     dead: torch.Tensor
 
 
-def _distinct(atoms: torch.Tensor, threshold: float) -> int:
-    """Number of atoms left after merging any two whose cosine is >= threshold (greedy)."""
-    unit = _unit_rows(atoms)
-    kept = unit[:0]
-    for start in range(0, unit.shape[0], 1024):
-        block = unit[start : start + 1024]
-        if kept.shape[0]:
-            block = block[(block @ kept.T).max(dim=1).values < threshold]
-        cos = block @ block.T
-        chosen: list[int] = []
-        for i in range(block.shape[0]):
-            if not chosen or cos[i, chosen].max().item() < threshold:
-                chosen.append(i)
-        kept = torch.cat([kept, block[chosen]])
-    return kept.shape[0]
-
-
 def stable_feature_count(
     smaller: SizedDictionary, larger: SizedDictionary, threshold: float, merge_threshold: float | None = None
 ) -> int:
@@ -144,7 +128,7 @@ def stable_feature_count(
     if alive_small.shape[0] == 0 or alive_large.shape[0] == 0:
         return 0
     stable = alive_small[max_cosines(alive_small, alive_large) >= threshold]
-    return _distinct(stable, threshold if merge_threshold is None else merge_threshold)
+    return distinct_count(stable, threshold if merge_threshold is None else merge_threshold)
 
 
 FEATURE_COUNT_METHOD = (
@@ -171,7 +155,7 @@ def mmcs_with_larger_records(sweep: list[SizedDictionary], labels: dict) -> list
 
 
 def feature_count_curve(
-    sweep: list[SizedDictionary], threshold: float = RECOVERED_COSINE, merge_threshold: float = RECOVERED_COSINE
+    sweep: list[SizedDictionary], threshold: float = RECOVERED_COSINE, merge_threshold: float = DUPLICATE_COSINE
 ) -> list[int]:
     """Stable-atom counts for each consecutive pair of a size sweep (sorted by size)."""
     return [stable_feature_count(a, b, threshold, merge_threshold) for a, b in pairwise(sweep)]

@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 
 from training.analysis.mlp_usage import usage_summary
+from training.features.bundle import BUNDLE_DIR, bundle_size, write_bundle
+from training.features.index import feature_index_folders
 
 FIGURES = (
     "toy_vs_lm.png",
@@ -203,10 +205,22 @@ def readme(record: dict) -> str:
 
 
 def write_record(workdir: Path, out: Path, command: str, repo: Path) -> dict:
-    """Write ``record.json``, the run's key figures and ``README.md`` into ``out``; the record."""
+    """Write ``record.json``, the run's key figures, ``README.md`` and the labelling bundle into ``out``; the record.
+
+    The bundle (``training.features.bundle``) is written when the run has a feature index; ``labelling``
+    in the record lists its dictionaries, or is None without one.
+    """
     record = build_record(workdir, command, repo)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    record["labelling"] = None
+    if feature_index_folders(Path(workdir)):
+        bundled = write_bundle(Path(workdir), out)
+        record["labelling"] = {
+            "folder": BUNDLE_DIR,
+            "bytes": bundle_size(out),
+            "dictionaries": [{"name": b.name, "weights_hash": b.weights_hash, "bytes": b.bytes} for b in bundled],
+        }
     (out / "record.json").write_text(json.dumps(record, indent=2))
     for name in FIGURES:
         source = Path(workdir) / "figures" / name

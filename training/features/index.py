@@ -23,7 +23,9 @@ Artifacts, one folder per dictionary under ``<run>/features/<sae name>/``:
   ``neighbour_smaller_ids``/``neighbour_smaller_cos`` and ``neighbour_larger_*`` (F, n_neighbours) when that
   dictionary exists, and ``neighbour_same_*`` for the nearest other atoms of the dictionary itself;
   ``mmcs_with_larger`` f32 (F), each atom's best cosine with the next larger dictionary
-  (NaN when there is none).
+  (NaN when there is none); ``duplicate_of`` i32 (F), for each alive feature the representative of its
+  group of near-duplicates (``training.analysis.duplicates``, itself when it leads one), -1 for dead and
+  rare features.
 - ``feature_index.json``: the ``FeatureIndexMeta`` fields (which SAE, its weights hash, the neighbour
   dictionaries, the config with its evidence criteria, the activation rows' RMS norm) so a changed input is
   re-indexed and an unchanged one is skipped.
@@ -42,9 +44,11 @@ from typing import Literal
 import numpy as np
 import torch
 from pydantic import BaseModel, Field
+from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
 from training.activations.harvest import load_activations
+from training.analysis.duplicates import near_duplicate_groups
 from training.analysis.metrics import cosine_matrix
 from training.data.tokenizer import TokenizedCorpus, load_tokenized
 from training.features.evidence import (
@@ -234,6 +238,7 @@ def expected_shapes(meta: FeatureIndexMeta) -> dict[str, tuple[int | None, ...]]
             "max_contribution",
             "fire_count",
             "mmcs_with_larger",
+            "duplicate_of",
         )
     }
     shapes |= {"histogram": (f, config.hist_bins), "top_positions": top, "top_values": top}
@@ -610,6 +615,7 @@ def index_run(
         out = out_root / folder.name
         written.append(out)
         if _is_current(out, meta):
+            _regroup_if_needed(out, meta, sae)
             continue
         arrays = compute_feature_index(
             sae,
@@ -624,8 +630,37 @@ def index_run(
             folder.name,
             device,
         )
+        arrays["duplicate_of"] = duplicate_groups(sae.W_dec, index_evidence(FeatureIndex(meta, arrays)) == "alive")
         save_feature_index(FeatureIndex(meta, arrays), out)
     return written
+
+
+def _regroup_if_needed(folder: Path, meta: FeatureIndexMeta, sae: SparseAutoencoder) -> None:
+    """Rewrite a current index's ``duplicate_of`` when the evidence criteria changed which features are alive.
+
+    Reads only the three arrays it needs, so an unchanged index costs little to check.
+    """
+    try:
+        with safe_open(str(folder / INDEX_WEIGHTS), "np") as handle:
+            names = set(handle.keys())
+            arrays = {n: handle.get_tensor(n) for n in ("fire_count", "max_contribution", "duplicate_of") if n in names}
+    except Exception:  # a corrupt file: the full load below says so in its own words
+        load_feature_index(folder)
+        raise
+    groups = duplicate_groups(sae.W_dec, index_evidence(FeatureIndex(meta, arrays)) == "alive")
+    if np.array_equal(arrays.get("duplicate_of"), groups):
+        return
+    current = load_feature_index(folder)
+    save_feature_index(FeatureIndex(current.meta, current.arrays | {"duplicate_of": groups}), folder)
+
+
+def duplicate_groups(decoder: torch.Tensor, alive: np.ndarray) -> np.ndarray:
+    """The ``duplicate_of`` array: each alive feature's group representative among the alive atoms, else -1."""
+    rows = np.flatnonzero(alive)
+    groups = np.full(len(alive), -1, dtype=np.int32)
+    if rows.size:
+        groups[rows] = rows[near_duplicate_groups(decoder.detach().cpu()[torch.from_numpy(rows)]).numpy()]
+    return groups
 
 
 def _is_current(folder: Path, meta: FeatureIndexMeta) -> bool:

@@ -1,6 +1,6 @@
 """How long each label's card was on screen, visible and ready, before its verdict (null for API and imports).
 
-Revision ID: 0005_i28
+Revision ID: 0005
 Revises: 0004
 Create Date: 2026-12-06
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005_i28"
+revision = "0005"
 down_revision = "0004"
 branch_labels = None
 depends_on = None
