@@ -20,11 +20,11 @@ from tests.text_builders import SMALLEST_PIPELINE, brown_jsonl
 from training.experiments.pipeline import run_pipeline
 from training.features.bundle import BUNDLE_DIR, MANIFEST
 
-browser, page, console_errors, current_feature = (
+browser, page, console_errors, wait_ready = (
     shared.browser,
     shared.page,
     shared.console_errors,
-    shared.current_feature,
+    shared.wait_ready,
 )
 
 pytestmark = pytest.mark.timeout(180)
@@ -59,7 +59,7 @@ def test_a_served_record_is_labelled_in_the_browser(
     page.fill("input[name=labeller]", "Ada")
     page.click("button[type=submit]")
     page.wait_for_function("window.htmx !== undefined")
-    feature = current_feature(page)
+    feature = wait_ready(page)
     page.keyboard.press("1")
     expect(page.locator("[data-count=labelled]")).to_have_text("1")
     with page_app.app.state.sessionmaker() as session:
