@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     labels_import_max_bytes: int = Field(
         20 * 2**20, gt=0, description="largest body POST /api/labels/import accepts (413 past it)"
     )
+    json_body_max_bytes: int = Field(
+        256 * 2**10, gt=0, description="largest JSON body the other API writes and searches accept (413 past it)"
+    )
 
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to ``monosemantic.db`` inside the workdir."""

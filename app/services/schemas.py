@@ -8,16 +8,38 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, computed_field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StringConstraints,
+    computed_field,
+    model_validator,
+)
+
+from app.services import label_rules
 
 # "too_little_evidence": the labeller could not judge; stored and exported, left out of every estimate.
 Verdict = Literal["monosemantic", "polysemantic", "uninterpretable", "too_little_evidence"]
 EvidenceLevel = Literal["dead", "rare", "alive"]
 EvidenceFilter = Literal["alive", "rare", "dead", "all"]
-LabellerName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+LabellerName = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=label_rules.MAX_LABELLER_CHARS),
+    AfterValidator(label_rules.checked_labeller),
+]
+LabelDescription = Annotated[
+    str,
+    StringConstraints(max_length=label_rules.MAX_DESCRIPTION_CHARS),
+    AfterValidator(label_rules.checked_description),
+]
 FeatureSort = Literal["index", "density", "max_activation", "label_status"]
 SortOrder = Literal["asc", "desc"]
-MAX_DESCRIPTION_CHARS = 2000
+MAX_DESCRIPTION_CHARS = label_rules.MAX_DESCRIPTION_CHARS
 # Ids, feature indices and offsets fit a SQL INTEGER (PostgreSQL int4); larger ones would overflow SQLite's driver.
 MAX_SQL_INT = 2**31 - 1
 
@@ -182,9 +204,10 @@ class LabelIn(BaseModel):
         description="the strict reading: monosemantic when one concept covers the top contexts and the quantile "
         "samples (the whole activation range); too_little_evidence counts in no estimate"
     )
-    description: str = Field("", max_length=MAX_DESCRIPTION_CHARS)
-    confidence: float | None = Field(None, ge=0, le=1, allow_inf_nan=False)
-    top_contexts_monosemantic: bool | None = Field(
+    description: LabelDescription = ""
+    # Strict: JSON's false, "0.5" or 1 for a boolean are mistakes to report, not values to convert.
+    confidence: StrictFloat | None = Field(None, ge=0, le=1, allow_inf_nan=False)
+    top_contexts_monosemantic: StrictBool | None = Field(
         None,
         description="the looser reading: one concept covers the top contexts (what the study labelled from); "
         "implied true by a monosemantic verdict",
@@ -192,12 +215,9 @@ class LabelIn(BaseModel):
 
     @model_validator(mode="after")
     def _readings_agree(self) -> LabelIn:
-        if self.verdict == "monosemantic" and self.top_contexts_monosemantic is False:
-            raise ValueError(
-                "top_contexts_monosemantic: false contradicts the verdict monosemantic, which covers the top contexts"
-            )
-        if self.verdict == "too_little_evidence" and self.top_contexts_monosemantic is not None:
-            raise ValueError("top_contexts_monosemantic: leave it null with the verdict too_little_evidence")
+        problem = label_rules.readings_problem(self.verdict, self.top_contexts_monosemantic)
+        if problem is not None:
+            raise ValueError(problem)
         if self.verdict == "monosemantic":
             self.top_contexts_monosemantic = True
         return self
@@ -407,9 +427,9 @@ class ConvergenceOut(BaseModel):
 class ActivationsIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    dictionary_id: int = Field(ge=1, le=MAX_SQL_INT)
+    dictionary_id: StrictInt = Field(ge=1, le=MAX_SQL_INT)
     text: str = Field(min_length=1)
-    feature: int | None = Field(
+    feature: StrictInt | None = Field(
         None, ge=0, le=MAX_SQL_INT, description="also report this feature's activation on every token"
     )
 
@@ -438,6 +458,9 @@ class LabelsImportOut(BaseModel):
     skipped: int = Field(description="rows already stored exactly (importing an export twice adds nothing)")
 
 
+ContrastExample = Annotated[str, StringConstraints(max_length=500)]
+
+
 class ContrastIn(BaseModel):
     """Two sets of token positions, each a pattern over the run's text with its target marked, or examples."""
 
@@ -447,12 +470,12 @@ class ContrastIn(BaseModel):
         None, max_length=500, description=r"regex with the target in [[...]] or (?P<target>...), e.g. (Mr|Dr)[[\.]]"
     )
     b: str | None = Field(None, max_length=500, description="the other set's regex, marked the same way")
-    a_examples: list[str] | None = Field(
+    a_examples: list[ContrastExample] | None = Field(
         None, max_length=50, description="instead of a: literal example strings, each with its target in [[...]]"
     )
-    b_examples: list[str] | None = Field(None, max_length=50, description="instead of b: literal examples")
-    max_positions: int = Field(2000, ge=20, le=20_000, description="positions kept per set (a seeded sample)")
-    seed: int = Field(0, ge=0, le=MAX_SQL_INT, description="seed of the sample and of the train/held-out split")
+    b_examples: list[ContrastExample] | None = Field(None, max_length=50, description="instead of b: literal examples")
+    max_positions: StrictInt = Field(2000, ge=20, le=20_000, description="positions kept per set (a seeded sample)")
+    seed: StrictInt = Field(0, ge=0, le=MAX_SQL_INT, description="seed of the sample and of the train/held-out split")
 
 
 class AucOut(BaseModel):

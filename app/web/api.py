@@ -45,6 +45,7 @@ from app.services.schemas import (
 )
 from app.settings import Settings
 from app.web.deps import (
+    DECIMAL,
     DictionaryId,
     FeatureIndexParam,
     SessionDep,
@@ -54,12 +55,13 @@ from app.web.deps import (
     short_read,
 )
 from app.web.evidence_cache import DETAIL_JSON_CACHE_BYTES, DetailKey, EvidenceCache, FeatureDetailJSON
+from app.web.json_body import StrictJSONRoute, read_limited_body
 from app.web.security import require_write_token
 
 MAX_PAGE = 200
 LABEL_MEDIA_TYPES = {"csv": "text/csv", "jsonl": "application/x-ndjson"}
 
-router = APIRouter(prefix="/api", tags=["api"])
+router = APIRouter(prefix="/api", tags=["api"], route_class=StrictJSONRoute)
 
 
 def dictionary_or_404(dictionary_id: DictionaryId, session: SessionDep) -> Dictionary:
@@ -127,8 +129,8 @@ def features(
     sort: FeatureSort = "index",
     order: SortOrder = "asc",
     q: Annotated[str | None, Query(max_length=200, description="substring of the top tokens' text")] = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
-    offset: Annotated[int, Query(ge=0, le=MAX_SQL_INT)] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE), DECIMAL] = 50,
+    offset: Annotated[int, Query(ge=0, le=MAX_SQL_INT), DECIMAL] = 0,
     evidence: Annotated[
         EvidenceFilter, Query(description="alive (enough evidence), rare, dead, or all (the default)")
     ] = "all",
@@ -432,7 +434,7 @@ async def import_labels(
                 }
             ],
         )
-    body = await read_limited_body(request, get_settings(request).labels_import_max_bytes)
+    body = await read_limited_body(request, get_settings(request).labels_import_max_bytes, "labels_import_max_bytes")
     try:
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -440,35 +442,10 @@ async def import_labels(
         raise HTTPException(status_code=400, detail=detail) from None
     try:
         records = await run_in_threadpool(labels_io.parse_labels, text, fmt, "body")
+        result = await run_in_threadpool(labels_io.import_labels, request.app.state.sessionmaker, records, "body")
     except ValueError as exc:
         raise HTTPException(status_code=400, detail=str(exc)) from exc
-    result = await run_in_threadpool(labels_io.import_labels, request.app.state.sessionmaker, records)
     return LabelsImportOut(imported=result.added, skipped=result.skipped)
-
-
-async def read_limited_body(request: Request, limit: int) -> bytes:
-    """The request's body, or a 413 naming the limit as soon as the body (declared or received) passes it.
-
-    Read in chunks, so an oversized upload is refused without being held in memory.
-    """
-    declared = request.headers.get("content-length", "")
-    if declared.isdecimal() and int(declared) > limit:
-        raise _body_too_large(limit)
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _body_too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _body_too_large(limit: int) -> HTTPException:
-    return HTTPException(
-        status_code=413,
-        detail=f"the body is larger than this server's limit of {limit:,} bytes (setting "
-        "MONOSEMANTIC_LABELS_IMPORT_MAX_BYTES): split the file and import the parts one after another",
-    )
 
 
 def _format_of_content_type(content_type: str) -> labels_io.LabelFormat | None:

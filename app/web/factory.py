@@ -20,6 +20,7 @@ from app.db.session import make_engine, make_sessionmaker
 from app.services.inspector import ActivationInspector
 from app.settings import Settings
 from app.web import api, api_docs, pages
+from app.web.api_errors import install_api_errors
 from app.web.page_errors import install_page_errors
 from app.web.security import SecurityHeadersMiddleware
 from training.runtime.device import resolve_device
@@ -62,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api_docs.router)
     app.include_router(pages.router)
     install_page_errors(app)
+    install_api_errors(app)
     if STATIC_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
