@@ -253,9 +253,11 @@ def _record(row: dict, source: str, line: int) -> LabelRecord:
         record = LabelRecord.model_validate(row)
     except ValidationError as exc:
         error = exc.errors()[0]
-        field = ".".join(str(part) for part in error["loc"]) or "row"
-        got = f" (got {_shown(error['input'])})" if error["type"] != "missing" and field != "row" else ""
         message = error["msg"].removeprefix("Value error, ")
+        if not error["loc"]:  # a rule across fields: its message starts with the field it blames
+            raise ValueError(f"{source} line {line}: {message}") from None
+        field = ".".join(str(part) for part in error["loc"])
+        got = f" (got {_shown(error['input'])})" if error["type"] != "missing" else ""
         raise ValueError(f"{source} line {line}: {field}: {message}{got}") from None
     record._line = line
     return record
