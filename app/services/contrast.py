@@ -1,4 +1,6 @@
-"""The contrastive feature search for the REST API and the page: one call, the run's text read once."""
+"""The contrastive feature search for the REST API and the page: patterns checked here, the search run by the
+server's ``ContrastWorker`` in a child process (one at a time, under time limits), ids linked here.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +11,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.db.models import Dictionary
+from app.services.contrast_worker import ContrastUnavailable, ContrastWorker
+from app.services.regex_guard import check_pattern
 from app.services.schemas import ContrastIn, ContrastOut
 from training.data.tokenizer import load_tokenized
-from training.features.contrast import ContrastConfig, ContrastInputError, CorpusText, contrast, examples_pattern
+from training.features.contrast import ContrastConfig, ContrastInputError, CorpusText, compile_pattern, examples_pattern
 
-
-class ContrastUnavailable(RuntimeError):
-    """The server's run lacks what the search reads (tokens, LM, activations)."""
+__all__ = ["ContrastUnavailable", "check_patterns", "corpus_text", "patterns_of", "run_contrast"]
 
 
 @lru_cache(maxsize=2)
@@ -47,26 +49,32 @@ def patterns_of(body: ContrastIn) -> tuple[str, str]:
     return sides[0], sides[1]
 
 
-def run_contrast(session: Session, workdir: Path, body: ContrastIn) -> ContrastOut:
-    """The search on the server's run, with features linked to the indexed dictionaries' ids."""
+def check_patterns(a: str, b: str) -> None:
+    """ContrastInputError naming the side whose pattern is malformed or could backtrack exponentially."""
+    for name, pattern in (("a", a), ("b", b)):
+        if pattern.count("[[") > 1:
+            raise ContrastInputError(name, "mark one target only")
+        compiled = compile_pattern(name, pattern)
+        problem = check_pattern(compiled.pattern)
+        if problem is not None:
+            raise ContrastInputError(name, problem)
+
+
+def run_contrast(session: Session, workdir: Path, body: ContrastIn, worker: ContrastWorker) -> ContrastOut:
+    """The search on the server's run (by ``worker``), with features linked to the indexed dictionaries' ids."""
     a, b = patterns_of(body)
+    check_patterns(a, b)
     workdir = Path(workdir)
     if not (workdir / "lm" / "model.safetensors").exists():
         raise ContrastUnavailable(f"{workdir} has no TinyLM (lm/): the search runs on runs built by `monosemantic run`")
-    result = contrast(
-        workdir,
-        a,
-        b,
-        ContrastConfig(max_positions=body.max_positions, seed=body.seed),
-        corpus=corpus_text(workdir),
-        progress=False,
-    )
+    if not (workdir / "tokens" / "manifest.json").exists():
+        raise ContrastUnavailable(f"{workdir} holds no tokenized corpus: build it with `monosemantic run`")
+    data = worker.search(workdir, a, b, ContrastConfig(max_positions=body.max_positions, seed=body.seed))
     ids = dict(
         session.execute(
             select(Dictionary.name, Dictionary.id).where(Dictionary.run_dir == str(workdir.resolve()))
         ).all()
     )
-    data = result.to_json()
     for name, features in data["features"].items():
         for feature in features:
             feature["dictionary_id"] = ids.get(name)

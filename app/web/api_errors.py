@@ -13,6 +13,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
@@ -20,6 +21,28 @@ MAX_ECHO_CHARS = 200
 MAX_ECHO_ITEMS = 20
 MAX_ECHO_DEPTH = 4
 MAX_DETAIL_CHARS = 4000
+
+
+class ErrorOut(BaseModel):
+    """An error reply other than a validation error: what went wrong and what to do about it."""
+
+    detail: str = Field(description="what went wrong and how to fix it")
+
+
+ERROR_DESCRIPTIONS = {
+    400: "the body cannot be read (an import row that breaks a rule: the detail names every such line)",
+    401: "the server has a write token and the request did not bear it (Authorization: Bearer <token>)",
+    404: "no such dictionary or feature, or nothing of the kind in the server's run",
+    409: "the server's run lacks what this needs (a trained LM, tokens or activations)",
+    413: "the body is larger than the server's limit",
+    500: "the run's metrics.json cannot be read",
+    503: "busy with another search (see Retry-After) or past the search's time limit",
+}
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for these error statuses (422 FastAPI declares itself), each an ``ErrorOut``."""
+    return {code: {"model": ErrorOut, "description": ERROR_DESCRIPTIONS[code]} for code in codes}
 
 
 def safe_text(text: str, limit: int = MAX_ECHO_CHARS) -> str:

@@ -56,19 +56,25 @@ def json_problems(body: bytes) -> list[dict[str, Any]]:
     Empty when the body is fine or not JSON at all (FastAPI's own parse then names the syntax error).
     """
     try:
-        value = json.loads(body, parse_constant=_NonFinite)
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return [
+            _error(["body"], f"the body is not UTF-8 text ({exc.reason} at byte {exc.start})", "json_invalid", None)
+        ]
+    try:
+        value = json.loads(text, parse_constant=_NonFinite)
     except (ValueError, RecursionError):
-        return _unparsable(body)
+        return _unparsable(text)
     problems: list[dict[str, Any]] = []
     _walk(value, ["body"], problems)
     return problems
 
 
-def _unparsable(body: bytes) -> list[dict[str, Any]]:
+def _unparsable(text: str) -> list[dict[str, Any]]:
     # Syntax errors keep FastAPI's json_invalid reply; what only Python refuses (an integer of more than
     # 4,300 digits, nesting deeper than the recursion limit) would become a bare 400, so it is named here.
     try:
-        json.loads(body, parse_int=lambda digits: 0, parse_constant=_NonFinite)
+        json.loads(text, parse_int=lambda digits: 0, parse_constant=_NonFinite)
     except json.JSONDecodeError:
         return []
     except (ValueError, RecursionError):
