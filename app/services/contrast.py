@@ -62,13 +62,14 @@ def check_patterns(a: str, b: str) -> None:
 
 def run_contrast(session: Session, workdir: Path, body: ContrastIn, worker: ContrastWorker) -> ContrastOut:
     """The search on the server's run (by ``worker``), with features linked to the indexed dictionaries' ids."""
-    a, b = patterns_of(body)
-    check_patterns(a, b)
+    # A server that cannot search at all says so first, whatever the patterns.
     workdir = Path(workdir)
     if not (workdir / "lm" / "model.safetensors").exists():
         raise ContrastUnavailable(f"{workdir} has no TinyLM (lm/): the search runs on runs built by `monosemantic run`")
     if not (workdir / "tokens" / "manifest.json").exists():
         raise ContrastUnavailable(f"{workdir} holds no tokenized corpus: build it with `monosemantic run`")
+    a, b = patterns_of(body)
+    check_patterns(a, b)
     data = worker.search(workdir, a, b, ContrastConfig(max_positions=body.max_positions, seed=body.seed))
     ids = dict(
         session.execute(

@@ -165,6 +165,8 @@ def format_labels(records: Iterable[LabelRecord], fmt: LabelFormat) -> str:
         raise ValueError(f"unknown label format {fmt!r}: expected one of {', '.join(FORMATS)}")
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
+    # With "\n" ending lines, the csv module leaves a lone "\r" unquoted, which a reader takes for a line end.
+    quoting_writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n", quoting=csv.QUOTE_ALL)
     writer.writeheader()
     for record in records:
         row = _plain(record)
@@ -173,7 +175,8 @@ def format_labels(records: Iterable[LabelRecord], fmt: LabelFormat) -> str:
         row["confidence"] = "" if record.confidence is None else repr(record.confidence)
         top = record.top_contexts_monosemantic
         row["top_contexts_monosemantic"] = "" if top is None else str(top).lower()
-        writer.writerow(row)
+        carriage_return = any("\r" in row[column] for column in TEXT_COLUMNS)
+        (quoting_writer if carriage_return else writer).writerow(row)
     return out.getvalue()
 
 

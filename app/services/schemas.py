@@ -11,12 +11,13 @@ from typing import Annotated, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
     StrictFloat,
-    StrictInt,
     StringConstraints,
+    WithJsonSchema,
     computed_field,
     model_validator,
 )
@@ -27,19 +28,44 @@ from app.services import label_rules
 Verdict = Literal["monosemantic", "polysemantic", "uninterpretable", "too_little_evidence"]
 EvidenceLevel = Literal["dead", "rare", "alive"]
 EvidenceFilter = Literal["alive", "rare", "dead", "all"]
+# Checked by label_rules (one path for the API and the import); the schema states the same rules.
 LabellerName = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=label_rules.MAX_LABELLER_CHARS),
     AfterValidator(label_rules.checked_labeller),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": label_rules.MAX_LABELLER_CHARS,
+            "pattern": label_rules.LABELLER_PATTERN,
+            "description": "a name without control or formatting characters; white space around it is removed",
+        }
+    ),
 ]
 LabelDescription = Annotated[
     str,
     StringConstraints(max_length=label_rules.MAX_DESCRIPTION_CHARS),
     AfterValidator(label_rules.checked_description),
+    WithJsonSchema(
+        {"type": "string", "maxLength": label_rules.MAX_DESCRIPTION_CHARS, "pattern": label_rules.DESCRIPTION_PATTERN}
+    ),
 ]
 FeatureSort = Literal["index", "density", "max_activation", "label_status"]
 SortOrder = Literal["asc", "desc"]
 MAX_DESCRIPTION_CHARS = label_rules.MAX_DESCRIPTION_CHARS
+
+
+def json_integer(value: object) -> object:
+    """A JSON integer as JSON Schema reads one (``3`` or ``3.0``); text, booleans and fractions are refused."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("must be a whole number (a JSON integer, not text or a boolean)")
+    return value
+
+
+# Pydantic's lax mode would also take "3" and true as integers; JSON Schema (and this API) takes neither.
+JSONInt = Annotated[int, BeforeValidator(json_integer)]
 # Ids, feature indices and offsets fit a SQL INTEGER (PostgreSQL int4); larger ones would overflow SQLite's driver.
 MAX_SQL_INT = 2**31 - 1
 
@@ -197,7 +223,7 @@ class Neighbour(BaseModel):
 class LabelIn(BaseModel):
     """A labeller's judgement of one feature."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"allOf": label_rules.READINGS_SCHEMA})
 
     labeller: LabellerName
     verdict: Verdict = Field(
@@ -427,10 +453,10 @@ class ConvergenceOut(BaseModel):
 class ActivationsIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    dictionary_id: StrictInt = Field(ge=1, le=MAX_SQL_INT)
+    dictionary_id: JSONInt = Field(ge=1, le=MAX_SQL_INT)
     text: str = Field(min_length=1)
-    feature: StrictInt | None = Field(
-        None, ge=0, le=MAX_SQL_INT, description="also report this feature's activation on every token"
+    feature: Annotated[int, Field(ge=0, le=MAX_SQL_INT), BeforeValidator(json_integer)] | None = Field(
+        None, description="also report this feature's activation on every token"
     )
 
 
@@ -474,8 +500,8 @@ class ContrastIn(BaseModel):
         None, max_length=50, description="instead of a: literal example strings, each with its target in [[...]]"
     )
     b_examples: list[ContrastExample] | None = Field(None, max_length=50, description="instead of b: literal examples")
-    max_positions: StrictInt = Field(2000, ge=20, le=20_000, description="positions kept per set (a seeded sample)")
-    seed: StrictInt = Field(0, ge=0, le=MAX_SQL_INT, description="seed of the sample and of the train/held-out split")
+    max_positions: JSONInt = Field(2000, ge=20, le=20_000, description="positions kept per set (a seeded sample)")
+    seed: JSONInt = Field(0, ge=0, le=MAX_SQL_INT, description="seed of the sample and of the train/held-out split")
 
 
 class AucOut(BaseModel):

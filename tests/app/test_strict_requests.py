@@ -92,7 +92,15 @@ def test_an_integer_confidence_is_still_a_number(client: TestClient, built: Buil
     assert response.status_code == 201 and response.json()["confidence"] == 1.0
 
 
-@pytest.mark.parametrize(("body", "field"), [({"dictionary_id": 1.0}, "dictionary_id"), ({"feature": True}, "feature")])
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"dictionary_id": "1"}, "dictionary_id"),
+        ({"dictionary_id": 1.5}, "dictionary_id"),
+        ({"dictionary_id": True}, "dictionary_id"),
+        ({"feature": True}, "feature"),
+    ],
+)
 def test_lax_numbers_in_other_bodies_are_422(client: TestClient, built: BuiltDatabase, body: dict, field: str) -> None:
     response = client.post("/api/activations", json={"dictionary_id": built.small_id, "text": "the cat", **body})
     assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["body", field]
