@@ -17,7 +17,7 @@ from app.services.schemas import ContrastIn, ContrastOut
 from training.data.tokenizer import load_tokenized
 from training.features.contrast import ContrastConfig, ContrastInputError, CorpusText, compile_pattern, examples_pattern
 
-__all__ = ["ContrastUnavailable", "check_patterns", "corpus_text", "patterns_of", "run_contrast"]
+__all__ = ["ContrastUnavailable", "check_patterns", "corpus_text", "missing_for_search", "patterns_of", "run_contrast"]
 
 
 @lru_cache(maxsize=2)
@@ -49,6 +49,15 @@ def patterns_of(body: ContrastIn) -> tuple[str, str]:
     return sides[0], sides[1]
 
 
+def missing_for_search(workdir: Path) -> str | None:
+    """What the run lacks for a search (its TinyLM or its tokens), as the error says it, or None."""
+    if not (workdir / "lm" / "model.safetensors").exists():
+        return f"{workdir} has no TinyLM (lm/): the search runs on runs built by `monosemantic run`"
+    if not (workdir / "tokens" / "manifest.json").exists():
+        return f"{workdir} holds no tokenized corpus: build it with `monosemantic run`"
+    return None
+
+
 def check_patterns(a: str, b: str) -> None:
     """ContrastInputError naming the side whose pattern is malformed or could backtrack exponentially."""
     for name, pattern in (("a", a), ("b", b)):
@@ -64,10 +73,9 @@ def run_contrast(session: Session, workdir: Path, body: ContrastIn, worker: Cont
     """The search on the server's run (by ``worker``), with features linked to the indexed dictionaries' ids."""
     # A server that cannot search at all says so first, whatever the patterns.
     workdir = Path(workdir)
-    if not (workdir / "lm" / "model.safetensors").exists():
-        raise ContrastUnavailable(f"{workdir} has no TinyLM (lm/): the search runs on runs built by `monosemantic run`")
-    if not (workdir / "tokens" / "manifest.json").exists():
-        raise ContrastUnavailable(f"{workdir} holds no tokenized corpus: build it with `monosemantic run`")
+    missing = missing_for_search(workdir)
+    if missing is not None:
+        raise ContrastUnavailable(missing)
     a, b = patterns_of(body)
     check_patterns(a, b)
     data = worker.search(workdir, a, b, ContrastConfig(max_positions=body.max_positions, seed=body.seed))

@@ -63,6 +63,17 @@ class ContrastWorker:
         finally:
             self._lock.release()
 
+    def prepare(self) -> None:
+        """Start the child process now, without waiting for it, so that the next search need not.
+
+        Starting it (Python and torch) takes seconds; the contrast page calls this when it shows its form.
+        """
+        if self._lock.acquire(blocking=False):
+            try:
+                self._started()
+            finally:
+                self._lock.release()
+
     def _run(self, workdir: str, a: str, b: str, config: dict[str, Any]) -> dict[str, Any]:
         conn = self._started()
         conn.send((workdir, a, b, config))

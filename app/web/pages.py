@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.db.models import VERDICTS, Dictionary
 from app.services import feature_reads, queries
-from app.services.contrast import ContrastInputError, ContrastUnavailable, run_contrast
+from app.services.contrast import ContrastInputError, ContrastUnavailable, missing_for_search, run_contrast
 from app.services.contrast_worker import ContrastBusy, ContrastTimedOut
 from app.services.feature_reads import DictionaryHead
 from app.services.inspector import ActivationInspector, InspectorUnavailable
@@ -735,7 +735,10 @@ def contrast_page(
             "page (ask whoever runs the server for it), then search again.",
             403,
         )
-    elif a and b:
+    elif not (a and b):
+        if missing_for_search(settings.workdir) is None:
+            request.app.state.contrast_worker.prepare()  # the visitor is about to search
+    else:
         body = ContrastIn(a=a, b=b, max_positions=max_positions)
         try:
             result = run_contrast(session, settings.workdir, body, request.app.state.contrast_worker)
