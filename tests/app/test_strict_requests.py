@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.db.models import Label
-from app.web.api_errors import MAX_ECHO_CHARS
+from app.web.api_errors import MAX_ECHO_CHARS, safe_echo
 from tests.app.builders import BuiltDatabase
 
 
@@ -141,3 +141,13 @@ def test_a_body_that_is_not_utf8_is_answered_with_json(client: TestClient, built
     response = client.post(label_url(built), content=b"\xff\xfe{", headers={"Content-Type": "text/plain"})
     assert response.status_code == 422
     assert response.json()["detail"]
+
+
+def test_any_echoed_value_serializes_as_short_json() -> None:
+    value = {"nan": float("nan"), "inf": [float("inf"), float("-inf")], "text": "\ud800" + "x" * 1000, "raw": b"\xff"}
+    echoed = safe_echo(value)
+    text = json.dumps(echoed, allow_nan=False).encode("utf-8")
+    assert echoed["nan"] == "NaN" and echoed["inf"] == ["Infinity", "-Infinity"]
+    assert echoed["text"].startswith("\\ud800x") and len(echoed["text"]) < MAX_ECHO_CHARS + 40
+    assert echoed["raw"] == "\ufffd" and len(text) < 600
+    assert len(safe_echo(list(range(1000)))) == 21
