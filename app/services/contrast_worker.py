@@ -63,6 +63,11 @@ class ContrastWorker:
         finally:
             self._lock.release()
 
+    @property
+    def running(self) -> bool:
+        """Whether the child process is up (it is started on first use and killed past a time limit)."""
+        return self._process is not None and self._process.is_alive()
+
     def prepare(self) -> None:
         """Start the child process now, without waiting for it, so that the next search need not.
 

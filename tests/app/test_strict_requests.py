@@ -151,3 +151,23 @@ def test_any_echoed_value_serializes_as_short_json() -> None:
     assert echoed["text"].startswith("\\ud800x") and len(echoed["text"]) < MAX_ECHO_CHARS + 40
     assert echoed["raw"] == "\ufffd" and len(text) < 600
     assert len(safe_echo(list(range(1000)))) == 21
+
+
+def test_the_openapi_document_declares_the_error_statuses(client: TestClient, built: BuiltDatabase) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    declared = {
+        (path, method): set(operation["responses"])
+        for path, methods in paths.items()
+        for method, operation in methods.items()
+    }
+    assert {"400", "401", "404", "413", "422"} <= declared[
+        "/api/dictionaries/{dictionary_id}/features/{index}/labels", "post"
+    ]
+    assert {"400", "401", "413", "422"} <= declared["/api/labels/import", "post"]
+    assert {"401", "409", "413", "422", "503"} <= declared["/api/contrast", "post"]
+    assert {"404", "409", "413", "422"} <= declared["/api/activations", "post"]
+    assert {"404", "500"} <= declared["/api/feature-count", "get"]
+    for path in ("/features", "/features/{index}", "/next-feature", "/estimate", "/agreement"):
+        assert "404" in declared[f"/api/dictionaries/{{dictionary_id}}{path}", "get"]
+    missing = client.get("/api/dictionaries/999/features/1")
+    assert missing.status_code == 404 and set(missing.json()) == {"detail"}

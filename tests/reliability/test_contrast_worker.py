@@ -12,9 +12,11 @@ import time
 import httpx
 import pytest
 
+from app.services.contrast_worker import ContrastTimedOut, ContrastWorker, SearchLimits
 from tests.reliability.conftest import ServedApp, start_server, stop_server
 from training.data.corpus import Corpus, Document
 from training.data.tokenizer import TokenizeConfig, tokenize_corpus
+from training.features.contrast import ContrastConfig
 
 MATCH_LIMIT_S = 2
 HEALTH_LIMIT_S = 0.1
@@ -77,3 +79,13 @@ def test_a_nested_repeat_is_refused_before_it_runs(served: ServedApp) -> None:
     assert response.json()["detail"][0]["loc"] == ["body", "a"]
     assert "exponential" in response.json()["detail"][0]["msg"]
     assert time.monotonic() - started < 1
+
+
+def test_a_search_past_its_total_limit_is_stopped_and_its_process_killed(served: ServedApp) -> None:
+    workdir = served.log_path.parent  # the run the server searches
+    worker = ContrastWorker(SearchLimits(match_s=600, total_s=2))
+    started = time.monotonic()
+    with pytest.raises(ContrastTimedOut, match="MONOSEMANTIC_CONTRAST_TIMEOUT_S"):
+        worker.search(workdir, CATASTROPHIC, "[[cat]]", ContrastConfig(max_positions=20))
+    assert time.monotonic() - started < 2 + 5  # the limit, then the kill and join
+    assert not worker.running  # killed: the next search starts a fresh one
