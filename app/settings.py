@@ -33,6 +33,13 @@ class Settings(BaseSettings):
     labels_import_max_bytes: int = Field(
         20 * 2**20, gt=0, description="largest body POST /api/labels/import accepts (413 past it)"
     )
+    contrast_match_timeout_s: float = Field(
+        10, gt=0, description="longest a contrast pattern may take to match the run's text (422 past it)"
+    )
+    contrast_timeout_s: float = Field(300, gt=0, description="longest a whole contrast search may take (503 past it)")
+    json_body_max_bytes: int = Field(
+        256 * 2**10, gt=0, description="largest JSON body the other API writes and searches accept (413 past it)"
+    )
 
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to ``monosemantic.db`` inside the workdir."""

@@ -357,7 +357,12 @@ def test_the_page_renders_the_form_and_a_result(client):
     assert page.status_code == 200
     assert "Probe AUC per layer" in page.text and "(the SAEs' layer)" in page.text
     assert "relu_n32_l10.03" in page.text and "/features/" in page.text
-    assert "where it fires most in the corpus" in page.text and "DeLong" in page.text and "best MLP neuron" in page.text
+    assert (
+        "In the corpus:" in page.text
+        and "Among the sets:" in page.text
+        and "DeLong" in page.text
+        and "best MLP neuron" in page.text
+    )
     assert "corpus precision" in page.text
     bad = client.get("/contrast", params={"a": "x(", "b": "[[,]]"})
     assert bad.status_code == 422 and "Set a: not a valid regular expression" in bad.text

@@ -7,9 +7,15 @@ Columns: ``dictionary`` (the dictionary's content hash), ``index``, ``labeller``
 An export adds what the estimates need to be recomputed from the file alone (``POPULATION_COLUMNS``, empty /
 null when the dictionary is not indexed here): the feature's ``evidence`` (alive, rare, dead), its ``group``
 (the representative index of its group of near-duplicate alive latents: labels of one group count once),
-and the dictionary's ``alive`` latents and ``distinct`` features; an import ignores them. An import
-validates every row before writing any, writes all of them in one transaction, and skips rows that
-are already stored exactly (so importing the same export twice adds nothing).
+and the dictionary's ``alive`` latents and ``distinct`` features; an import ignores them. An import holds
+every row to the rules the API holds a new label to (``app.services.label_rules``: a known dictionary and
+one of its features, the labeller name rules, the verdict and top-contexts rule, a time not in the
+future), names the line of every row that breaks one and then writes nothing; otherwise it writes all rows
+in one transaction, skipping those already stored exactly (importing an export twice adds nothing).
+
+In CSV, a text cell that a spreadsheet would run as a formula (starting with ``=``, ``+``, ``-``, ``@``, a
+tab or a carriage return) is written with a leading ``'``, as is one that starts with ``'``; the import
+removes that quote again, so a CSV export imports back exactly.
 """
 
 from __future__ import annotations
@@ -23,12 +29,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 from sqlalchemy import Engine, func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import VERDICTS, Dictionary, Feature, Label, utc_now
-from app.services.schemas import MAX_SQL_INT
+from app.services import label_rules
+from app.services.schemas import MAX_SQL_INT, LabelDescription, LabellerName
 
 FORMATS = ("csv", "jsonl")
 COLUMNS = (
@@ -48,6 +55,11 @@ POPULATION_COLUMNS = ("evidence", "group", "alive", "distinct")
 LABELS = Label.__table__
 
 LabelFormat = Literal["csv", "jsonl"]
+# What makes a spreadsheet read a cell as a formula, and the quote that disarms it.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+CSV_QUOTE = "'"
+TEXT_COLUMNS = ("labeller", "description")
+MAX_LISTED_ERRORS = 20
 
 
 class LabelRecord(BaseModel):
@@ -57,15 +69,21 @@ class LabelRecord(BaseModel):
 
     dictionary: str = Field(min_length=1, max_length=64, description="content hash of the dictionary")
     index: int = Field(ge=0, le=MAX_SQL_INT, description="feature index inside the dictionary")
-    labeller: str = Field(min_length=1, max_length=64)
+    labeller: LabellerName
     verdict: str = Field(description=f"one of {', '.join(VERDICTS)}")
-    description: str = Field("", max_length=2000)
+    description: LabelDescription = ""
     confidence: float | None = Field(None, ge=0, le=1, allow_inf_nan=False)
     created_at: datetime = Field(default_factory=utc_now, description="UTC; naive values are taken as UTC")
     top_contexts_monosemantic: bool | None = Field(None, description="one concept covers the top contexts")
     seconds_on_screen: float | None = Field(
         None, ge=0, allow_inf_nan=False, description="how long the card was visible and ready before the verdict"
     )
+    _line: int | None = PrivateAttr(None)
+
+    @property
+    def line(self) -> int | None:
+        """The line of the file the record was read from (None when it was not read from one)."""
+        return self._line
 
     @field_validator("verdict")
     @classmethod
@@ -78,12 +96,17 @@ class LabelRecord(BaseModel):
     @classmethod
     def _naive_utc(cls, value: datetime) -> datetime:
         # The database stores naive UTC: convert aware times, keep naive ones as they are.
-        return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo is not None else value
+        naive = value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo is not None else value
+        problem = label_rules.created_at_problem(naive)
+        if problem is not None:
+            raise ValueError(problem)
+        return naive
 
     @model_validator(mode="after")
     def _readings_agree(self) -> LabelRecord:
-        if self.verdict == "monosemantic" and self.top_contexts_monosemantic is False:
-            raise ValueError("top_contexts_monosemantic: false contradicts the verdict monosemantic")
+        problem = label_rules.readings_problem(self.verdict, self.top_contexts_monosemantic)
+        if problem is not None:
+            raise ValueError(problem)
         return self
 
     def key(self) -> tuple:
@@ -203,25 +226,60 @@ def format_labels(
     out = io.StringIO()
     fields = COLUMNS + (POPULATION_COLUMNS if population is not None else ())
     writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
+    # With "\n" ending lines, the csv module leaves a lone "\r" unquoted, which a reader takes for a line end.
+    quoting_writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n", quoting=csv.QUOTE_ALL)
     writer.writeheader()
     for record in records:
         row = plain(record)
         row |= {name: "" for name in POPULATION_COLUMNS if name in row and row[name] is None}
+        for column in TEXT_COLUMNS:
+            row[column] = _disarmed(row[column])
         row["confidence"] = "" if record.confidence is None else repr(record.confidence)
         top = record.top_contexts_monosemantic
         row["top_contexts_monosemantic"] = "" if top is None else str(top).lower()
         row["seconds_on_screen"] = "" if record.seconds_on_screen is None else repr(record.seconds_on_screen)
-        writer.writerow(row)
+        carriage_return = any("\r" in row[column] for column in TEXT_COLUMNS)
+        (quoting_writer if carriage_return else writer).writerow(row)
     return out.getvalue()
 
 
+def _disarmed(text: str) -> str:
+    """A CSV text cell a spreadsheet shows as text: a leading quote before a formula start or a quote."""
+    return CSV_QUOTE + text if text.startswith((*FORMULA_STARTS, CSV_QUOTE)) else text
+
+
+def _rearmed(text: str) -> str:
+    """The text ``_disarmed`` was given: its added quote removed (other leading quotes are kept)."""
+    if text.startswith(CSV_QUOTE) and text[1:].startswith((*FORMULA_STARTS, CSV_QUOTE)):
+        return text[1:]
+    return text
+
+
 def parse_labels(text: str, fmt: LabelFormat, source: str = "labels") -> list[LabelRecord]:
-    """Every row of a CSV or JSONL text, validated; a ValueError naming the first bad line and field."""
+    """Every row of a CSV or JSONL text, validated; a ValueError naming every bad line and its field."""
     if fmt == "jsonl":
-        return [_record(row, source, line) for line, row in _jsonl_rows(text, source)]
-    if fmt == "csv":
-        return [_record(row, source, line) for line, row in _csv_rows(text, source)]
-    raise ValueError(f"unknown label format {fmt!r}: expected one of {', '.join(FORMATS)}")
+        rows = _jsonl_rows(text, source)
+    elif fmt == "csv":
+        rows = _csv_rows(text, source)
+    else:
+        raise ValueError(f"unknown label format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    records, errors = [], []
+    for line, row in rows:
+        try:
+            records.append(_record(row, source, line))
+        except ValueError as exc:
+            errors.append(str(exc))
+    raise_if_any(errors)
+    return records
+
+
+def raise_if_any(errors: list[str]) -> None:
+    """A ValueError listing the errors on one line (the first ``MAX_LISTED_ERRORS``), when there are any."""
+    if not errors:
+        return
+    listed = "; ".join(errors[:MAX_LISTED_ERRORS])
+    more = f"; and {len(errors) - MAX_LISTED_ERRORS} more rows" if len(errors) > MAX_LISTED_ERRORS else ""
+    raise ValueError(f"{listed}{more}; nothing was imported: correct these rows and import the file again")
 
 
 def _jsonl_rows(text: str, source: str) -> Iterable[tuple[int, dict]]:
@@ -249,25 +307,57 @@ def _csv_rows(text: str, source: str) -> Iterable[tuple[int, dict]]:
         if None in row:
             raise ValueError(f"{source} line {line}: more values than the {len(header)} header columns")
         # CSV has no null: an empty confidence or created_at means "not given".
-        yield line, {key: value for key, value in row.items() if not (value == "" and key != "description")}
+        values = {key: value for key, value in row.items() if not (value == "" and key != "description")}
+        for column in TEXT_COLUMNS:
+            if isinstance(values.get(column), str):
+                values[column] = _rearmed(values[column])
+        yield line, values
 
 
 def _record(row: dict, source: str, line: int) -> LabelRecord:
     try:
-        return LabelRecord.model_validate(row)
+        record = LabelRecord.model_validate(row)
     except ValidationError as exc:
         error = exc.errors()[0]
-        field = ".".join(str(part) for part in error["loc"]) or "row"
-        got = f" (got {error['input']!r})" if error["type"] != "missing" else ""
         message = error["msg"].removeprefix("Value error, ")
+        if not error["loc"]:  # a rule across fields: its message starts with the field it blames
+            raise ValueError(f"{source} line {line}: {message}") from None
+        field = ".".join(str(part) for part in error["loc"])
+        got = f" (got {_shown(error['input'])})" if error["type"] != "missing" else ""
         raise ValueError(f"{source} line {line}: {field}: {message}{got}") from None
+    record._line = line
+    return record
 
 
-def import_labels(bind: Engine | sessionmaker[Session], records: list[LabelRecord]) -> ImportResult:
-    """Store the records in one transaction, skipping those already stored exactly (or repeated)."""
+def _shown(value: object) -> str:
+    """A bad value as the error repeats it: its repr, cut to 60 characters."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:60]}... ({len(text):,} characters)"
+
+
+def import_labels(
+    bind: Engine | sessionmaker[Session], records: list[LabelRecord], source: str = "labels"
+) -> ImportResult:
+    """Store the records in one transaction, skipping those already stored exactly (or repeated).
+
+    Every record must name an indexed dictionary and one of its features; otherwise a ValueError names each
+    record that does not (by its line when it was read from a file) and nothing is stored.
+    """
     engine = _session_engine(bind)
     hashes = sorted({record.dictionary for record in records})
     with engine.begin() as conn:
+        sizes = dict(
+            conn.execute(
+                select(Dictionary.content_hash, Dictionary.dict_size).where(Dictionary.content_hash.in_(hashes))
+            ).all()
+        )
+        errors = []
+        for position, record in enumerate(records, start=1):
+            problem = label_rules.feature_problem(record.dictionary, record.index, sizes)
+            if problem is not None:
+                where = f"line {record.line}" if record.line is not None else f"row {position}"
+                errors.append(f"{source} {where}: {problem[0]}: {problem[1]}")
+        raise_if_any(errors)
         stored = conn.execute(select(LABELS).where(LABELS.c.dictionary_hash.in_(hashes))).all() if hashes else []
         seen = {
             (
@@ -332,4 +422,4 @@ def import_labels_file(bind: Engine | sessionmaker[Session], path: Path, fmt: La
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ValueError(f"{path} is not UTF-8 text: {exc.reason} at byte {exc.start}") from None
-    return import_labels(bind, parse_labels(text, fmt, source=str(path)))
+    return import_labels(bind, parse_labels(text, fmt, source=str(path)), source=str(path))

@@ -8,18 +8,65 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, computed_field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StringConstraints,
+    WithJsonSchema,
+    computed_field,
+    model_validator,
+)
 
+from app.services import label_rules
 from training.analysis.duplicates import DUPLICATE_COSINE
 
 # "too_little_evidence": the labeller could not judge; stored and exported, left out of every estimate.
 Verdict = Literal["monosemantic", "polysemantic", "uninterpretable", "too_little_evidence"]
 EvidenceLevel = Literal["dead", "rare", "alive"]
 EvidenceFilter = Literal["alive", "rare", "dead", "all"]
-LabellerName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+# Checked by label_rules (one path for the API and the import); the schema states the same rules.
+LabellerName = Annotated[
+    str,
+    AfterValidator(label_rules.checked_labeller),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": label_rules.MAX_LABELLER_CHARS,
+            "pattern": label_rules.LABELLER_PATTERN,
+            "description": "a name without control or formatting characters; white space around it is removed",
+        }
+    ),
+]
+LabelDescription = Annotated[
+    str,
+    StringConstraints(max_length=label_rules.MAX_DESCRIPTION_CHARS),
+    AfterValidator(label_rules.checked_description),
+    WithJsonSchema(
+        {"type": "string", "maxLength": label_rules.MAX_DESCRIPTION_CHARS, "pattern": label_rules.DESCRIPTION_PATTERN}
+    ),
+]
 FeatureSort = Literal["index", "density", "max_activation", "label_status"]
 SortOrder = Literal["asc", "desc"]
-MAX_DESCRIPTION_CHARS = 2000
+MAX_DESCRIPTION_CHARS = label_rules.MAX_DESCRIPTION_CHARS
+
+
+def json_integer(value: object) -> object:
+    """A JSON integer as JSON Schema reads one (``3`` or ``3.0``); text, booleans and fractions are refused."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("must be a whole number (a JSON integer, not text or a boolean)")
+    return value
+
+
+# Pydantic's lax mode would also take "3" and true as integers; JSON Schema (and this API) takes neither.
+JSONInt = Annotated[int, BeforeValidator(json_integer)]
 # Ids, feature indices and offsets fit a SQL INTEGER (PostgreSQL int4); larger ones would overflow SQLite's driver.
 MAX_SQL_INT = 2**31 - 1
 
@@ -177,16 +224,17 @@ class Neighbour(BaseModel):
 class LabelIn(BaseModel):
     """A labeller's judgement of one feature."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"allOf": label_rules.READINGS_SCHEMA})
 
     labeller: LabellerName
     verdict: Verdict = Field(
         description="the strict reading: monosemantic when one concept covers the top contexts and the quantile "
         "samples (the whole activation range); too_little_evidence counts in no estimate"
     )
-    description: str = Field("", max_length=MAX_DESCRIPTION_CHARS)
-    confidence: float | None = Field(None, ge=0, le=1, allow_inf_nan=False)
-    top_contexts_monosemantic: bool | None = Field(
+    description: LabelDescription = ""
+    # Strict: JSON's false, "0.5" or 1 for a boolean are mistakes to report, not values to convert.
+    confidence: StrictFloat | None = Field(None, ge=0, le=1, allow_inf_nan=False)
+    top_contexts_monosemantic: StrictBool | None = Field(
         None,
         description="the looser reading: one concept covers the top contexts (what the study labelled from); "
         "implied true by a monosemantic verdict",
@@ -201,12 +249,9 @@ class LabelIn(BaseModel):
 
     @model_validator(mode="after")
     def _readings_agree(self) -> LabelIn:
-        if self.verdict == "monosemantic" and self.top_contexts_monosemantic is False:
-            raise ValueError(
-                "top_contexts_monosemantic: false contradicts the verdict monosemantic, which covers the top contexts"
-            )
-        if self.verdict == "too_little_evidence" and self.top_contexts_monosemantic is not None:
-            raise ValueError("top_contexts_monosemantic: leave it null with the verdict too_little_evidence")
+        problem = label_rules.readings_problem(self.verdict, self.top_contexts_monosemantic)
+        if problem is not None:
+            raise ValueError(problem)
         if self.verdict == "monosemantic":
             self.top_contexts_monosemantic = True
         return self
@@ -485,10 +530,10 @@ class ConvergenceOut(BaseModel):
 class ActivationsIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    dictionary_id: int = Field(ge=1, le=MAX_SQL_INT)
+    dictionary_id: JSONInt = Field(ge=1, le=MAX_SQL_INT)
     text: str = Field(min_length=1)
-    feature: int | None = Field(
-        None, ge=0, le=MAX_SQL_INT, description="also report this feature's activation on every token"
+    feature: Annotated[int, Field(ge=0, le=MAX_SQL_INT), BeforeValidator(json_integer)] | None = Field(
+        None, description="also report this feature's activation on every token"
     )
 
 
@@ -516,6 +561,9 @@ class LabelsImportOut(BaseModel):
     skipped: int = Field(description="rows already stored exactly (importing an export twice adds nothing)")
 
 
+ContrastExample = Annotated[str, StringConstraints(max_length=500)]
+
+
 class ContrastIn(BaseModel):
     """Two sets of token positions, each a pattern over the run's text with its target marked, or examples."""
 
@@ -525,12 +573,12 @@ class ContrastIn(BaseModel):
         None, max_length=500, description=r"regex with the target in [[...]] or (?P<target>...), e.g. (Mr|Dr)[[\.]]"
     )
     b: str | None = Field(None, max_length=500, description="the other set's regex, marked the same way")
-    a_examples: list[str] | None = Field(
+    a_examples: list[ContrastExample] | None = Field(
         None, max_length=50, description="instead of a: literal example strings, each with its target in [[...]]"
     )
-    b_examples: list[str] | None = Field(None, max_length=50, description="instead of b: literal examples")
-    max_positions: int = Field(2000, ge=20, le=20_000, description="positions kept per set (a seeded sample)")
-    seed: int = Field(0, ge=0, le=MAX_SQL_INT, description="seed of the sample and of the train/held-out split")
+    b_examples: list[ContrastExample] | None = Field(None, max_length=50, description="instead of b: literal examples")
+    max_positions: JSONInt = Field(2000, ge=20, le=20_000, description="positions kept per set (a seeded sample)")
+    seed: JSONInt = Field(0, ge=0, le=MAX_SQL_INT, description="seed of the sample and of the train/held-out split")
 
 
 class AucOut(BaseModel):

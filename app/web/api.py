@@ -1,7 +1,9 @@
 """The JSON REST API under ``/api`` (paths and fields as in DESIGN.md; OpenAPI at ``/docs``).
 
-Errors are ``{"detail": ...}`` with a 4xx status; validation errors are FastAPI's 422 naming the field.
-Writes (labels, label import) need ``Authorization: Bearer <token>`` when the server has a write token.
+Errors are ``{"detail": ...}`` with a 4xx status (each route declares its own in the OpenAPI document);
+validation errors are a 422 naming the field, with what it echoes made safe (``app.web.api_errors``), and
+JSON bodies are held to strict JSON within a size limit (``app.web.json_body``). Writes (labels, label
+import) and contrast searches need ``Authorization: Bearer <token>`` when the server has a write token.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from app.db.models import Dictionary
 from app.services import feature_reads, labels_io, queries
 from app.services.contrast import ContrastInputError, ContrastUnavailable, run_contrast
+from app.services.contrast_worker import ContrastBusy, ContrastTimedOut
 from app.services.inspector import ActivationInspector, InspectorUnavailable
 from app.services.schemas import (
     MAX_SQL_INT,
@@ -44,7 +47,9 @@ from app.services.schemas import (
     SortOrder,
 )
 from app.settings import Settings
+from app.web.api_errors import errors
 from app.web.deps import (
+    DECIMAL,
     DictionaryId,
     FeatureIndexParam,
     SessionDep,
@@ -54,12 +59,13 @@ from app.web.deps import (
     short_read,
 )
 from app.web.evidence_cache import DETAIL_JSON_CACHE_BYTES, DetailKey, EvidenceCache, FeatureDetailJSON
+from app.web.json_body import StrictJSONRoute, read_limited_body
 from app.web.security import require_write_token
 
 MAX_PAGE = 200
 LABEL_MEDIA_TYPES = {"csv": "text/csv", "jsonl": "application/x-ndjson"}
 
-router = APIRouter(prefix="/api", tags=["api"])
+router = APIRouter(prefix="/api", tags=["api"], route_class=StrictJSONRoute)
 
 
 def dictionary_or_404(dictionary_id: DictionaryId, session: SessionDep) -> Dictionary:
@@ -120,15 +126,15 @@ def dictionaries(session: SessionDep) -> list[DictionaryOut]:
     return queries.list_dictionaries(session)
 
 
-@router.get("/dictionaries/{dictionary_id}/features", response_model=FeaturePage)
+@router.get("/dictionaries/{dictionary_id}/features", response_model=FeaturePage, responses=errors(404))
 def features(
     dictionary: DictionaryDep,
     session: SessionDep,
     sort: FeatureSort = "index",
     order: SortOrder = "asc",
     q: Annotated[str | None, Query(max_length=200, description="substring of the top tokens' text")] = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
-    offset: Annotated[int, Query(ge=0, le=MAX_SQL_INT)] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE), DECIMAL] = 50,
+    offset: Annotated[int, Query(ge=0, le=MAX_SQL_INT), DECIMAL] = 0,
     evidence: Annotated[
         EvidenceFilter, Query(description="alive (enough evidence), rare, dead, or all (the default)")
     ] = "all",
@@ -149,7 +155,7 @@ def detail_json_cache(request: Request) -> EvidenceCache[DetailKey, FeatureDetai
         return state.detail_json_cache
 
 
-@router.get("/dictionaries/{dictionary_id}/features/{index}", response_model=FeatureDetail)
+@router.get("/dictionaries/{dictionary_id}/features/{index}", response_model=FeatureDetail, responses=errors(404))
 async def feature(request: Request, dictionary_id: DictionaryId, index: FeatureIndexParam) -> Response:
     """Everything known about one feature: contexts, quantile samples, histogram, tokens, logits, labels."""
     # All but the labels and the neighbours' dictionary ids change only on a re-index, so that part is
@@ -195,6 +201,7 @@ def _uncached_feature(request: Request, dictionary_id: int, index: int) -> Respo
     response_model=LabelOut,
     status_code=201,
     dependencies=[Depends(require_write_token)],
+    responses=errors(400, 401, 404, 413),
 )
 async def add_label(
     request: Request, dictionary_id: DictionaryId, index: FeatureIndexParam, label: LabelIn
@@ -213,7 +220,7 @@ def _store_label(request: Request, dictionary_id: int, index: int, label: LabelI
         return queries.add_label(session, dictionary, index, label)
 
 
-@router.get("/dictionaries/{dictionary_id}/next-feature", response_model=FeatureDetail)
+@router.get("/dictionaries/{dictionary_id}/next-feature", response_model=FeatureDetail, responses=errors(404))
 def next_feature(
     dictionary: DictionaryDep,
     session: SessionDep,
@@ -233,7 +240,7 @@ def next_feature(
     return detail
 
 
-@router.get("/dictionaries/{dictionary_id}/estimate", response_model=EstimateOut)
+@router.get("/dictionaries/{dictionary_id}/estimate", response_model=EstimateOut, responses=errors(404))
 def estimate(
     dictionary: DictionaryDep,
     session: SessionDep,
@@ -272,7 +279,7 @@ def estimate(
     )
 
 
-@router.get("/dictionaries/{dictionary_id}/agreement", response_model=AgreementOut)
+@router.get("/dictionaries/{dictionary_id}/agreement", response_model=AgreementOut, responses=errors(404))
 def dictionary_agreement(dictionary: DictionaryDep, session: SessionDep) -> AgreementOut:
     """Cohen's (two labellers) or Fleiss' (three or more) kappa over this dictionary's shared features."""
     return queries.dictionary_estimate(session, dictionary).agreement
@@ -295,7 +302,7 @@ def _from_run_metrics(read: Callable[[FilePath], T | None], workdir: FilePath, m
     return result
 
 
-@router.get("/feature-count", response_model=FeatureCountOut)
+@router.get("/feature-count", response_model=FeatureCountOut, responses=errors(404, 500))
 def feature_count(settings: Annotated[Settings, Depends(get_settings)]) -> FeatureCountOut:
     """The MMCS-with-larger curve and the estimated number of features, from the run's metrics.json."""
     return _from_run_metrics(
@@ -305,7 +312,7 @@ def feature_count(settings: Annotated[Settings, Depends(get_settings)]) -> Featu
     )
 
 
-@router.get("/convergence", response_model=ConvergenceOut)
+@router.get("/convergence", response_model=ConvergenceOut, responses=errors(404, 500))
 def convergence(settings: Annotated[Settings, Depends(get_settings)]) -> ConvergenceOut:
     """Which SAEs had stopped improving before their learning rate decayed, from the run's metrics.json."""
     return _from_run_metrics(
@@ -322,25 +329,42 @@ def _contrast_error(exc: ContrastInputError) -> HTTPException:
     )
 
 
-@router.post("/contrast", response_model=ContrastOut)
-def contrast_search(
-    body: ContrastIn, session: SessionDep, settings: Annotated[Settings, Depends(get_settings)]
-) -> ContrastOut:
+CONTRAST_RETRY_AFTER_S = 5
+
+
+@router.post(
+    "/contrast",
+    response_model=ContrastOut,
+    dependencies=[Depends(require_write_token)],
+    responses=errors(400, 401, 409, 413, 503),
+)
+def contrast_search(request: Request, body: ContrastIn, session: SessionDep) -> ContrastOut:
     """Which layers and SAE features separate two sets of token positions of the server's run.
 
     Each set is a regex over the run's training text with its target token in ``[[...]]`` (or examples with
     the target marked). Probes and feature choices are fitted on half the positions; every AUC is on the
-    other half. Writes nothing; takes seconds to a minute on a full run.
+    other half. Writes nothing; takes seconds to a minute on a full run, in a worker process, one search at
+    a time per server (503 with Retry-After while another runs). A pattern that repeats a repeat (``(a+)+``)
+    is refused before it runs; one that does not finish matching the text within
+    ``MONOSEMANTIC_CONTRAST_MATCH_TIMEOUT_S`` (default 10 s) is a 422 naming it, and a search past
+    ``MONOSEMANTIC_CONTRAST_TIMEOUT_S`` (default 300 s) a 503. Needs the write token when the server has one.
     """
+    settings = get_settings(request)
     try:
-        return run_contrast(session, settings.workdir, body)
+        return run_contrast(session, settings.workdir, body, request.app.state.contrast_worker)
     except ContrastInputError as exc:
         raise _contrast_error(exc) from exc
     except ContrastUnavailable as exc:
         raise HTTPException(status_code=409, detail=str(exc)) from exc
+    except ContrastBusy as exc:
+        raise HTTPException(
+            status_code=503, detail=str(exc), headers={"Retry-After": str(CONTRAST_RETRY_AFTER_S)}
+        ) from exc
+    except ContrastTimedOut as exc:
+        raise HTTPException(status_code=503, detail=str(exc)) from exc
 
 
-@router.post("/activations", response_model=ActivationsOut)
+@router.post("/activations", response_model=ActivationsOut, responses=errors(400, 404, 409, 413))
 def activations(
     body: ActivationsIn,
     session: SessionDep,
@@ -406,7 +430,7 @@ def export_labels(
     "/labels/import",
     response_model=LabelsImportOut,
     dependencies=[Depends(require_write_token)],
-    responses={413: {"description": "the body is larger than the server's limit (labels_import_max_bytes)"}},
+    responses=errors(400, 401, 413),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -435,7 +459,7 @@ async def import_labels(
                 }
             ],
         )
-    body = await read_limited_body(request, get_settings(request).labels_import_max_bytes)
+    body = await read_limited_body(request, get_settings(request).labels_import_max_bytes, "labels_import_max_bytes")
     try:
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -443,35 +467,10 @@ async def import_labels(
         raise HTTPException(status_code=400, detail=detail) from None
     try:
         records = await run_in_threadpool(labels_io.parse_labels, text, fmt, "body")
+        result = await run_in_threadpool(labels_io.import_labels, request.app.state.sessionmaker, records, "body")
     except ValueError as exc:
         raise HTTPException(status_code=400, detail=str(exc)) from exc
-    result = await run_in_threadpool(labels_io.import_labels, request.app.state.sessionmaker, records)
     return LabelsImportOut(imported=result.added, skipped=result.skipped)
-
-
-async def read_limited_body(request: Request, limit: int) -> bytes:
-    """The request's body, or a 413 naming the limit as soon as the body (declared or received) passes it.
-
-    Read in chunks, so an oversized upload is refused without being held in memory.
-    """
-    declared = request.headers.get("content-length", "")
-    if declared.isdecimal() and int(declared) > limit:
-        raise _body_too_large(limit)
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _body_too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _body_too_large(limit: int) -> HTTPException:
-    return HTTPException(
-        status_code=413,
-        detail=f"the body is larger than this server's limit of {limit:,} bytes (setting "
-        "MONOSEMANTIC_LABELS_IMPORT_MAX_BYTES): split the file and import the parts one after another",
-    )
 
 
 def _format_of_content_type(content_type: str) -> labels_io.LabelFormat | None:

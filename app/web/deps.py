@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Path, Request
+from pydantic import BeforeValidator
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -32,12 +34,27 @@ def get_inspector(request: Request) -> ActivationInspector:
 
 SessionDep = Annotated[Session, Depends(get_session)]
 
+_DECIMAL_INTEGER = re.compile(r"-?(0|[1-9][0-9]*)")
 
-DictionaryId = Annotated[int, Path(ge=1, le=MAX_SQL_INT, description="id from /api/dictionaries")]
+
+def decimal_integer(value: Any) -> Any:
+    """A path or query integer only as plain decimal digits: ``" 1"``, ``"1.0"``, ``"+1"``, ``"01"`` are refused.
+
+    Pydantic would read them all as 1, so two addresses would name one feature and typos would pass.
+    """
+    if isinstance(value, str) and not _DECIMAL_INTEGER.fullmatch(value):
+        raise ValueError("must be a whole number written in decimal digits, e.g. 12")
+    return value
+
+
+# After the Path or Query in an Annotated parameter (before it, the OpenAPI schema loses its bounds).
+DECIMAL = BeforeValidator(decimal_integer)
+
+DictionaryId = Annotated[int, Path(ge=1, le=MAX_SQL_INT, description="id from /api/dictionaries"), DECIMAL]
 
 
 FeatureIndexParam = Annotated[
-    int, Path(ge=0, le=MAX_SQL_INT, description="the feature's (latent's) index in the dictionary")
+    int, Path(ge=0, le=MAX_SQL_INT, description="the feature's (latent's) index in the dictionary"), DECIMAL
 ]
 
 

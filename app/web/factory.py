@@ -17,9 +17,11 @@ from fastapi.staticfiles import StaticFiles
 
 from app.db.migrate import upgrade_to_head
 from app.db.session import make_engine, make_sessionmaker
+from app.services.contrast_worker import ContrastWorker, SearchLimits
 from app.services.inspector import ActivationInspector
 from app.settings import Settings
 from app.web import api, api_docs, pages
+from app.web.api_errors import install_api_errors
 from app.web.page_errors import install_page_errors
 from app.web.security import SecurityHeadersMiddleware
 from training.runtime.device import resolve_device
@@ -36,10 +38,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         Path(settings.workdir).mkdir(parents=True, exist_ok=True)
     upgrade_to_head(url)
     engine = make_engine(url)
+    contrast_worker = ContrastWorker(SearchLimits(settings.contrast_match_timeout_s, settings.contrast_timeout_s))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
+        contrast_worker.close()
         engine.dispose()
 
     app = FastAPI(
@@ -55,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.sessionmaker = make_sessionmaker(engine)
     app.state.inspector = ActivationInspector(resolve_device(settings.device))
     app.state.rng = random.Random()
+    app.state.contrast_worker = contrast_worker
     app.state.static_dir = STATIC_DIR
 
     app.add_middleware(SecurityHeadersMiddleware)
@@ -62,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api_docs.router)
     app.include_router(pages.router)
     install_page_errors(app)
+    install_api_errors(app)
     if STATIC_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

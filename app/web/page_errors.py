@@ -1,5 +1,6 @@
 """A malformed page address (``?feature=abc``, ``?offset=-1``) answers with the HTML error page naming the
-field; the REST API, its reference and every POST keep FastAPI's JSON 422, which their callers parse.
+field; the REST API, its reference and every POST keep FastAPI's JSON 422, which their callers parse
+(made safe to send by ``app.web.api_errors``).
 """
 
 from __future__ import annotations
@@ -8,10 +9,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from starlette.responses import Response
 
+from app.web.api_errors import api_validation_error, safe_text
 from app.web.pages import render
 
 JSON_PATH_PREFIXES = ("/api/", "/openapi.json", "/docs")
@@ -25,7 +26,7 @@ def describe_errors(errors: Sequence[Any]) -> str:
         where, *names = (str(part) for part in error.get("loc", ()))
         field = ".".join(names) or where
         given = error.get("input")
-        shown = f"{field}={given}" if isinstance(given, str) else field
+        shown = f"{field}={safe_text(given, 100)}" if isinstance(given, str) else field
         sentences.append(f"{shown}{WHERE.get(where, '')}: {error.get('msg', 'invalid value')}.")
     return " ".join(sentences)
 
@@ -36,6 +37,6 @@ def install_page_errors(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def page_validation_error(request: Request, exc: RequestValidationError) -> Response:
         if request.method != "GET" or request.url.path.startswith(JSON_PATH_PREFIXES):
-            return await request_validation_exception_handler(request, exc)
+            return await api_validation_error(request, exc)
         message = f"This address cannot be shown: {describe_errors(exc.errors())}"
         return render(request, "error.html", {"title": "Bad address", "message": message}, status_code=422)

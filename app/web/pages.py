@@ -23,7 +23,8 @@ from starlette.concurrency import run_in_threadpool
 
 from app.db.models import VERDICTS, Dictionary
 from app.services import feature_reads, queries
-from app.services.contrast import ContrastInputError, ContrastUnavailable, run_contrast
+from app.services.contrast import ContrastInputError, ContrastUnavailable, missing_for_search, run_contrast
+from app.services.contrast_worker import ContrastBusy, ContrastTimedOut
 from app.services.feature_reads import DictionaryHead
 from app.services.inspector import ActivationInspector, InspectorUnavailable
 from app.services.schemas import (
@@ -845,16 +846,32 @@ def contrast_page(
     b: Annotated[str, Query(max_length=500)] = "",
     max_positions: Annotated[int, Query(ge=20, le=20_000)] = 2000,
 ) -> HTMLResponse:
-    """The contrastive search's form, and its result when both patterns are given (the URL is shareable)."""
+    """The contrastive search's form, and its result when both patterns are given (the URL is shareable).
+
+    The search runs in the server's contrast worker (see ``app.services.contrast_worker``); with a write
+    token set, only a browser that has entered it (on the labelling page) may run one, as through the API.
+    """
     values: dict[str, Any] = {"nav": "contrast", "a": a, "b": b, "max_positions": max_positions}
     status = 200
-    if a and b:
+    if a and b and not page_writes_unlocked(request):
+        values["error"], status = (
+            "This server runs searches only for those who have its write token: enter it once on a labelling "
+            "page (ask whoever runs the server for it), then search again.",
+            403,
+        )
+    elif not (a and b):
+        if missing_for_search(settings.workdir) is None:
+            request.app.state.contrast_worker.prepare()  # the visitor is about to search
+    else:
+        body = ContrastIn(a=a, b=b, max_positions=max_positions)
         try:
-            result = run_contrast(session, settings.workdir, ContrastIn(a=a, b=b, max_positions=max_positions))
+            result = run_contrast(session, settings.workdir, body, request.app.state.contrast_worker)
         except ContrastInputError as exc:
             values["error"], status = f"Set {exc.field}: {exc.message}", 422
         except ContrastUnavailable as exc:
             values["error"], status = str(exc), 409
+        except (ContrastBusy, ContrastTimedOut) as exc:
+            values["error"], status = f"{exc}.", 503
         else:
             by_layer: dict[int, dict[str, Any]] = {}
             for probe in result.probes:

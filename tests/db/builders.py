@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 from sqlalchemy import Engine, func, insert, select
+from sqlalchemy.orm import Session
 
-from app.db.models import Base, Label
+from app.db.models import Base, Label, Vocabulary
 from training.features.index import (
     FEATURES_DIR,
     VOCAB_FILE,
@@ -192,6 +193,18 @@ def add_labels(engine: Engine, labels: list[dict]) -> None:
     """Store label rows (``Label`` column names) directly, as the API would."""
     with engine.begin() as conn:
         conn.execute(insert(Label.__table__), labels)
+
+
+def add_dictionaries(engine: Engine, sizes: dict[str, int]) -> None:
+    """Index a dictionary (all features alive) per content hash, of the given size, so labels of it import."""
+    from tests.app.builders import add_dictionary
+
+    with Session(engine) as session:
+        vocabulary = Vocabulary(content_hash=f"labels-io-{len(sizes)}", tokens=TOKENS, tag_vocab=TAGS)
+        session.add(vocabulary)
+        for n, (content_hash, size) in enumerate(sizes.items()):
+            add_dictionary(session, vocabulary, f"relu_n{size}_{n}", content_hash, size, frozenset())
+        session.commit()
 
 
 def label_rows(engine: Engine) -> list[tuple]:

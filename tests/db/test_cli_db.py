@@ -10,8 +10,8 @@ import pytest
 from app.cli.commands import main
 from app.db.migrate import head_revision
 from app.db.session import make_engine
-from tests.db.builders import add_labels, build_run, label_rows, table_counts
-from tests.db.test_labels_io import LABELS
+from tests.db.builders import add_dictionaries, add_labels, build_run, label_rows, table_counts
+from tests.db.test_labels_io import LABELS, SIZES
 from training.features import index as feature_index
 
 
@@ -104,11 +104,13 @@ def test_labels_export_then_import_into_a_fresh_database(workdir, tmp_path, caps
     assert f"exported 3 labels to {out} ({fmt})" in capsys.readouterr().out
 
     fresh = f"sqlite:///{tmp_path / 'fresh.db'}"
+    one_line_error(capsys, main(["labels", "import", str(out), "--db", fresh]), "`monosemantic index`")
+    copy = make_engine(fresh)
+    add_dictionaries(copy, SIZES)
     assert main(["labels", "import", str(out), "--db", fresh]) == 0
     assert "imported 3 labels" in capsys.readouterr().out
     assert main(["labels", "import", str(out), "--db", fresh]) == 0
     assert "imported 0 labels" in (printed := capsys.readouterr().out) and "3 already stored" in printed
-    copy = make_engine(fresh)
     assert [row[1:] for row in label_rows(copy)] == [row[1:] for row in label_rows(engine)]
     copy.dispose()
     engine.dispose()

@@ -19,9 +19,11 @@ from app.services.labels_io import (
     parse_labels,
     read_labels,
 )
-from tests.db.builders import add_labels, label_rows
+from tests.db.builders import add_dictionaries, add_labels, label_rows
 
 HASH = "f" * 64
+# The dictionaries LABELS and the rows below are of; an import refuses labels of dictionaries not indexed.
+SIZES = {HASH: 8, "0" * 64: 8, "abc": 8}
 
 LABELS = [
     {
@@ -73,6 +75,7 @@ def content(engine) -> list[tuple]:
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl"])
 def test_an_export_imported_into_another_database_gives_the_same_labels(engine, other_engine, tmp_path, fmt):
+    add_dictionaries(other_engine, SIZES)
     add_labels(engine, LABELS)
     path = tmp_path / f"labels.{fmt}"
     assert export_labels_file(engine, path, fmt) == 3
@@ -84,6 +87,7 @@ def test_an_export_imported_into_another_database_gives_the_same_labels(engine, 
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl"])
 def test_importing_the_same_export_twice_adds_nothing(engine, tmp_path, fmt):
+    add_dictionaries(engine, SIZES)
     add_labels(engine, LABELS)
     path = tmp_path / f"labels.{fmt}"
     export_labels_file(engine, path, fmt)
@@ -106,6 +110,7 @@ def test_the_export_has_one_row_per_label_with_the_documented_fields(engine):
 
 
 def test_a_changed_row_is_not_a_duplicate(engine):
+    add_dictionaries(engine, SIZES)
     add_labels(engine, LABELS[:1])
     record = read_labels(engine)[0]
     changed = LabelRecord.model_validate(record.model_dump() | {"verdict": "polysemantic"})
@@ -119,6 +124,7 @@ def test_times_with_an_offset_are_stored_in_utc_and_missing_fields_take_defaults
         '{"dictionary": "abc", "index": 2, "labeller": "cy", "verdict": "monosemantic",'
         ' "created_at": "2024-06-01T12:00:00+02:00"}\n\n'
     )
+    add_dictionaries(engine, SIZES)
     import_labels(engine, parse_labels(text, "jsonl"))
     (row,) = label_rows(engine)
     assert row[1:] == ("abc", 2, "cy", "monosemantic", "", None, datetime(2024, 6, 1, 10, 0), None, None)
@@ -148,6 +154,7 @@ GOOD_JSONL = '{"dictionary": "abc", "index": 1, "labeller": "ada", "verdict": "m
     ],
 )
 def test_a_malformed_row_names_its_line_and_field_and_nothing_is_written(engine, tmp_path, bad_line, fmt, expected):
+    add_dictionaries(engine, SIZES)
     add_labels(engine, LABELS[:1])
     if fmt == "csv":
         good = "abc,1,ada,monosemantic,fine,0.5,2024-01-01T00:00:00"

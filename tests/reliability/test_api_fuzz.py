@@ -1,9 +1,11 @@
-"""Property-based fuzzing of the REST API from its own OpenAPI schema (schemathesis): no input gives a 5xx.
+"""Property-based fuzzing of the REST API from its own OpenAPI schema (schemathesis) with every check.
 
 Every operation of ``/openapi.json`` is called in-process with a bounded number of generated requests,
-first valid ones (whose 2xx answers must also match the declared response schema), then invalid ones,
-against an app over a builder-filled SQLite database. The run is derandomized and does not shrink, so it
-is a bounded regression test; a failure names the operation and the request that broke it.
+first valid ones, then invalid ones, against an app over a builder-filled SQLite database, and every answer
+goes through all of schemathesis's checks (as ``st run --checks all``): no 5xx, every status and content
+type declared, bodies and headers as declared, valid requests accepted and invalid ones refused. The run is
+derandomized and does not shrink, so it is a bounded regression test (about 20 s on 2 cores); a failure names
+the operation and the request that broke it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error, response_schema_conformance
+from schemathesis.config import SchemathesisConfig
 
 from app.db.models import Dictionary
 from app.services.schemas import ActivationsOut
@@ -34,6 +36,23 @@ FUZZ_SETTINGS = settings(
 )
 
 
+# Schema-valid requests two operations refuse, for reasons no static schema can state: /api/activations
+# a feature past the dictionary's size or a text past the server's inspector_max_chars (422), and
+# /api/labels/import a text body that is not CSV or JSONL of valid label rows (400, naming each line).
+# Every other operation accepts what its schema allows.
+FUZZ_CONFIG = SchemathesisConfig.from_str(
+    """
+[[operations]]
+include-path = "/api/activations"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "404", "409", "422"]
+
+[[operations]]
+include-path = "/api/labels/import"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400"]
+"""
+)
+
+
 class NoTokenInspector:
     """The live inspector needs a trained run; fuzzing exercises the API around it, not the models."""
 
@@ -48,37 +67,28 @@ def api_schema(tmp_path_factory: pytest.TempPathFactory) -> schemathesis.BaseSch
     app.state.inspector = NoTokenInspector()
     with app.state.sessionmaker() as session:
         build_database(session)
-    return schemathesis.openapi.from_asgi("/openapi.json", app)
+    return schemathesis.openapi.from_asgi("/openapi.json", app, config=FUZZ_CONFIG)
 
 
-def fuzz(operation: schemathesis.APIOperation, mode: GenerationMode, checks: list) -> None:
-    """Call the operation with generated requests of one mode and run the checks on every response."""
+def fuzz(operation: schemathesis.APIOperation, mode: GenerationMode) -> None:
+    """Call the operation with generated requests of one mode and run every check on every response."""
 
     @FUZZ_SETTINGS
     @given(case=operation.as_strategy(generation_mode=mode))
     def call(case: schemathesis.Case) -> None:
-        case.validate_response(case.call(), checks=checks)
+        case.validate_response(case.call())  # no checks named: all of them
 
     call()
 
 
-@pytest.mark.parametrize(
-    ("mode", "checks"),
-    [
-        (GenerationMode.POSITIVE, [not_a_server_error, response_schema_conformance]),
-        (GenerationMode.NEGATIVE, [not_a_server_error]),
-    ],
-    ids=["valid", "invalid"],
-)
-def test_no_generated_request_gets_a_server_error(
-    api_schema: schemathesis.BaseSchema, mode: GenerationMode, checks: list
-) -> None:
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=["valid", "invalid"])
+def test_no_generated_request_fails_a_check(api_schema: schemathesis.BaseSchema, mode: GenerationMode) -> None:
     operations = [result.ok() for result in api_schema.get_all_operations()]
     assert len(operations) >= 13  # every route of DESIGN.md's REST API is in the schema
     failures = []
     for operation in operations:
         try:
-            fuzz(operation, mode, checks)
+            fuzz(operation, mode)
         except Unsatisfiable:
             assert mode == GenerationMode.NEGATIVE, operation.label  # no parameters: nothing invalid to send
         except Exception as exc:  # collect all operations' failures, not only the first

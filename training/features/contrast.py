@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -444,11 +445,21 @@ def contrast(
     config: ContrastConfig | None = None,
     corpus: CorpusText | None = None,
     progress: bool = True,
+    on_phase: Callable[[str], None] | None = None,
 ) -> ContrastResult:
-    """Which layers and features of the run in ``workdir`` separate the positions of pattern ``a`` from ``b``."""
+    """Which layers and features of the run in ``workdir`` separate the positions of pattern ``a`` from ``b``.
+
+    ``on_phase`` hears "a" and "b" as each pattern starts matching the text, then "search": a caller running
+    this under a time limit can give the matching of the caller's patterns a limit of its own.
+    """
     workdir = Path(workdir)
     corpus = corpus or CorpusText.of(load_tokenized(workdir / "tokens"))
-    found_a, found_b = match_positions(corpus, "a", a), match_positions(corpus, "b", b)
+    tell = on_phase or (lambda phase: None)
+    tell("a")
+    found_a = match_positions(corpus, "a", a)
+    tell("b")
+    found_b = match_positions(corpus, "b", b)
+    tell("search")
     overlap = np.intersect1d(found_a, found_b)
     found_a, found_b = np.setdiff1d(found_a, overlap), np.setdiff1d(found_b, overlap)
     return contrast_positions(workdir, found_a, found_b, config, corpus, progress, a, b, len(overlap))
