@@ -31,12 +31,16 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+SETTLE_S = 2.0
 SETTINGS = {
     "pytorch": {"MONOSEMANTIC_ADAPTIVE_THREADS": "0"},
     "ours": {"MONOSEMANTIC_ADAPTIVE_THREADS": "1"},
     # Alternatives measured on the way (docs/bench.md): threads that sleep at once at a barrier, one thread.
     "passive": {"MONOSEMANTIC_ADAPTIVE_THREADS": "0", "OMP_WAIT_POLICY": "PASSIVE"},
     "one": {"MONOSEMANTIC_ADAPTIVE_THREADS": "0", "OMP_NUM_THREADS": "1"},
+    "spin1k": {"MONOSEMANTIC_ADAPTIVE_THREADS": "0", "GOMP_SPINCOUNT": "1000"},
+    "spin10k": {"MONOSEMANTIC_ADAPTIVE_THREADS": "0", "GOMP_SPINCOUNT": "10000"},
+    "spin50k": {"MONOSEMANTIC_ADAPTIVE_THREADS": "0", "GOMP_SPINCOUNT": "50000"},
 }
 MATMUL = (
     "import time, torch\n"
@@ -48,8 +52,8 @@ MATMUL = (
 )
 
 
-def sae_step():
-    """One step of the study's SAE sweep, as ``train_sweep`` runs it."""
+def sae_step(share):
+    """One step of the study's SAE sweep, as ``train_sweep`` runs it (the thread control asked after each SAE)."""
     from training.experiments.pipeline import PRESETS, sae_configs
     from training.sweeps.trainer import SweepRun
 
@@ -64,12 +68,13 @@ def sae_step():
         at = next(position) % 1000
         for run in runs:
             run.step(x, at, 1000, 1e-3, False)
+            share.after_step()
 
     return step
 
 
-def lm_step():
-    """One step of ``train_lm`` at the study's widths: loss, backward, clipping, AdamW."""
+def lm_step(share):
+    """One step of ``train_lm`` at the study's widths: loss, backward, clipping, AdamW, then the thread control."""
     from training.lm.tinylm import TinyLM, TinyLMConfig, TrainLMConfig, lm_optimizer, next_token_loss
 
     torch.manual_seed(0)
@@ -84,6 +89,7 @@ def lm_step():
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
+        share.after_step()
 
     return step
 
@@ -91,12 +97,11 @@ def lm_step():
 STEPS = {"sae": sae_step, "lm": lm_step}
 
 
-def _speed(step, share, seconds: float) -> float:
-    """Steps per second over ``seconds`` of wall time, the thread control consulted after each step."""
+def _speed(step, seconds: float) -> float:
+    """Steps per second over ``seconds`` of wall time."""
     done, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         step()
-        share.after_step()
         done += 1
     return done / (time.perf_counter() - start)
 
@@ -114,19 +119,21 @@ def measure(step_name: str, setting: str, competitors: list[str], rounds: int, s
     """In this process: idle speed and the median ratio beside each competitor, over alternating rounds."""
     from training.runtime.threads import CoreShare
 
-    step = STEPS[step_name]()
-    share = CoreShare(interval_s=min(1.0, seconds / 3))
-    for _ in range(3):
-        step()
+    # A training runs for minutes, so what counts is the steady state: each timed stretch follows an untimed
+    # one long enough for the thread control to measure the new situation (two of its intervals).
+    share = CoreShare(interval_s=SETTLE_S / 2)
+    step = STEPS[step_name](share)
     idle, ratios = [], {kind: [] for kind in competitors}
     for _ in range(rounds):
         for kind in competitors:
-            alone = _speed(step, share, seconds)
+            _speed(step, SETTLE_S)
+            alone = _speed(step, seconds)
             idle.append(alone)
-            rival = _competitor(kind, step_name, setting, seconds)
+            rival = _competitor(kind, step_name, setting, SETTLE_S + seconds)
             try:
                 time.sleep(1.0)  # the rival's start-up (imports, first products) is not the steady state
-                ratios[kind].append(_speed(step, share, seconds) / alone)
+                _speed(step, SETTLE_S)
+                ratios[kind].append(_speed(step, seconds) / alone)
             finally:
                 rival.kill()
                 rival.wait()
@@ -144,11 +151,10 @@ def spin(step_name: str, seconds: float) -> None:
     """A competitor: run the step until ``seconds`` have passed, with the same thread control."""
     from training.runtime.threads import CoreShare
 
-    step, share = STEPS[step_name](), CoreShare()
+    step = STEPS[step_name](CoreShare(interval_s=SETTLE_S / 2))
     end = time.time() + seconds
     while time.time() < end:
         step()
-        share.after_step()
 
 
 def main() -> None:

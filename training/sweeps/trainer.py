@@ -229,6 +229,7 @@ def train_sweep(
             for index, run in enumerate(runs):
                 lr = learning_rate(step, total, run.config.lr, train.warmup_fraction, train.decay_fraction)
                 stats = run.step(x, step, total, lr, want)
+                cores.after_step()  # per SAE: one step of a large sweep is long on a busy machine
                 if stats is not None:
                     line = {
                         "run": run.config.name,
@@ -249,7 +250,6 @@ def train_sweep(
                 bar.set_postfix_str(
                     f"L0 {min(l0s):.1f}-{max(l0s):.1f} FVU {min(fvus):.3f}-{max(fvus):.3f}", refresh=False
                 )
-            cores.after_step()
             if observer is not None:
                 observer.after_step(step + 1, runs)
             if writer and step + 1 == half_step(total):
