@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import statistics
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from datetime import UTC
@@ -494,11 +495,24 @@ def latest_verdicts(session: Session, dictionary_hash: str | None = None) -> dic
     }
 
 
-def agreement_out(verdicts: dict[tuple[str, int], dict[str, str]]) -> AgreementOut:
+def seconds_on_screen(session: Session) -> dict[str, list[float]]:
+    """{labeller: the seconds each of their timed labels' cards was on screen}, over every label."""
+    times: dict[str, list[float]] = defaultdict(list)
+    query = select(Label.labeller, Label.seconds_on_screen).where(Label.seconds_on_screen.is_not(None))
+    for labeller, seconds in session.execute(query):
+        times[labeller].append(seconds)
+    return times
+
+
+def agreement_out(
+    verdicts: dict[tuple[str, int], dict[str, str]], seconds: Mapping[str, list[float]] | None = None
+) -> AgreementOut:
     """Cohen's or Fleiss' kappa over features with several labellers, and every labeller's verdict counts.
 
     ``too_little_evidence`` verdicts are counted per labeller but left out of the kappa: they judge nothing.
+    With ``seconds`` (``seconds_on_screen``) each labeller also gets the median time a card was on screen.
     """
+    seconds = seconds or {}
     judged = {key: {name: v for name, v in by.items() if v in JUDGED_VERDICTS} for key, by in verdicts.items()}
     result = labeller_agreement(judged)
     per: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -520,6 +534,8 @@ def agreement_out(verdicts: dict[tuple[str, int], dict[str, str]]) -> AgreementO
                 polysemantic=counts["polysemantic"],
                 uninterpretable=counts["uninterpretable"],
                 too_little_evidence=counts["too_little_evidence"],
+                timed_labels=len(seconds.get(name, ())),
+                median_seconds_per_label=statistics.median(seconds[name]) if seconds.get(name) else None,
             )
             for name, counts in sorted(per.items())
         ],

@@ -320,6 +320,10 @@ class LabellerCounts(BaseModel):
     polysemantic: int
     uninterpretable: int
     too_little_evidence: int = 0
+    timed_labels: int = Field(0, description="labels of this labeller that recorded seconds_on_screen (page labels)")
+    median_seconds_per_label: float | None = Field(
+        None, description="median seconds a card was on screen before this labeller's verdict; None when none timed"
+    )
 
 
 class AgreementOut(BaseModel):

@@ -288,7 +288,7 @@ def dictionary_agreement(dictionary: DictionaryDep, session: SessionDep) -> Agre
 @router.get("/agreement", response_model=AgreementOut)
 def agreement(session: SessionDep) -> AgreementOut:
     """Labeller agreement pooled over every dictionary's features (dead ones included)."""
-    return queries.agreement_out(queries.latest_verdicts(session))
+    return queries.agreement_out(queries.latest_verdicts(session), queries.seconds_on_screen(session))
 
 
 def _from_run_metrics(read: Callable[[FilePath], T | None], workdir: FilePath, missing: str) -> T:

@@ -254,7 +254,7 @@ def estimates_view(session: Session) -> EstimatesView:
         rows=rows,
         estimate_chart=size_chart(estimates, "labellable features"),
         fraction_chart=size_chart(fractions, "monosemantic fraction", y_max=1.0),
-        agreement=queries.agreement_out(queries.latest_verdicts(session)),
+        agreement=queries.agreement_out(queries.latest_verdicts(session), queries.seconds_on_screen(session)),
     )
 
 

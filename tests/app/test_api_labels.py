@@ -58,6 +58,22 @@ def test_a_label_may_say_how_long_its_card_was_on_screen_and_exports_carry_it(
     assert csv_row["seconds_on_screen"] == "3.5"
 
 
+def test_each_labeller_gets_the_median_seconds_a_card_was_on_screen(client: TestClient, built: BuiltDatabase) -> None:
+    for index, seconds in ((1, 2.0), (2, 9.5), (3, 4.0)):
+        body = {"labeller": "ann", "verdict": "polysemantic", "seconds_on_screen": seconds}
+        assert client.post(label_url(built, index), json=body).status_code == 201
+    assert client.post(label_url(built, 4), json={"labeller": "ann", "verdict": "monosemantic"}).status_code == 201
+    assert client.post(label_url(built, 1), json={"labeller": "bob", "verdict": "monosemantic"}).status_code == 201
+    per = {row["labeller"]: row for row in client.get("/api/agreement").json()["per_labeller"]}
+    # The untimed label (given through the API without a time) counts in neither the median nor timed_labels.
+    assert (per["ann"]["median_seconds_per_label"], per["ann"]["timed_labels"]) == (4.0, 3)
+    assert (per["bob"]["median_seconds_per_label"], per["bob"]["timed_labels"]) == (None, 0)
+    page = client.get("/estimates").text
+    labellers = page[page.index('<table class="labellers">') :]
+    ann_row = labellers[labellers.index('<tr data-labeller="ann">') :].split("</tr>")[0]
+    assert '<td class="num" data-seconds-per-label>4.0</td>' in ann_row
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [
