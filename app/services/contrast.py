@@ -4,34 +4,18 @@ server's ``ContrastWorker`` in a child process (one at a time, under time limits
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.db.models import Dictionary
-from app.services.contrast_worker import ContrastUnavailable, ContrastWorker
+from app.services.contrast_worker import ContrastUnavailable, ContrastWorker, corpus_text
 from app.services.regex_guard import check_pattern
 from app.services.schemas import ContrastIn, ContrastOut
-from training.data.tokenizer import load_tokenized
-from training.features.contrast import ContrastConfig, ContrastInputError, CorpusText, compile_pattern, examples_pattern
+from training.features.contrast import ContrastConfig, ContrastInputError, compile_pattern, examples_pattern
 
 __all__ = ["ContrastUnavailable", "check_patterns", "corpus_text", "missing_for_search", "patterns_of", "run_contrast"]
-
-
-@lru_cache(maxsize=2)
-def _corpus_text(tokens_dir: str, stamp: float) -> CorpusText:
-    return CorpusText.of(load_tokenized(Path(tokens_dir)))
-
-
-def corpus_text(workdir: Path) -> CorpusText:
-    """The run's training text with token offsets, kept between requests until its tokens change."""
-    tokens = Path(workdir) / "tokens"
-    manifest = tokens / "manifest.json"
-    if not manifest.exists():
-        raise ContrastUnavailable(f"{workdir} holds no tokenized corpus: build it with `monosemantic run`")
-    return _corpus_text(str(tokens.resolve()), manifest.stat().st_mtime)
 
 
 def patterns_of(body: ContrastIn) -> tuple[str, str]:

@@ -13,11 +13,13 @@ import multiprocessing
 import threading
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from training.features.contrast import ContrastConfig, ContrastInputError
+from training.data.tokenizer import load_tokenized
+from training.features.contrast import ContrastConfig, ContrastInputError, CorpusText
 
 
 class ContrastUnavailable(RuntimeError):
@@ -139,9 +141,22 @@ class ContrastWorker:
         self._process, self._conn = None, None
 
 
+@lru_cache(maxsize=2)
+def _corpus_text(tokens_dir: str, stamp: float) -> CorpusText:
+    return CorpusText.of(load_tokenized(Path(tokens_dir)))
+
+
+def corpus_text(workdir: Path) -> CorpusText:
+    """The run's training text with token offsets, kept between searches until its tokens change."""
+    tokens = Path(workdir) / "tokens"
+    manifest = tokens / "manifest.json"
+    if not manifest.exists():
+        raise ContrastUnavailable(f"{workdir} holds no tokenized corpus: build it with `monosemantic run`")
+    return _corpus_text(str(tokens.resolve()), manifest.stat().st_mtime)
+
+
 def serve_searches(conn: Connection) -> None:
     """The child's loop: run each search the server sends, telling it each phase, until the pipe closes."""
-    from app.services.contrast import corpus_text
     from training.features.contrast import contrast
 
     while True:
