@@ -58,7 +58,6 @@ def test_a_served_record_is_labelled_in_the_browser(
     page.goto(f"{live_server}/dictionaries/{dictionary_id}/label")
     page.fill("input[name=labeller]", "Ada")
     page.click("button[type=submit]")
-    page.wait_for_function("window.htmx !== undefined")
     feature = wait_ready(page)
     page.keyboard.press("1")
     expect(page.locator("[data-count=labelled]")).to_have_text("1")
