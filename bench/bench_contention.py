@@ -31,7 +31,8 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-SETTLE_S = 2.0
+SETTLE_S = 3.0  # untimed stepping before each timed stretch: three intervals of the thread control
+CONTROL_INTERVAL_S = 1.0
 SETTINGS = {
     "pytorch": {"MONOSEMANTIC_ADAPTIVE_THREADS": "0"},
     "ours": {"MONOSEMANTIC_ADAPTIVE_THREADS": "1"},
@@ -120,8 +121,8 @@ def measure(step_name: str, setting: str, competitors: list[str], rounds: int, s
     from training.runtime.threads import CoreShare
 
     # A training runs for minutes, so what counts is the steady state: each timed stretch follows an untimed
-    # one long enough for the thread control to measure the new situation (two of its intervals).
-    share = CoreShare(interval_s=SETTLE_S / 2)
+    # one long enough for the thread control to measure the new situation (a whole interval after the change).
+    share = CoreShare(interval_s=CONTROL_INTERVAL_S)
     step = STEPS[step_name](share)
     idle, ratios = [], {kind: [] for kind in competitors}
     for _ in range(rounds):
@@ -151,7 +152,7 @@ def spin(step_name: str, seconds: float) -> None:
     """A competitor: run the step until ``seconds`` have passed, with the same thread control."""
     from training.runtime.threads import CoreShare
 
-    step = STEPS[step_name](CoreShare(interval_s=SETTLE_S / 2))
+    step = STEPS[step_name](CoreShare(interval_s=CONTROL_INTERVAL_S))
     end = time.time() + seconds
     while time.time() < end:
         step()
