@@ -32,8 +32,9 @@ run: setup
 	$(VENV)/bin/monosemantic toy --dict-sizes 256,512,1024,2048 --l1 0.03 --samples 1500000 --out runs/default/toy
 	$(VENV)/bin/monosemantic run --preset default --workdir runs/default
 
-# Label the study's dictionaries from its committed bundle (docs/results/study/labelling/): no training, no
-# activations; labels go to runs/record-study/monosemantic.db, keyed by the weights' hashes.
+# Label the study's dictionaries from its record's bundle (docs/results/study/labelling/, written by
+# `monosemantic record` when the study is rebuilt; until then this says so): no training, no activations;
+# labels go to runs/record-study/monosemantic.db, keyed by the weights' hashes.
 label: setup
 	$(VENV)/bin/monosemantic serve --record docs/results/study
 
