@@ -121,6 +121,17 @@
     hint(labelling, "That key was ignored: the card was not ready yet. Press it again now.");
   }
 
+  // Stops an event on a card that is not ready, so it never reaches htmx or the server; true if it stopped it.
+  function refusedUntilReady(event, labelling) {
+    if (accepts(labelling)) {
+      return false;
+    }
+    event.preventDefault();
+    event.stopImmediatePropagation();
+    dropped(labelling);
+    return true;
+  }
+
   // Every submit of the card (a key, a click, Ctrl+Enter) passes here first: one on a card that is not ready is
   // dropped; one that goes ahead carries how long the card was visible.
   document.addEventListener("submit", function (event) {
@@ -128,10 +139,7 @@
     if (!labelling || !labelling.contains(event.target)) {
       return;
     }
-    if (!accepts(labelling)) {
-      event.preventDefault();
-      event.stopImmediatePropagation();
-      dropped(labelling);
+    if (refusedUntilReady(event, labelling)) {
       return;
     }
     var seconds = labelling.querySelector("#seconds-on-screen");
@@ -147,10 +155,7 @@
     if (!labelling || !button || !labelling.contains(button) || !button.closest("form")) {
       return;
     }
-    if (!accepts(labelling)) {
-      event.preventDefault();
-      event.stopImmediatePropagation();
-      dropped(labelling);
+    if (refusedUntilReady(event, labelling)) {
       return;
     }
     // A verdict button sends its own value: a waiting choice must not ride along as a second verdict.
