@@ -8,6 +8,7 @@ for both and compared. Every run record gets ``holds`` and ``moved``; the estima
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from pathlib import Path
 
@@ -29,6 +30,10 @@ from training.sweeps.trainer import HALF_DIR
 BASIS = (
     "each SAE at half its rows (the same run, before its learning rate decays) against the end, on the same "
     "held-out rows; dead and rare are judged on those rows with the index's evidence criteria scaled to them"
+)
+BASIS_COOLDOWN = (
+    "each SAE trained on half the rows (a complete run: a branch of the same run that cools down where a run "
+    "of half the rows would) against the end, on the same held-out rows; dead and rare as above"
 )
 BASIS_PREVIOUS_ROUND = (
     "each SAE trained on half the rows (a complete run of its own, learning-rate decay included) against the "
@@ -134,7 +139,7 @@ def add_doubling(
     judged = [r["holds"] for r in records.values() if r.get("holds") is not None]
     metrics["doubling"] = {
         "tolerances": TOLERANCES.as_dict(),
-        "basis": BASIS if half_dir == sweep_dir / HALF_DIR else BASIS_PREVIOUS_ROUND,
+        "basis": _basis(half_dir, sweep_dir, half_saes),
         "heldout_rows": int(held_out.shape[0]),
         "heldout_min_firings": firings,
         "saes_holding": sum(judged),
@@ -142,6 +147,14 @@ def add_doubling(
         "estimates": estimates if complete else None,
     }
     return metrics
+
+
+def _basis(half_dir: Path, sweep_dir: Path, half_saes: dict[str, SparseAutoencoder]) -> str:
+    """How the half-rows SAEs were made, in words: a previous round, a cool-down branch or a snapshot."""
+    if half_dir != sweep_dir / HALF_DIR:
+        return BASIS_PREVIOUS_ROUND
+    metas = [json.loads((half_dir / name / "config.json").read_text()) for name in half_saes]
+    return BASIS_COOLDOWN if metas and all("cool_down_from_samples" in m for m in metas) else BASIS
 
 
 def plot_doubling_heatmaps(runs: list[dict], figures: Path) -> list[Path]:

@@ -39,8 +39,9 @@ from training.lm.tinylm import TinyLMConfig, TrainLMConfig, eval_windows, splice
 from training.runtime.device import devices_record, moved_copy
 from training.runtime.threads import threads_record
 from training.saes import SAEConfig, SparseAutoencoder
+from training.saes.recipes import RECIPES, recipe_sae_config
 from training.sweeps.convergence import HELDOUT_LOG, add_convergence, read_heldout_log, sweep_convergence, sweep_tracker
-from training.sweeps.trainer import SweepRun, TrainConfig, samples_per_second, train_sweep
+from training.sweeps.trainer import STABLE_DIR, SweepRun, TrainConfig, samples_per_second, train_sweep
 
 
 class PipelineConfig(BaseModel):
@@ -57,12 +58,17 @@ class PipelineConfig(BaseModel):
     k: list[int] = Field(..., description="k values of the topk SAEs")
     sae_samples: int = Field(..., gt=0, description="activation rows each SAE trains on")
     sae_batch_size: int = Field(1024, gt=0, description="rows per SAE step")
+    recipe: Literal["v1", "v2"] = Field(
+        "v2",
+        description="how the SAEs are trained (training.saes.recipes): v2 scales the learning rate with the "
+        "dictionary, revives latents until the cool-down, and doubles by resuming; v1 is the first study record's",
+    )
     resample_until: float = Field(
         0.4,
         ge=0,
         le=1,
-        description="relu SAEs resample dead latents only in this first fraction of training, which leaves the "
-        "stretch before the learning rate decays free of resampling shocks, so its held-out curve shows convergence",
+        description="recipe v1: relu SAEs resample dead latents only in this first fraction of training, which "
+        "leaves the stretch before the learning rate decays free of resampling shocks",
     )
     eval_rows: int = Field(20_000, gt=0, description="held-out rows for L0, FVU and dead latents")
     splice_tokens: int = Field(32_768, gt=0, description="validation tokens for CE-loss recovered")
@@ -183,18 +189,23 @@ def sweep_until_holds(
     """Train the preset's sweep; with ``max_sae_samples``, again on twice the rows while any SAE still moves.
 
     Each finished round that failed the doubling test is kept as ``saes_rows_<N>/`` (so an interrupted
-    run skips it when it resumes) and the next round trains afresh in ``saes/``. The rounds say which SAEs
-    moved at each row count; the last round's moving SAEs hit the cap.
+    run skips it when it resumes) and the next round trains in ``saes/``: afresh with recipe v1, from the
+    previous round's pre-decay state (``saes_rows_<N>/stable``) with v2, whose first round also finishes
+    its half-rows SAEs as complete runs. The rounds say which SAEs moved at each row count; the last
+    round's moving SAEs hit the cap.
     """
     samples, rounds = config.sae_samples, []
     configs = sae_configs(config, source.dim)
+    recipe = RECIPES[config.recipe]
     while True:
         archived = workdir / f"saes_rows_{samples}"
         if config.max_sae_samples is not None and archived.is_dir() and samples * 2 <= config.max_sae_samples:
             rounds.append(json.loads((archived / "doubling_round.json").read_text()))
             samples *= 2
             continue
-        train = TrainConfig(samples=samples, batch_size=config.sae_batch_size)
+        previous = previous_round(workdir, samples)
+        resume = previous.parent / STABLE_DIR if recipe.cooldown_half and previous is not None else None
+        train = sweep_train_config(config, samples)
         sweep_dir = workdir / "saes"
         runs = train_sweep(
             configs,
@@ -205,11 +216,11 @@ def sweep_until_holds(
             progress=progress,
             observer=sweep_tracker(sweep_dir, held_out, train),
             device=device,
+            resume_from=resume,
         )
         if config.max_sae_samples is None:
             return runs, train, rounds
         probe = {"runs": [{"name": run.config.name} for run in runs]}
-        previous = previous_round(workdir, samples)
         add_doubling(
             probe, sweep_dir, {run.config.name: run.sae for run in runs}, held_out, index_rows, half_dir=previous
         )
@@ -224,6 +235,20 @@ def sweep_until_holds(
         samples *= 2
 
 
+def sweep_train_config(config: PipelineConfig, samples: int) -> TrainConfig:
+    """How the round of ``samples`` rows is trained: with recipe v2 on the first round's horizon, its
+    half-rows SAEs finished by a cool-down branch only in the first round (later rounds' half is the last)."""
+    if not RECIPES[config.recipe].cooldown_half:
+        return TrainConfig(samples=samples, batch_size=config.sae_batch_size)
+    first = samples == config.sae_samples
+    return TrainConfig(
+        samples=samples,
+        batch_size=config.sae_batch_size,
+        horizon_samples=config.sae_samples,
+        half="cooldown" if first else "none",
+    )
+
+
 def previous_round(workdir: Path, samples: int) -> Path | None:
     """The SAEs of the finished round on half these rows (``saes_rows_<N>/saes``), when the sweep had one."""
     folder = Path(workdir) / f"saes_rows_{samples // 2}" / "saes"
@@ -231,13 +256,12 @@ def previous_round(workdir: Path, samples: int) -> Path | None:
 
 
 def sae_configs(config: PipelineConfig, d_in: int) -> list[SAEConfig]:
-    """The sweep: relu over the l1 grid and topk over k, at every dictionary size."""
-    relu = [
-        SAEConfig(arch="relu", d_in=d_in, dict_size=n, l1=l1, resample_until=config.resample_until)
-        for l1 in config.l1
-        for n in config.dict_sizes
-    ]
-    topk = [SAEConfig(arch="topk", d_in=d_in, dict_size=n, k=k) for k in config.k for n in config.dict_sizes if k <= n]
+    """The sweep: relu over the l1 grid and topk over k, at every dictionary size, as the preset's recipe sets them."""
+    recipe = RECIPES[config.recipe]
+    if recipe.resample_stop == "fraction":
+        recipe = recipe.model_copy(update={"resample_until": config.resample_until})
+    relu = [recipe_sae_config(recipe, "relu", d_in, n, l1=l1) for l1 in config.l1 for n in config.dict_sizes]
+    topk = [recipe_sae_config(recipe, "topk", d_in, n, k=k) for k in config.k for n in config.dict_sizes if k <= n]
     return relu + topk
 
 

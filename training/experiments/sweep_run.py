@@ -28,7 +28,14 @@ from training.data.tokenizer import load_tokenized
 from training.experiments.distributed import Replica, agree, train_sweep_distributed
 from training.experiments.doubling_report import add_doubling, plot_doubling_heatmaps
 from training.experiments.evidence_report import add_evidence
-from training.experiments.pipeline import PRESETS, PipelineConfig, ScaledSource, run_record, sae_configs
+from training.experiments.pipeline import (
+    PRESETS,
+    PipelineConfig,
+    ScaledSource,
+    run_record,
+    sae_configs,
+    sweep_train_config,
+)
 from training.features.index import FeatureIndexConfig, index_run
 from training.figures.sweep import plot_heldout_objective, plot_mmcs_with_larger, plot_training_curve, read_train_log
 from training.lm.tinylm import load_lm
@@ -135,8 +142,15 @@ def train_run(
         agree(replica, problem)
     base = activation_source(workdir)
     source = ScaledSource(base)
-    train = TrainConfig(samples=settings.samples, batch_size=settings.batch_size, init_samples=settings.init_samples)
-    configs = sae_configs(PRESETS[settings.preset].model_copy(update={"dict_sizes": settings.dict_sizes}), source.dim)
+    preset = PRESETS[settings.preset].model_copy(
+        update={
+            "dict_sizes": settings.dict_sizes,
+            "sae_samples": settings.samples,
+            "sae_batch_size": settings.batch_size,
+        }
+    )
+    train = sweep_train_config(preset, settings.samples).model_copy(update={"init_samples": settings.init_samples})
+    configs = sae_configs(preset, source.dim)
     out = workdir / "saes"
     held_out = source.batch(-1_000_000, settings.eval_rows)
     tracker = sweep_tracker(out, held_out, train)

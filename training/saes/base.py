@@ -69,6 +69,12 @@ class SAEConfig(BaseModel):
     dead_after: int | None = Field(None, gt=0, description="samples without firing after which a latent counts as dead")
     resample: bool | None = Field(None, description="resample dead latents towards badly explained inputs")
     resample_until: float = Field(0.6, ge=0, le=1, description="fraction of training after which no resampling")
+    resample_stop: Literal["fraction", "cooldown"] = Field(
+        "fraction",
+        description="when resampling ends: after resample_until of the schedule's horizon, or where the learning "
+        "rate starts to decay (so a run of any length keeps reviving latents until its cool-down)",
+    )
+    recipe: str = Field("v1", description="the training recipe (training.saes.recipes) that chose lr and revival")
     aux_k: int | None = Field(None, gt=0, description="topk family: dead latents per sample in aux-k (default 2k)")
     aux_coef: float = Field(1 / 32, ge=0, description="topk family: weight of the aux-k loss")
     k_start: float = Field(
@@ -134,6 +140,7 @@ class SparseAutoencoder:
         self.b_dec = torch.zeros(d)
         self.grads = {name: torch.zeros_like(p) for name, p in self.params().items()}
         self.samples_since_fired = torch.zeros(n, dtype=torch.long)
+        self.cooldown_from: int | None = None  # step where the trainer's learning rate starts to decay
         self.random_init()
 
     @classmethod

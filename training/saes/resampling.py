@@ -3,7 +3,8 @@
 A latent that has not fired for ``dead_after`` samples is pointed at an input the dictionary
 currently explains badly: its atom becomes that input's normalised residual, its encoder row the same
 direction at a modest scale, its bias zero. Checks happen once every ``dead_after`` samples and only
-in the first ``resample_until`` fraction of training, so late training can converge undisturbed.
+in the first ``resample_until`` fraction of training or, with ``resample_stop="cooldown"``, until the
+learning rate starts to decay, so the cool-down converges undisturbed however long the run.
 """
 
 from __future__ import annotations
@@ -20,7 +21,11 @@ def resample_dead_latents(
     cfg = sae.config
     b = x.shape[0]
     interval = max(cfg.dead_after // b, 1)
-    if not cfg.resample or (step + 1) % interval or step + 1 > cfg.resample_until * total_steps:
+    if cfg.resample_stop == "cooldown":
+        over = sae.cooldown_from is not None and step >= sae.cooldown_from
+    else:
+        over = step + 1 > cfg.resample_until * total_steps
+    if not cfg.resample or (step + 1) % interval or over:
         return []
     dead = (sae.samples_since_fired >= cfg.dead_after).nonzero().squeeze(1)
     if dead.numel() == 0:

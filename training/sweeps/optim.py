@@ -50,9 +50,21 @@ class Adam:
         self.t = int(tensors["adam.t"])
 
 
-def learning_rate(step: int, total_steps: int, peak: float, warmup_fraction: float, decay_fraction: float) -> float:
-    """Linear warm-up, a constant plateau, then linear decay to zero over the last steps."""
-    warmup = max(int(total_steps * warmup_fraction), 1)
+def learning_rate(
+    step: int,
+    total_steps: int,
+    peak: float,
+    warmup_fraction: float,
+    decay_fraction: float,
+    horizon_steps: int | None = None,
+) -> float:
+    """Linear warm-up, a constant plateau, then linear decay to zero over the last steps.
+
+    The warm-up is a fraction of ``horizon_steps`` (default: this run's steps) and the decay a fraction of
+    this run's own steps, so runs of different lengths that share a horizon agree step for step until the
+    shorter one starts to cool down: a doubled run can resume from the shorter run's pre-decay state.
+    """
+    warmup = max(int((horizon_steps or total_steps) * warmup_fraction), 1)
     decay = int(total_steps * decay_fraction)
     factor = min(1.0, (step + 1) / warmup)
     if decay > 0 and step >= total_steps - decay:

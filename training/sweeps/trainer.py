@@ -5,6 +5,12 @@ training, one line per SAE per logged step), ``checkpoint/`` (resumable state) a
 ``saes/<name>/`` (weights in safetensors with config.json beside them). Batches are a pure function
 of the step, and so is every random choice, so a resumed run ends with the same weights as one that
 was never interrupted.
+
+The half-rows SAEs of the doubling test (``half/``) are either snapshots taken mid-run (``half="snapshot"``,
+before the learning rate decays) or, with ``half="cooldown"``, complete runs of half the rows: a branch
+that leaves the main run where the shorter run's own decay would start, cools down, and is saved. With
+``half="cooldown"`` the run also keeps its pre-decay state in ``stable/``; a run of twice the rows with
+the same horizon resumes from it (``resume_from``) and ends exactly as if it had trained straight through.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 import torch
 from pydantic import BaseModel, Field
@@ -28,6 +34,7 @@ from training.saes import SAEConfig, SparseAutoencoder, StepStats, build_sae
 from training.sweeps.optim import Adam, learning_rate
 
 HALF_DIR = "half"  # each SAE at half its rows, beside saes/ in a sweep's folder
+STABLE_DIR = "stable"  # the sweep's state where its learning rate starts to decay
 INIT_STEP = -2  # the batch index reserved for data-dependent initialisation
 
 
@@ -61,10 +68,47 @@ class TrainConfig(BaseModel):
     init_samples: int = Field(16_384, gt=0, description="samples used for data-dependent initialisation")
     log_every: int = Field(25, gt=0, description="steps between lines of train_log.jsonl")
     checkpoint_every: int = Field(200, gt=0, description="steps between checkpoints")
+    horizon_samples: int | None = Field(
+        None,
+        gt=0,
+        description="samples that fix the warm-up, the top-k anneal and fraction-based resampling windows "
+        "(default: samples); a doubled run keeps its first run's horizon, so the two agree step for step "
+        "until the shorter one cools down",
+    )
+    half: Literal["snapshot", "cooldown", "none"] = Field(
+        "snapshot",
+        description="the half-rows SAEs of the doubling test: a mid-run snapshot, a cool-down branch that makes "
+        "them complete runs of half the rows (and keeps the pre-decay state in stable/), or none",
+    )
 
     @property
     def steps(self) -> int:
         return max(self.samples // self.batch_size, 1)
+
+    @property
+    def horizon_steps(self) -> int:
+        return max((self.horizon_samples or self.samples) // self.batch_size, 1)
+
+    @property
+    def decay_start(self) -> int:
+        """Steps done when the learning rate starts to decay."""
+        return self.steps - int(self.steps * self.decay_fraction)
+
+    def lr(self, step: int, peak: float, total: int | None = None) -> float:
+        """The learning rate of ``step`` in a run of ``total`` steps (default: this run's) on this horizon."""
+        return learning_rate(
+            step, total or self.steps, peak, self.warmup_fraction, self.decay_fraction, self.horizon_steps
+        )
+
+    def halved(self) -> TrainConfig:
+        """The same schedule on half the rows: the run the cool-down branch completes."""
+        return self.model_copy(
+            update={
+                "samples": half_step(self.steps) * self.batch_size,
+                "half": "none",
+                "horizon_samples": self.horizon_samples or self.samples,
+            }
+        )
 
 
 class SweepRun:
@@ -80,15 +124,16 @@ class SweepRun:
         """The SAE's loss gradients on batch x (a data-parallel run averages them over its processes)."""
         return self.sae.compute_grads(x, want_stats)
 
-    def step(self, x: torch.Tensor, step: int, total: int, lr: float, want_stats: bool):
+    def step(self, x: torch.Tensor, step: int, horizon: int, lr: float, want_stats: bool):
+        """One training step on batch x; ``horizon`` is the step count that schedule fractions refer to."""
         start = time.perf_counter()
         sae = self.sae
-        sae.set_progress(step, total)
+        sae.set_progress(step, horizon)
         stats = self.compute_grads(x, want_stats)
         sae.remove_parallel_decoder_grad()
         self.adam.step(sae.params(), sae.grads, lr)
         sae.normalise_decoder()
-        for rows in sae.after_step(x, step, total):
+        for rows in sae.after_step(x, step, horizon):
             self.adam.reset_latents(rows)
         self.seconds += time.perf_counter() - start
         return stats
@@ -132,13 +177,13 @@ def sweep_conflict(configs: list[SAEConfig], train: TrainConfig, out_dir: Path, 
     return None
 
 
-def _write_checkpoint(folder: Path, step: int, runs: list[SweepRun]) -> None:
+def _write_checkpoint(folder: Path, step: int, runs: list[SweepRun], extra: dict | None = None) -> None:
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     for i, run in enumerate(runs):
         save_file({k: v.detach().cpu().contiguous() for k, v in run.state().items()}, str(tmp / f"sae_{i}.safetensors"))
-    (tmp / "state.json").write_text(json.dumps({"step": step}))
+    (tmp / "state.json").write_text(json.dumps({"step": step, **(extra or {})}))
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
 
@@ -158,6 +203,76 @@ def _truncate_log(path: Path, last_step: int) -> None:
     path.write_text("".join(line + "\n" for line in keep))
 
 
+def _stable_record(configs: list[SAEConfig], train: TrainConfig, source_spec: dict) -> dict:
+    """What a stable/ checkpoint must agree on with the run that resumes from it."""
+    return {
+        "saes": [c.model_dump() for c in configs],
+        "horizon_samples": train.horizon_samples or train.samples,
+        "train": train.model_dump(exclude={"samples", "half", "horizon_samples"}),
+        "source": source_spec,
+    }
+
+
+def _start_from_stable(
+    folder: Path, configs: list[SAEConfig], train: TrainConfig, source_spec: dict, runs: list[SweepRun], out_dir: Path
+) -> int:
+    """Load a shorter run's pre-decay state (``folder``) into ``runs`` and carry its logs up to that step."""
+    state = json.loads((folder / "state.json").read_text())
+    if state.get("record") != json.loads(json.dumps(_stable_record(configs, train, source_spec))):
+        raise ValueError(f"{folder} is the pre-decay state of a different sweep (SAEs, horizon, schedule or rows)")
+    step = _read_checkpoint(folder, runs)
+    if step >= train.decay_start:
+        raise ValueError(f"{folder} is at step {step}, past where a run of {train.steps} steps starts to decay")
+    for name in ("train_log.jsonl", "heldout_log.jsonl"):
+        lines = [
+            {**line, **({"fraction": line["step"] / train.steps} if "fraction" in line else {})}
+            for line in map(json.loads, _lines(folder.parent / name))
+            if line["step"] <= step
+        ]
+        (out_dir / name).write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return step
+
+
+def _lines(path: Path) -> list[str]:
+    return [line for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def _half_complete(out_dir: Path, runs: list[SweepRun]) -> bool:
+    return all((out_dir / HALF_DIR / run.config.name / "sae.safetensors").exists() for run in runs)
+
+
+def _cool_down_branch(
+    source: BatchSource,
+    train: TrainConfig,
+    runs: list[SweepRun],
+    out_dir: Path,
+    device: torch.device,
+    writer: bool,
+) -> None:
+    """Finish the half-rows run from the main run's state (where its decay starts) and save it to half/;
+    the main run's state is restored afterwards, so the branch leaves no trace in it."""
+    half = train.halved()
+    saved = [{k: v.detach().clone() for k, v in run.state().items()} for run in runs]
+    for run in runs:
+        run.sae.cooldown_from = half.decay_start
+    for step in range(half.decay_start, half.steps):
+        x = _to_device(source.batch(step, train.batch_size), device)
+        for run in runs:
+            run.step(x, step, train.horizon_steps, half.lr(step, run.config.lr), False)
+    if writer:
+        for run in runs:
+            run.sae.save(
+                out_dir / HALF_DIR / run.config.name,
+                {
+                    "samples": half.steps * train.batch_size,
+                    "cool_down_from_samples": half.decay_start * train.batch_size,
+                },
+            )
+    for run, state in zip(runs, saved, strict=True):
+        run.load_state(state)
+        run.sae.cooldown_from = train.decay_start
+
+
 def train_sweep(
     configs: list[SAEConfig],
     source: BatchSource,
@@ -171,6 +286,7 @@ def train_sweep(
     make_run: Callable[[SAEConfig], SweepRun] = SweepRun,
     writer: bool = True,
     device: torch.device | str = "cpu",
+    resume_from: Path | None = None,
 ) -> list[SweepRun]:
     """Train every SAE in ``configs`` on the same batches from ``source``; resume if a checkpoint exists.
 
@@ -180,6 +296,8 @@ def train_sweep(
     ``make_run`` builds each SAE's run (a data-parallel sweep passes its own); with ``writer`` False this
     process writes nothing (not the first process of a data-parallel sweep) and only trains. The SAEs
     train on ``device`` (batches are read on the CPU and moved there) and are back on the CPU when returned.
+    ``resume_from`` is the ``stable/`` folder of a shorter run of the same sweep and horizon: a fresh pass
+    starts from its pre-decay state instead of from scratch.
     """
     device = torch.device(device)
     names = [c.name for c in configs]
@@ -193,6 +311,8 @@ def train_sweep(
             raise ValueError(conflict)
         (out_dir / "sweep.json").write_text(json.dumps(_sweep_spec(configs, train, source_spec or {}), indent=2))
     runs = [make_run(c).to(device) for c in configs]
+    for run in runs:
+        run.sae.cooldown_from = train.decay_start
     checkpoint = out_dir / "checkpoint"
     log_path = out_dir / "train_log.jsonl"
     total = train.steps
@@ -201,6 +321,8 @@ def train_sweep(
         start_step = _read_checkpoint(checkpoint, runs)
         if writer:
             _truncate_log(log_path, start_step)
+    elif resume_from is not None:
+        start_step = _start_from_stable(resume_from, configs, train, source_spec or {}, runs, out_dir)
     else:
         init_batch = _to_device(source.batch(INIT_STEP, train.init_samples), device)
         for run in runs:
@@ -211,6 +333,8 @@ def train_sweep(
     if observer is not None:
         observer.start(start_step, total, runs)
     end = total if stop_after is None else min(stop_after, total)
+    branch_at = train.halved().decay_start if train.half == "cooldown" else None
+    stable = _stable_record(configs, train, source_spec or {})
     bar = tqdm(
         range(start_step, end),
         initial=start_step,
@@ -223,12 +347,19 @@ def train_sweep(
     cores = watch_cores("sae_sweep", device, bar.write if progress and writer else None)
     with log_path.open("a") if writer else open(os.devnull, "w") as log:
         for step in bar:
+            if step == branch_at and not _half_complete(out_dir, runs):
+                if writer:
+                    _write_checkpoint(checkpoint, step, runs)
+                bar.set_postfix_str("half-rows cool-down", refresh=True)
+                _cool_down_branch(source, train, runs, out_dir, device, writer)
+            if writer and train.half == "cooldown" and step == train.decay_start:
+                _write_checkpoint(out_dir / STABLE_DIR, step, runs, {"record": stable})
             x = _to_device(source.batch(step, train.batch_size), device)
             want = (step + 1) % train.log_every == 0 or step + 1 == total
             lines = []
             for index, run in enumerate(runs):
-                lr = learning_rate(step, total, run.config.lr, train.warmup_fraction, train.decay_fraction)
-                stats = run.step(x, step, total, lr, want)
+                lr = train.lr(step, run.config.lr)
+                stats = run.step(x, step, train.horizon_steps, lr, want)
                 cores.after_step()  # per SAE: one step of a large sweep is long on a busy machine
                 if stats is not None:
                     line = {
@@ -252,7 +383,7 @@ def train_sweep(
                 )
             if observer is not None:
                 observer.after_step(step + 1, runs)
-            if writer and step + 1 == half_step(total):
+            if writer and train.half == "snapshot" and step + 1 == half_step(total):
                 for run in runs:
                     run.sae.save(out_dir / HALF_DIR / run.config.name, {"samples": (step + 1) * train.batch_size})
             if writer and ((step + 1) % train.checkpoint_every == 0 or step + 1 == end):

@@ -1,0 +1,87 @@
+"""Which learning rate keeps a large dictionary holding when its rows double? A probe on a run's activations.
+
+Trains the named SAEs (recipe v2: resampling until the cool-down, aux-k over d_in/2 dead latents) on
+``--rows`` rows of a pipeline run's activations with the v2 schedule, whose half-rows SAEs are a cool-down
+branch, and writes each SAE's doubling verdict, dead and rare counts and held-out objective. Each SAE is
+``arch:size:sparsity:lr``, e.g.
+
+    .venv/bin/python scripts/recipe_probe.py --run runs/study --rows 3000000 \\
+        --sae relu:4096:0.3:7.5e-4 --sae relu:4096:0.3:1.5e-3 --sae topk:2048:8:1.06e-3 \\
+        --workdir runs/recipe_probe --out docs/results/study/recipe_probe.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from training.activations.harvest import ActivationSource
+from training.experiments.doubling_report import add_doubling
+from training.experiments.pipeline import PRESETS, ScaledSource
+from training.experiments.record import check_record_header, write_check_record
+from training.saes.recipes import RECIPES, recipe_sae_config
+from training.sweeps.convergence import heldout_point
+from training.sweeps.trainer import TrainConfig, train_sweep
+
+
+def parse_sae(spec: str, d_in: int):
+    """``arch:size:sparsity:lr`` as an SAEConfig of recipe v2 with that learning rate (tagged by it)."""
+    arch, size, sparsity, lr = spec.split(":")
+    key = {"k": int(sparsity)} if arch == "topk" else {"l1": float(sparsity)}
+    config = recipe_sae_config(RECIPES["v2"], arch, d_in, int(size), **key)
+    return config.model_copy(update={"lr": float(lr), "tag": f"lr{float(lr):g}"})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, required=True, help="a pipeline run folder with activations/")
+    parser.add_argument("--rows", type=int, default=3_000_000)
+    parser.add_argument("--sae", action="append", required=True, help="arch:size:sparsity:lr (repeatable)")
+    parser.add_argument("--workdir", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    preset = PRESETS["study"]
+    source = ScaledSource(ActivationSource(args.run / "activations"))
+    held_out = source.batch(-1_000_000, preset.eval_rows)
+    configs = [parse_sae(spec, source.dim) for spec in args.sae]
+    train = TrainConfig(samples=args.rows, batch_size=preset.sae_batch_size, horizon_samples=args.rows, half="cooldown")
+    start = time.perf_counter()
+    runs = train_sweep(configs, source, train, args.workdir / "saes", source.spec())
+    seconds = time.perf_counter() - start
+    metrics = {"runs": [{"name": run.config.name} for run in runs]}
+    index_rows = ActivationSource(args.run / "activations").manifest.shape[0]
+    add_doubling(metrics, args.workdir / "saes", {run.config.name: run.sae for run in runs}, held_out, index_rows)
+    record = check_record_header(
+        __file__,
+        "At which learning rate do large dictionaries hold when their rows double (v2 schedule)?",
+        "python scripts/recipe_probe.py " + shlex.join(sys.argv[1:]),
+    )
+    record.update(
+        rows=args.rows,
+        train_seconds=round(seconds, 1),
+        basis=metrics["doubling"]["basis"],
+        saes=[
+            {
+                "name": run.config.name,
+                "lr": run.config.lr,
+                "holds": entry["holds"],
+                "moved": entry["moved"],
+                "half": entry["doubling"]["half"],
+                "end": entry["doubling"]["end"],
+                "objective": heldout_point(run.sae, held_out)["objective"],
+            }
+            for run, entry in zip(runs, metrics["runs"], strict=True)
+        ],
+    )
+    write_check_record(args.out, record)
+    for sae in record["saes"]:
+        moved = ", ".join(m["metric"] for m in sae["moved"]) or "-"
+        end = sae["end"]
+        print(f"{sae['name']}: holds {sae['holds']} (moved: {moved}); end {end}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""Recipe v2 and its schedule: the learning rate falls with the dictionary, half-rows SAEs are complete
+runs (a cool-down branch), and a doubled run resumed from the shorter run's pre-decay state ends exactly
+as a straight run of the doubled length."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.builders import sae_config
+from training.experiments.pipeline import PRESETS, sae_configs, sweep_train_config
+from training.saes import load_sae
+from training.saes.recipes import RECIPES, scaled_lr
+from training.sweeps.trainer import HALF_DIR, STABLE_DIR, TrainConfig, train_sweep
+
+ROWS = 24_576  # 96 steps of 256 rows: the half run decays over its last 14 steps, the full over 28
+BATCH = 256
+
+
+def configs():
+    """relu with resampling until the cool-down and top-k with aux-k and its k anneal: every schedule-driven path."""
+    return [
+        sae_config("relu", dict_size=64, l1=1.0, dead_after=512, resample=True, resample_stop="cooldown"),
+        sae_config("topk", dict_size=64, k=2, dead_after=512, aux_k=8),
+    ]
+
+
+def train(samples: int, horizon: int, half: str) -> TrainConfig:
+    return TrainConfig(
+        samples=samples,
+        batch_size=BATCH,
+        horizon_samples=horizon,
+        half=half,
+        init_samples=2048,
+        checkpoint_every=10,
+        log_every=8,
+    )
+
+
+def same_weights(a: Path, b: Path) -> None:
+    for config in configs():
+        left, right = load_sae(a / config.name), load_sae(b / config.name)
+        for name, p in left.params().items():
+            assert torch.equal(p, right.params()[name]), (config.name, name)
+
+
+@pytest.fixture(scope="module")
+def first_round(small_toy, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("rounds") / "rows_n"
+    train_sweep(configs(), small_toy, train(ROWS, ROWS, "cooldown"), folder, progress=False)
+    return folder
+
+
+def test_the_learning_rate_rule_scales_with_the_inverse_square_root_of_the_size():
+    assert scaled_lr(128, 3e-3, 256) == 3e-3  # never above the reference rate
+    assert scaled_lr(256, 3e-3, 256) == 3e-3
+    assert scaled_lr(1024, 3e-3, 256) == pytest.approx(1.5e-3)
+    assert scaled_lr(4096, 3e-3, 256) == pytest.approx(7.5e-4)
+    assert scaled_lr(4096, 3e-3, None) == 3e-3  # recipe v1: every size at one rate
+    study = sae_configs(PRESETS["study"], 64)
+    relu = {c.dict_size: c.lr for c in study if c.arch == "relu" and c.l1 == 0.3}
+    assert relu[2048] / relu[512] == pytest.approx(math.sqrt(512 / 2048))
+
+
+def test_every_sae_saves_the_recipe_that_chose_its_settings(first_round):
+    for config in configs():
+        meta = json.loads((first_round / "saes" / config.name / "config.json").read_text())
+        assert meta["config"]["recipe"] == config.recipe
+        assert meta["config"]["lr"] == config.lr
+    for config in sae_configs(PRESETS["study"], 64):
+        assert config.recipe == "v2"
+        assert config.lr == scaled_lr(config.dict_size, RECIPES["v2"].lr_ref, RECIPES["v2"].n_ref)
+        if config.arch == "topk":
+            assert config.aux_k == 32  # d_in / 2
+        else:
+            assert config.resample_stop == "cooldown"
+    v1 = sae_configs(PRESETS["study"].model_copy(update={"recipe": "v1"}), 64)
+    assert {c.lr for c in v1} == {3e-3} and all(c.recipe == "v1" for c in v1)
+
+
+def test_the_half_rows_saes_are_a_complete_run_of_half_the_rows(small_toy, first_round, tmp_path):
+    straight = tmp_path / "half_straight"
+    train_sweep(configs(), small_toy, train(ROWS // 2, ROWS, "none"), straight, progress=False)
+    same_weights(first_round / HALF_DIR, straight / "saes")
+    meta = json.loads((first_round / HALF_DIR / configs()[0].name / "config.json").read_text())
+    assert meta["samples"] == ROWS // 2 and meta["cool_down_from_samples"] < ROWS // 2
+
+
+def test_the_cool_down_branch_leaves_no_trace_in_the_main_run(small_toy, first_round, tmp_path):
+    without = tmp_path / "no_branch"
+    train_sweep(configs(), small_toy, train(ROWS, ROWS, "none"), without, progress=False)
+    same_weights(first_round / "saes", without / "saes")
+    assert not (without / HALF_DIR).exists()
+
+
+def test_a_doubled_run_resumed_from_the_pre_decay_state_equals_a_straight_run(small_toy, first_round, tmp_path):
+    stable = first_round / STABLE_DIR
+    assert json.loads((stable / "state.json").read_text())["step"] == train(ROWS, ROWS, "none").decay_start
+    resumed, straight = tmp_path / "resumed", tmp_path / "straight"
+    train_sweep(configs(), small_toy, train(2 * ROWS, ROWS, "none"), resumed, progress=False, resume_from=stable)
+    train_sweep(configs(), small_toy, train(2 * ROWS, ROWS, "none"), straight, progress=False)
+    same_weights(resumed / "saes", straight / "saes")
+    log = [json.loads(line) for line in (resumed / "train_log.jsonl").read_text().splitlines()]
+    reference = [json.loads(line) for line in (straight / "train_log.jsonl").read_text().splitlines()]
+    assert [(x["index"], x["step"]) for x in log] == [(x["index"], x["step"]) for x in reference]
+
+
+def test_a_pre_decay_state_refuses_a_run_with_another_horizon(small_toy, first_round, tmp_path):
+    with pytest.raises(ValueError, match="different sweep"):
+        train_sweep(
+            configs(),
+            small_toy,
+            train(2 * ROWS, 2 * ROWS, "none"),
+            tmp_path / "other",
+            progress=False,
+            resume_from=first_round / STABLE_DIR,
+        )
+
+
+def test_a_run_killed_in_the_cool_down_branch_resumes_to_the_same_weights(small_toy, first_round, tmp_path):
+    folder = tmp_path / "killed"
+    branch_at = train(ROWS, ROWS, "cooldown").halved().decay_start
+    train_sweep(configs(), small_toy, train(ROWS, ROWS, "cooldown"), folder, progress=False, stop_after=branch_at)
+    assert not (folder / HALF_DIR).exists()
+    train_sweep(configs(), small_toy, train(ROWS, ROWS, "cooldown"), folder, progress=False)
+    same_weights(first_round / HALF_DIR, folder / HALF_DIR)
+    same_weights(first_round / "saes", folder / "saes")
+
+
+def test_the_study_doubles_by_resuming_and_only_its_first_round_branches():
+    study = PRESETS["study"]
+    first, second = sweep_train_config(study, study.sae_samples), sweep_train_config(study, 2 * study.sae_samples)
+    assert first.half == "cooldown" and second.half == "none"
+    assert first.horizon_steps == second.horizon_steps
+    v1 = sweep_train_config(study.model_copy(update={"recipe": "v1"}), study.sae_samples)
+    assert v1.half == "snapshot" and v1.horizon_samples is None

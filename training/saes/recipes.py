@@ -1,0 +1,68 @@
+"""Training recipes: how a sweep picks each SAE's learning rate and dead-latent revival, and how it doubles.
+
+``v1`` is the recipe of the first study record (``docs/results/study_v1/``): every size at learning rate
+3e-3, relu resampling only in the first 40% of training, top-k's aux-k over 2k dead latents, half-rows
+snapshots taken before the learning rate decays, and each doubled round trained from scratch. It stays
+so that record can be rebuilt and compared.
+
+``v2`` follows what the field does and what our study activations showed (docs/experiment.md): the
+learning rate falls with the dictionary as ``lr_ref * sqrt(n_ref / n)`` (never above ``lr_ref``), the
+rule of EleutherAI's sparsify and of dictionary_learning; relu resampling goes on until the learning rate
+starts to decay, however long the run, instead of stopping at a fixed fraction; top-k's aux-k draws on
+``d_in / 2`` dead latents (OpenAI, sparsify). Its half-rows SAEs are complete runs (a cool-down branch)
+and a doubled round resumes from the shorter run's pre-decay state.
+"""
+
+from __future__ import annotations
+
+import math
+
+from pydantic import BaseModel, Field
+
+from training.saes.base import SAEConfig
+
+
+class Recipe(BaseModel):
+    """One named way of training a sweep's SAEs."""
+
+    name: str
+    lr_ref: float = Field(..., gt=0, description="peak learning rate at n_ref latents and below")
+    n_ref: int | None = Field(None, gt=0, description="size at which lr_ref applies; None: every size at lr_ref")
+    resample_stop: str = Field("fraction", description="relu: resampling stops at a fraction or at the cool-down")
+    resample_until: float = Field(0.4, ge=0, le=1, description="relu, with resample_stop 'fraction'")
+    aux_k_per_dim: float | None = Field(None, gt=0, description="top-k: aux-k latents per input dimension")
+    cooldown_half: bool = Field(False, description="half-rows SAEs are complete runs; doubled rounds resume")
+
+
+RECIPES: dict[str, Recipe] = {
+    "v1": Recipe(name="v1", lr_ref=3e-3),
+    "v2": Recipe(
+        name="v2",
+        lr_ref=3e-3,
+        n_ref=256,
+        resample_stop="cooldown",
+        aux_k_per_dim=0.5,
+        cooldown_half=True,
+    ),
+}
+
+
+def scaled_lr(dict_size: int, lr_ref: float, n_ref: int | None) -> float:
+    """The peak learning rate of a dictionary of ``dict_size`` latents: lr_ref * sqrt(n_ref / n), at most lr_ref.
+
+    Larger dictionaries take smaller steps: each latent fires more rarely, so Adam's normalised updates
+    are noisier per useful signal, and at 3e-3 our 2048- and 4096-latent dictionaries lost most latents.
+    """
+    if n_ref is None or dict_size <= n_ref:
+        return lr_ref
+    return lr_ref * math.sqrt(n_ref / dict_size)
+
+
+def recipe_sae_config(recipe: Recipe, arch: str, d_in: int, dict_size: int, **sparsity) -> SAEConfig:
+    """The SAEConfig that ``recipe`` gives an SAE of this architecture, size and sparsity (``l1=`` or ``k=``)."""
+    fields: dict = {"lr": scaled_lr(dict_size, recipe.lr_ref, recipe.n_ref), "recipe": recipe.name}
+    if arch == "relu":
+        fields.update(resample_stop=recipe.resample_stop, resample_until=recipe.resample_until)
+    if arch in ("topk", "batchtopk") and recipe.aux_k_per_dim is not None:
+        fields["aux_k"] = max(1, round(recipe.aux_k_per_dim * d_in))
+    return SAEConfig(arch=arch, d_in=d_in, dict_size=dict_size, **sparsity, **fields)
