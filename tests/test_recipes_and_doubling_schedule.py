@@ -109,6 +109,17 @@ def test_a_doubled_run_resumed_from_the_pre_decay_state_equals_a_straight_run(sm
     assert [(x["index"], x["step"]) for x in log] == [(x["index"], x["step"]) for x in reference]
 
 
+def test_part_of_a_sweep_resumes_from_its_pre_decay_state(small_toy, first_round, tmp_path):
+    relu = configs()[:1]
+    resumed, straight = tmp_path / "resumed", tmp_path / "straight"
+    train_sweep(
+        relu, small_toy, train(2 * ROWS, ROWS, "none"), resumed, progress=False, resume_from=first_round / STABLE_DIR
+    )
+    train_sweep(relu, small_toy, train(2 * ROWS, ROWS, "none"), straight, progress=False)
+    left, right = load_sae(resumed / "saes" / relu[0].name), load_sae(straight / "saes" / relu[0].name)
+    assert all(torch.equal(p, right.params()[name]) for name, p in left.params().items())
+
+
 def test_a_pre_decay_state_refuses_a_run_with_another_horizon(small_toy, first_round, tmp_path):
     with pytest.raises(ValueError, match="different sweep"):
         train_sweep(

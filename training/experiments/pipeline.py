@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field
 from training.activations.harvest import ActivationSource, HarvestConfig, harvest_activations
 from training.analysis.metrics import SizedDictionary, evaluate, feature_count_estimate, mmcs_with_larger_records
 from training.analysis.mlp_usage import lm_mlp_usage
+from training.analysis.objective_check import objective_by_size
 from training.data.corpus import corpus_subset, load_corpus
 from training.data.tokenizer import TokenizeConfig, tokenize_corpus
 from training.experiments.doubling_report import add_doubling, plot_doubling_heatmaps
@@ -277,6 +278,7 @@ def run_record(sae: SparseAutoencoder, evaluation, sps: float, losses=None) -> d
         "fvu": evaluation.fvu,
         "dead_fraction": evaluation.dead_fraction,
         "alive": int((~evaluation.dead).sum()),
+        "objective": evaluation.mse + evaluation.sparsity_penalty,
         "samples_per_s": sps,
         "ce_clean": None if losses is None else losses.clean,
         "ce_spliced": None if losses is None else losses.spliced,
@@ -365,6 +367,7 @@ def run_pipeline(
         "mmcs_with_larger": larger,
         "feature_count_estimate": estimate,
         "convergence": convergence,
+        "objective_by_size": objective_by_size(records),
         "config": config.model_dump(),
         "stage_seconds": stage_seconds,
         **devices_record(device, computed_on_device=("lm", "harvest", "sae_sweep", "evaluation", "feature_index")),

@@ -92,6 +92,7 @@ def sae_rows(metrics: dict) -> list[dict]:
                 "rare": evidence.get("rare"),
                 "alive": evidence.get("alive"),
                 "ce_recovered": run.get("ce_recovered"),
+                "objective": run.get("objective"),
                 "holds": run.get("holds"),
                 "moved": [m["metric"] for m in run.get("moved") or []],
                 "hit_cap": run["name"] in hit_cap,
@@ -147,6 +148,8 @@ def build_record(workdir: Path, command: str, repo: Path) -> dict:
         "estimates": estimate_rows(metrics),
         "doubling": metrics.get("doubling"),
         "doubling_rounds": metrics.get("doubling_rounds"),
+        "objective_by_size": metrics.get("objective_by_size"),
+        "recipe": (metrics.get("config") or {}).get("recipe", "v1"),
         "toy_vs_lm": metrics.get("toy_vs_lm"),
         "study": STUDY,
     }
@@ -158,6 +161,25 @@ def _fmt(value) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
+
+
+def objective_lines(check: dict | None) -> list[str]:
+    """The README's statement of the held-out objective check (larger dictionaries never end worse)."""
+    if not check:
+        return []
+    if check["holds"]:
+        return [
+            "At every sparsity the held-out objective does not get worse as the dictionary grows "
+            f"(tolerance {check['tolerance']:.1%})."
+        ]
+    worse = [
+        f"{s['arch']} {s.get('l1', s.get('k'))} at {w['dict_size']} ({w['worse_by']:+.1%} on {w['smaller']})"
+        for s in check["sweeps"]
+        for w in s["worse"]
+    ]
+    return [
+        "Larger dictionaries that end worse on the held-out objective than a smaller one: " + "; ".join(worse) + "."
+    ]
 
 
 def readme(record: dict) -> str:
@@ -173,7 +195,8 @@ def readme(record: dict) -> str:
         f"LM validation loss {_fmt(lm['val_loss'])} nats/token (unigram {_fmt(lm['unigram_loss'])}, "
         f"bigram {_fmt(lm['bigram_loss'])}); LM init {lm.get('init', 'gpt2')}, seed {lm.get('seed', 0)}.",
         *([f"The SAEs' {usage_summary(lm['mlp_usage'])}."] if lm.get("mlp_usage") else []),
-        f"{holding} of {len(record['saes'])} SAEs hold when their rows double.",
+        f"{holding} of {len(record['saes'])} SAEs hold when their rows double (recipe {record.get('recipe', 'v1')}).",
+        *objective_lines(record.get("objective_by_size")),
         "",
         "| estimate | value | interval | holds |",
         "| --- | --- | --- | --- |",
@@ -183,14 +206,14 @@ def readme(record: dict) -> str:
         lines.append(f"| {e['method']} | {_fmt(e['value'])} | {interval} | {_fmt(e['holds'])} |")
     lines += [
         "",
-        "| SAE | rows | FVU | L0 | dead | rare | holds | moved |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| SAE | rows | FVU | L0 | dead | rare | held-out objective | holds | moved |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for s in record["saes"]:
         moved = ", ".join(s["moved"]) + (" (hit the cap)" if s["hit_cap"] else "")
         lines.append(
             f"| {s['name']} | {_fmt(s['rows'])} | {_fmt(s['fvu'])} | {_fmt(s['l0'])} | {_fmt(s['dead'])} | "
-            f"{_fmt(s['rare'])} | {_fmt(s['holds'])} | {moved} |"
+            f"{_fmt(s['rare'])} | {_fmt(s.get('objective'))} | {_fmt(s['holds'])} | {moved} |"
         )
     twin = record.get("toy_vs_lm")
     if twin:

@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 from training.activations.harvest import ActivationSource, HarvestConfig, harvest_activations
 from training.activations.store import STORE_DIR, STORE_MANIFEST, ShardedSource, finalize_store, merge_store
 from training.analysis.metrics import SizedDictionary, evaluate, feature_count_estimate, mmcs_with_larger_records
+from training.analysis.objective_check import objective_by_size
 from training.data.tokenizer import load_tokenized
 from training.experiments.distributed import Replica, agree, train_sweep_distributed
 from training.experiments.doubling_report import add_doubling, plot_doubling_heatmaps
@@ -191,6 +192,7 @@ def train_run(
         "mmcs_with_larger": larger,
         "feature_count_estimate": estimate,
         "convergence": convergence,
+        "objective_by_size": objective_by_size(records),
         "config": settings.model_dump(),
         "stage_seconds": stage_seconds,
         **devices_record(device, ("sae_sweep", "evaluation", "feature_index") if replica is None else ()),

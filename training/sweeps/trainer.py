@@ -216,19 +216,33 @@ def _stable_record(configs: list[SAEConfig], train: TrainConfig, source_spec: di
 def _start_from_stable(
     folder: Path, configs: list[SAEConfig], train: TrainConfig, source_spec: dict, runs: list[SweepRun], out_dir: Path
 ) -> int:
-    """Load a shorter run's pre-decay state (``folder``) into ``runs`` and carry its logs up to that step."""
+    """Load a shorter run's pre-decay state (``folder``) into ``runs`` and carry its logs up to that step.
+
+    The shorter run may have trained more SAEs than this one (e.g. one sparsity of a study's grid is taken
+    further): each SAE here must be one of its SAEs, with the same config, horizon, schedule and rows."""
     state = json.loads((folder / "state.json").read_text())
-    if state.get("record") != json.loads(json.dumps(_stable_record(configs, train, source_spec))):
+    record = state.get("record") or {}
+    mine = json.loads(json.dumps(_stable_record(configs, train, source_spec)))
+    theirs = {json.dumps(sae, sort_keys=True): i for i, sae in enumerate(record.get("saes", []))}
+    positions = [theirs.get(json.dumps(sae, sort_keys=True)) for sae in mine["saes"]]
+    if any(i is None for i in positions) or {k: v for k, v in record.items() if k != "saes"} != {
+        k: v for k, v in mine.items() if k != "saes"
+    }:
         raise ValueError(f"{folder} is the pre-decay state of a different sweep (SAEs, horizon, schedule or rows)")
-    step = _read_checkpoint(folder, runs)
+    step = state["step"]
     if step >= train.decay_start:
         raise ValueError(f"{folder} is at step {step}, past where a run of {train.steps} steps starts to decay")
+    names = {run.config.name for run in runs}
+    for run, i in zip(runs, positions, strict=True):
+        run.load_state(load_file(str(folder / f"sae_{i}.safetensors")))
     for name in ("train_log.jsonl", "heldout_log.jsonl"):
         lines = [
             {**line, **({"fraction": line["step"] / train.steps} if "fraction" in line else {})}
             for line in map(json.loads, _lines(folder.parent / name))
-            if line["step"] <= step
+            if line["step"] <= step and line["run"] in names
         ]
+        for line in lines:
+            line["index"] = [run.config.name for run in runs].index(line["run"])
         (out_dir / name).write_text("".join(json.dumps(line) + "\n" for line in lines))
     return step
 
