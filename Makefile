@@ -6,8 +6,11 @@ TORCH := torch==2.13.0
 HTMX := static/vendor/htmx.min.js
 SWAGGER_UI := static/vendor/swagger-ui/swagger-ui-bundle.js static/vendor/swagger-ui/swagger-ui.css
 CHROMIUM := /usr/bin/chromium
+PEER_VENV := .peer-venv
+PEER_STAMP := $(PEER_VENV)/.installed
+PEER_PACKAGE := dictionary-learning==0.1.0
 
-.PHONY: setup run label test bench lint screenshots
+.PHONY: setup run label test bench lint screenshots peer-venv
 
 setup: $(STAMP) $(HTMX) $(SWAGGER_UI)
 
@@ -61,3 +64,18 @@ lint: setup
 screenshots: setup $(CHROMIUM)
 	$(PYTHON) scripts/screenshots.py
 
+# scripts/peer_reference.py trains the dictionary-learning package's SAE trainers in a virtualenv of their own
+# (.peer-venv, ignored); every install repeats the torch pin so no resolver swaps in another torch. The package
+# brings a torchvision that does not load with this torch (it is removed: the trainers never import it); the
+# script's train half also reads our activations through our own code, which needs pydantic, safetensors, numpy,
+# tqdm and matplotlib (training.experiments.pipeline imports the figures).
+peer-venv: $(PEER_STAMP)
+
+$(PEER_STAMP):
+	test -x $(PEER_VENV)/bin/python || python3 -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/python -m pip install --quiet '$(TORCH)'
+	$(PEER_VENV)/bin/python -m pip install --quiet '$(PEER_PACKAGE)' '$(TORCH)'
+	$(PEER_VENV)/bin/python -m pip install --quiet pydantic safetensors numpy tqdm matplotlib '$(TORCH)'
+	$(PEER_VENV)/bin/python -m pip uninstall --quiet -y torchvision
+	$(PEER_VENV)/bin/python -c "import dictionary_learning.trainers.top_k, dictionary_learning.trainers.standard"
+	touch $(PEER_STAMP)
