@@ -53,7 +53,7 @@ def main() -> None:
     args = parser.parse_args()
     variants = {label: VARIANTS[label] for label in (args.variant or VARIANTS)}
     torch.set_num_threads(2)
-    config = PipelineConfig(**json.loads((args.run / "metrics.json").read_text())["config"])
+    config = PipelineConfig(**{"recipe": "v1", **json.loads((args.run / "metrics.json").read_text())["config"]})
     rows = json.loads((args.extended / "saes" / "sweep.json").read_text())["train"]["samples"]
     source = ScaledSource(ActivationSource(args.run / "activations"))
     held_out = source.batch(-1_000_000, config.eval_rows)

@@ -3,7 +3,8 @@
 The stable-atom estimate of a ``study`` run reads one sparsity setting's size sweep. When it still moves at
 the cap, this trains that setting's SAEs (every size of the run) once more on twice the cap's rows, in a
 new folder that links the run's tokens, LM and activations, and compares the round with the run's last one
-on the run's own held-out rows: the per-SAE doubling test and the estimate. Example:
+on the run's own held-out rows: the per-SAE doubling test and the estimate. A run of recipe v2 is not
+retrained: the round resumes from the last round's pre-decay state (``saes/stable``). Example:
 
     .venv/bin/python scripts/rows_extension.py --run runs/study_v2 --l1 0.3 \\
         --workdir runs/study_v2_24m --out docs/results/study/rows_24m_relu_l1_0.3.json
@@ -22,10 +23,19 @@ import torch
 from training.activations.harvest import ActivationSource
 from training.analysis.doubling import estimate_doubling, heldout_min_firings
 from training.experiments.doubling_report import add_doubling, heldout_evidence
-from training.experiments.pipeline import PipelineConfig, ScaledSource, sweep_until_holds
+from training.experiments.pipeline import (
+    PipelineConfig,
+    ScaledSource,
+    sae_configs,
+    sweep_train_config,
+    sweep_until_holds,
+)
 from training.experiments.record import check_record_header, write_check_record
 from training.features.evidence import DEFAULT_MIN_FIRINGS
 from training.saes import load_sae
+from training.saes.recipes import RECIPES
+from training.sweeps.convergence import sweep_tracker
+from training.sweeps.trainer import STABLE_DIR, train_sweep
 
 LINKED = ("tokens", "lm", "activations")
 
@@ -71,7 +81,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="JSON record of the comparison")
     args = parser.parse_args()
     metrics = json.loads((args.run / "metrics.json").read_text())
-    run_config = PipelineConfig(**metrics["config"])
+    run_config = PipelineConfig(**{"recipe": "v1", **metrics["config"]})  # records before recipes were v1
     if args.l1 not in run_config.l1:
         parser.error(f"--l1: the run's relu grid is {run_config.l1}")
     last_rows = metrics["doubling_rounds"][-1]["samples"]
@@ -91,7 +101,19 @@ def main() -> None:
     held_out = source.batch(-1_000_000, config.eval_rows)
     index_rows = int(source.source.manifest.shape[0])
     started = time.perf_counter()
-    runs, _, rounds = sweep_until_holds(config, source, held_out, args.workdir, index_rows)
+    if RECIPES[run_config.recipe].cooldown_half:
+        train = sweep_train_config(run_config, rows)
+        runs = train_sweep(
+            sae_configs(config, source.dim),
+            source,
+            train,
+            args.workdir / "saes",
+            source.spec(),
+            observer=sweep_tracker(args.workdir / "saes", held_out, train),
+            resume_from=args.run / "saes" / STABLE_DIR,
+        )
+    else:
+        runs, _, _ = sweep_until_holds(config, source, held_out, args.workdir, index_rows)
     seconds = time.perf_counter() - started
     probe = {"runs": [{"name": run.config.name} for run in runs]}
     add_doubling(
@@ -116,12 +138,13 @@ def main() -> None:
         "rounds": [{"rows": last_rows, **before}, {"rows": rows, **after}],
         "stable_atoms_doubling": estimate_doubling(before["stable_atoms"]["value"], after["stable_atoms"]["value"]),
         "saes_doubling": {r["name"]: {"holds": r["holds"], "moved": r["moved"]} for r in probe["runs"]},
-        "still_moving": rounds[-1]["moving"],
+        "still_moving": [r["name"] for r in probe["runs"] if r["holds"] is False],
         "training_course": {
             str(last_rows): training_course((half / "saes").resolve().parent),
             str(rows): training_course(args.workdir / "saes"),
         },
-        "resample_until": config.resample_until,
+        "recipe": run_config.recipe,
+        **({"resample_until": config.resample_until} if run_config.recipe == "v1" else {}),
     }
     write_check_record(args.out, record)
     print(f"stable atoms {before['stable_atoms']} -> {after['stable_atoms']}: {record['stable_atoms_doubling']}")
