@@ -63,7 +63,8 @@ def test_the_learning_rate_rule_scales_with_the_inverse_square_root_of_the_size(
     assert scaled_lr(4096, 3e-3, None) == 3e-3  # recipe v1: every size at one rate
     study = sae_configs(PRESETS["study"], 64)
     relu = {c.dict_size: c.lr for c in study if c.arch == "relu" and c.l1 == 0.3}
-    assert relu[2048] / relu[512] == pytest.approx(math.sqrt(512 / 2048))
+    assert relu[4096] / relu[2048] == pytest.approx(math.sqrt(2048 / 4096))
+    assert relu[512] == relu[1024] == RECIPES["v2"].lr_ref
 
 
 def test_every_sae_saves_the_recipe_that_chose_its_settings(first_round):
