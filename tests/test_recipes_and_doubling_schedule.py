@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tests.builders import sae_config
-from training.experiments.pipeline import PRESETS, sae_configs, sweep_train_config
+from training.experiments.pipeline import PRESETS, latest_stable, sae_configs, sweep_train_config
 from training.saes import load_sae
 from training.saes.recipes import RECIPES, scaled_lr
 from training.sweeps.trainer import HALF_DIR, STABLE_DIR, TrainConfig, train_sweep
@@ -108,6 +108,29 @@ def test_a_doubled_run_resumed_from_the_pre_decay_state_equals_a_straight_run(sm
     log = [json.loads(line) for line in (resumed / "train_log.jsonl").read_text().splitlines()]
     reference = [json.loads(line) for line in (straight / "train_log.jsonl").read_text().splitlines()]
     assert [(x["index"], x["step"]) for x in log] == [(x["index"], x["step"]) for x in reference]
+
+
+def test_two_doublings_resumed_in_turn_equal_a_straight_run_of_four_times_the_rows(small_toy, first_round, tmp_path):
+    twice, four, straight = tmp_path / "twice", tmp_path / "four", tmp_path / "straight"
+    train_sweep(
+        configs(), small_toy, train(2 * ROWS, ROWS, "none"), twice, progress=False, resume_from=first_round / STABLE_DIR
+    )
+    assert (twice / STABLE_DIR / "state.json").exists()  # a resumed round keeps its own pre-decay state
+    train_sweep(
+        configs(), small_toy, train(4 * ROWS, ROWS, "none"), four, progress=False, resume_from=twice / STABLE_DIR
+    )
+    train_sweep(configs(), small_toy, train(4 * ROWS, ROWS, "none"), straight, progress=False)
+    same_weights(four / "saes", straight / "saes")
+
+
+def test_a_round_resumes_from_the_longest_earlier_round_that_kept_its_state(tmp_path):
+    for rows in (1000, 2000):
+        (tmp_path / f"saes_rows_{rows}" / STABLE_DIR).mkdir(parents=True)
+    (tmp_path / "saes_rows_1000" / STABLE_DIR / "state.json").write_text("{}")
+    assert latest_stable(tmp_path, 4000) == tmp_path / "saes_rows_1000" / STABLE_DIR  # 2000's state is missing
+    (tmp_path / "saes_rows_2000" / STABLE_DIR / "state.json").write_text("{}")
+    assert latest_stable(tmp_path, 4000) == tmp_path / "saes_rows_2000" / STABLE_DIR
+    assert latest_stable(tmp_path, 1000) is None
 
 
 def test_part_of_a_sweep_resumes_from_its_pre_decay_state(small_toy, first_round, tmp_path):

@@ -205,7 +205,7 @@ def sweep_until_holds(
             samples *= 2
             continue
         previous = previous_round(workdir, samples)
-        resume = previous.parent / STABLE_DIR if recipe.cooldown_half and previous is not None else None
+        resume = latest_stable(workdir, samples) if recipe.cooldown_half else None
         train = sweep_train_config(config, samples)
         sweep_dir = workdir / "saes"
         runs = train_sweep(
@@ -248,6 +248,20 @@ def sweep_train_config(config: PipelineConfig, samples: int) -> TrainConfig:
         horizon_samples=config.sae_samples,
         half="cooldown" if first else "none",
     )
+
+
+def latest_stable(workdir: Path, samples: int) -> Path | None:
+    """The pre-decay state of the longest finished round shorter than ``samples`` rows that kept one.
+
+    Any earlier round's state gives the same end (the schedule is the same up to each run's own decay), the
+    longest just leaves the fewest steps to train again."""
+    rows = samples // 2
+    while rows > 0:
+        stable = Path(workdir) / f"saes_rows_{rows}" / STABLE_DIR
+        if (stable / "state.json").exists():
+            return stable
+        rows //= 2
+    return None
 
 
 def previous_round(workdir: Path, samples: int) -> Path | None:

@@ -8,8 +8,9 @@ so that record can be rebuilt and compared.
 ``v2`` follows what the field does and what our study activations showed (docs/experiment.md): the
 learning rate falls with the dictionary as ``lr_ref * sqrt(n_ref / n)`` (never above ``lr_ref``), the
 rule of EleutherAI's sparsify and of dictionary_learning, from 3e-3 at 1024 latents (with n_ref 256 the
-4096-latent relu dictionary was still far from converged after 3M rows: L0 60, 2,730 rare latents); relu resampling goes on until the learning rate
-starts to decay, however long the run, instead of stopping at a fixed fraction; top-k's aux-k draws on
+4096-latent relu dictionary was still far from converged after 3M rows: L0 60, 2,730 rare latents); relu
+resampling goes on until the learning rate starts to decay, however long the run, instead of stopping at
+a fixed fraction; top-k's aux-k draws on
 ``d_in / 2`` dead latents (OpenAI, sparsify). Its half-rows SAEs are complete runs (a cool-down branch)
 and a doubled round resumes from the shorter run's pre-decay state.
 """

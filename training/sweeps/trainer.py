@@ -9,8 +9,8 @@ was never interrupted.
 The half-rows SAEs of the doubling test (``half/``) are either snapshots taken mid-run (``half="snapshot"``,
 before the learning rate decays) or, with ``half="cooldown"``, complete runs of half the rows: a branch
 that leaves the main run where the shorter run's own decay would start, cools down, and is saved. With
-``half="cooldown"`` the run also keeps its pre-decay state in ``stable/``; a run of twice the rows with
-the same horizon resumes from it (``resume_from``) and ends exactly as if it had trained straight through.
+``half="cooldown"`` or a set horizon the run also keeps its pre-decay state in ``stable/``; a longer run
+with the same horizon resumes from it (``resume_from``) and ends exactly as if it had trained straight through.
 """
 
 from __future__ import annotations
@@ -88,6 +88,11 @@ class TrainConfig(BaseModel):
     @property
     def horizon_steps(self) -> int:
         return max((self.horizon_samples or self.samples) // self.batch_size, 1)
+
+    @property
+    def resumable(self) -> bool:
+        """Whether the run keeps its pre-decay state (stable/) for a longer run on its horizon to resume from."""
+        return self.half == "cooldown" or self.horizon_samples is not None
 
     @property
     def decay_start(self) -> int:
@@ -366,7 +371,7 @@ def train_sweep(
                     _write_checkpoint(checkpoint, step, runs)
                 bar.set_postfix_str("half-rows cool-down", refresh=True)
                 _cool_down_branch(source, train, runs, out_dir, device, writer)
-            if writer and train.half == "cooldown" and step == train.decay_start:
+            if writer and train.resumable and step == train.decay_start:
                 _write_checkpoint(out_dir / STABLE_DIR, step, runs, {"record": stable})
             x = _to_device(source.batch(step, train.batch_size), device)
             want = (step + 1) % train.log_every == 0 or step + 1 == total
