@@ -36,8 +36,8 @@ run: setup
 	$(VENV)/bin/monosemantic run --preset default --workdir runs/default
 
 # Label the study's dictionaries from its record's bundle (docs/results/study/labelling/, written by
-# `monosemantic record` when the study is rebuilt; until then this says so): no training, no activations;
-# labels go to runs/record-study/monosemantic.db, keyed by the weights' hashes.
+# `monosemantic record` with the record): no training, no activations; labels go to
+# runs/record-study/monosemantic.db, keyed by the weights' hashes.
 label: setup
 	$(VENV)/bin/monosemantic serve --record docs/results/study
 
