@@ -68,3 +68,35 @@ def test_a_served_record_is_labelled_in_the_browser(
     page.goto(f"{live_server}/estimates")
     expect(page.locator(f"tr[data-dictionary='{dictionary_id}'] [data-distinct=labelled]")).to_have_text("1")
     assert console_errors == []
+
+
+STUDY_RECORD = Path(__file__).resolve().parents[2] / "docs" / "results" / "study"
+STUDY_DICTIONARY = "relu_n1024_l10.3"  # the dictionary the study's labellers label
+
+
+@pytest.fixture
+def study_app(tmp_path: Path) -> PageApp:
+    """The committed study record's bundle served as `make label` serves it, into a fresh database."""
+    settings = Settings(workdir=tmp_path / "served", database_url=f"sqlite:///{tmp_path / 'served.db'}")
+    load_record(STUDY_RECORD, settings)
+    return PageApp(app=create_app(settings), built=None, workdir=settings.workdir)
+
+
+def test_the_committed_study_record_is_labelled_in_the_browser(
+    page: Page, live_server: str, study_app: PageApp, console_errors: list[str]
+) -> None:
+    manifest = json.loads((STUDY_RECORD / BUNDLE_DIR / MANIFEST).read_text())
+    entry = next(d for d in manifest["dictionaries"] if d["name"] == STUDY_DICTIONARY)
+    with study_app.app.state.sessionmaker() as session:
+        dictionary_id = session.scalar(select(Dictionary.id).where(Dictionary.content_hash == entry["weights_hash"]))
+    assert dictionary_id is not None
+    page.goto(f"{live_server}/dictionaries/{dictionary_id}/label")
+    page.fill("input[name=labeller]", "Ada")
+    page.click("button[type=submit]")
+    feature = wait_ready(page)
+    page.keyboard.press("2")
+    expect(page.locator("[data-count=labelled]")).to_have_text("1")
+    with study_app.app.state.sessionmaker() as session:
+        labels = session.execute(select(Label.dictionary_hash, Label.feature_index, Label.verdict)).all()
+    assert labels == [(entry["weights_hash"], feature, "polysemantic")]
+    assert console_errors == []
