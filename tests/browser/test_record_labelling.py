@@ -99,4 +99,7 @@ def test_the_committed_study_record_is_labelled_in_the_browser(
     with study_app.app.state.sessionmaker() as session:
         labels = session.execute(select(Label.dictionary_hash, Label.feature_index, Label.verdict)).all()
     assert labels == [(entry["weights_hash"], feature, "polysemantic")]
+    page.goto(f"{live_server}/estimates")
+    row = page.locator(f"tr[data-dictionary='{dictionary_id}']")
+    expect(row.locator("[data-distinct=labelled]")).to_have_text("1")
     assert console_errors == []
