@@ -48,25 +48,30 @@ def page_app(record: Path, tmp_path: Path) -> PageApp:
     return PageApp(app=create_app(settings), built=None, workdir=settings.workdir)
 
 
-def test_a_served_record_is_labelled_in_the_browser(
-    page: Page, live_server: str, page_app: PageApp, record: Path, console_errors: list[str]
-) -> None:
-    manifest = json.loads((record / BUNDLE_DIR / MANIFEST).read_text())
-    first = manifest["dictionaries"][0]
-    with page_app.app.state.sessionmaker() as session:
-        dictionary_id = session.scalar(select(Dictionary.id).where(Dictionary.content_hash == first["weights_hash"]))
+def label_one_served_feature(page: Page, live_server: str, app: PageApp, entry: dict, key: str, verdict: str) -> None:
+    """Label the first card of the served bundle dictionary ``entry`` with ``key``; check the stored row,
+    keyed by the trained weights' hash (a rebuild that trains the same weights finds it), and /estimates."""
+    with app.app.state.sessionmaker() as session:
+        dictionary_id = session.scalar(select(Dictionary.id).where(Dictionary.content_hash == entry["weights_hash"]))
+    assert dictionary_id is not None
     page.goto(f"{live_server}/dictionaries/{dictionary_id}/label")
     page.fill("input[name=labeller]", "Ada")
     page.click("button[type=submit]")
     feature = wait_ready(page)
-    page.keyboard.press("1")
+    page.keyboard.press(key)
     expect(page.locator("[data-count=labelled]")).to_have_text("1")
-    with page_app.app.state.sessionmaker() as session:
+    with app.app.state.sessionmaker() as session:
         labels = session.execute(select(Label.dictionary_hash, Label.feature_index, Label.verdict)).all()
-    # Keyed by the trained weights' hash: a rebuild that trains the same weights finds this label.
-    assert labels == [(first["weights_hash"], feature, "monosemantic")]
+    assert labels == [(entry["weights_hash"], feature, verdict)]
     page.goto(f"{live_server}/estimates")
     expect(page.locator(f"tr[data-dictionary='{dictionary_id}'] [data-distinct=labelled]")).to_have_text("1")
+
+
+def test_a_served_record_is_labelled_in_the_browser(
+    page: Page, live_server: str, page_app: PageApp, record: Path, console_errors: list[str]
+) -> None:
+    manifest = json.loads((record / BUNDLE_DIR / MANIFEST).read_text())
+    label_one_served_feature(page, live_server, page_app, manifest["dictionaries"][0], "1", "monosemantic")
     assert console_errors == []
 
 
@@ -87,19 +92,5 @@ def test_the_committed_study_record_is_labelled_in_the_browser(
 ) -> None:
     manifest = json.loads((STUDY_RECORD / BUNDLE_DIR / MANIFEST).read_text())
     entry = next(d for d in manifest["dictionaries"] if d["name"] == STUDY_DICTIONARY)
-    with study_app.app.state.sessionmaker() as session:
-        dictionary_id = session.scalar(select(Dictionary.id).where(Dictionary.content_hash == entry["weights_hash"]))
-    assert dictionary_id is not None
-    page.goto(f"{live_server}/dictionaries/{dictionary_id}/label")
-    page.fill("input[name=labeller]", "Ada")
-    page.click("button[type=submit]")
-    feature = wait_ready(page)
-    page.keyboard.press("2")
-    expect(page.locator("[data-count=labelled]")).to_have_text("1")
-    with study_app.app.state.sessionmaker() as session:
-        labels = session.execute(select(Label.dictionary_hash, Label.feature_index, Label.verdict)).all()
-    assert labels == [(entry["weights_hash"], feature, "polysemantic")]
-    page.goto(f"{live_server}/estimates")
-    row = page.locator(f"tr[data-dictionary='{dictionary_id}']")
-    expect(row.locator("[data-distinct=labelled]")).to_have_text("1")
+    label_one_served_feature(page, live_server, study_app, entry, "2", "polysemantic")
     assert console_errors == []
