@@ -99,11 +99,9 @@ class TrainConfig(BaseModel):
         """Steps done when the learning rate starts to decay."""
         return self.steps - int(self.steps * self.decay_fraction)
 
-    def lr(self, step: int, peak: float, total: int | None = None) -> float:
-        """The learning rate of ``step`` in a run of ``total`` steps (default: this run's) on this horizon."""
-        return learning_rate(
-            step, total or self.steps, peak, self.warmup_fraction, self.decay_fraction, self.horizon_steps
-        )
+    def lr(self, step: int, peak: float) -> float:
+        """The learning rate of ``step`` in this run, on its horizon."""
+        return learning_rate(step, self.steps, peak, self.warmup_fraction, self.decay_fraction, self.horizon_steps)
 
     def halved(self) -> TrainConfig:
         """The same schedule on half the rows: the run the cool-down branch completes."""
