@@ -10,14 +10,15 @@ learning rate falls with the dictionary as ``lr_ref * sqrt(n_ref / n)`` (never a
 rule of EleutherAI's sparsify and of dictionary_learning, from 3e-3 at 1024 latents (with n_ref 256 the
 4096-latent relu dictionary was still far from converged after 3M rows: L0 60, 2,730 rare latents); relu
 resampling goes on until the learning rate starts to decay, however long the run, instead of stopping at
-a fixed fraction; top-k's aux-k draws on
-``d_in / 2`` dead latents (OpenAI, sparsify). Its half-rows SAEs are complete runs (a cool-down branch)
-and a doubled round resumes from the shorter run's pre-decay state.
+a fixed fraction; top-k's aux-k draws on ``d_in / 2`` dead latents (OpenAI, sparsify). Its half-rows
+SAEs are complete runs (a cool-down branch) and a doubled round resumes from the shorter run's pre-decay
+state.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -30,7 +31,9 @@ class Recipe(BaseModel):
     name: str
     lr_ref: float = Field(..., gt=0, description="peak learning rate at n_ref latents and below")
     n_ref: int | None = Field(None, gt=0, description="size at which lr_ref applies; None: every size at lr_ref")
-    resample_stop: str = Field("fraction", description="relu: resampling stops at a fraction or at the cool-down")
+    resample_stop: Literal["fraction", "cooldown"] = Field(
+        "fraction", description="relu: resampling stops at a fraction or at the cool-down"
+    )
     resample_until: float = Field(0.4, ge=0, le=1, description="relu, with resample_stop 'fraction'")
     aux_k_per_dim: float | None = Field(None, gt=0, description="top-k: aux-k latents per input dimension")
     cooldown_half: bool = Field(False, description="half-rows SAEs are complete runs; doubled rounds resume")

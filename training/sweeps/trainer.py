@@ -235,17 +235,17 @@ def _start_from_stable(
     step = state["step"]
     if step >= train.decay_start:
         raise ValueError(f"{folder} is at step {step}, past where a run of {train.steps} steps starts to decay")
-    names = {run.config.name for run in runs}
+    index = {run.config.name: i for i, run in enumerate(runs)}
     for run, i in zip(runs, positions, strict=True):
         run.load_state(load_file(str(folder / f"sae_{i}.safetensors")))
     for name in ("train_log.jsonl", "heldout_log.jsonl"):
         lines = [
             {**line, **({"fraction": line["step"] / train.steps} if "fraction" in line else {})}
             for line in map(json.loads, _lines(folder.parent / name))
-            if line["step"] <= step and line["run"] in names
+            if line["step"] <= step and line["run"] in index
         ]
         for line in lines:
-            line["index"] = [run.config.name for run in runs].index(line["run"])
+            line["index"] = index[line["run"]]
         (out_dir / name).write_text("".join(json.dumps(line) + "\n" for line in lines))
     return step
 
