@@ -1,18 +1,20 @@
-"""Which learning rate keeps a large dictionary holding when its rows double? A probe on a run's activations.
+"""Which recipe keeps a large dictionary holding when its rows double? A probe on a run's activations.
 
-Trains the named SAEs (recipe v2: resampling until the cool-down, aux-k over d_in/2 dead latents) on
-``--rows`` rows of a pipeline run's activations with the v2 schedule, whose half-rows SAEs are a cool-down
-branch, and writes each SAE's doubling verdict, dead and rare counts and held-out objective. Each SAE is
-``arch:size:sparsity:lr``, e.g.
+Trains the named SAEs (by default as recipe v2 makes them) on ``--rows`` rows of a pipeline run's
+activations with the doubling schedule, whose half-rows SAEs are a cool-down branch, and writes each SAE's
+doubling verdict, dead and rare counts and held-out objective. Each SAE is
+``arch:size:sparsity:lr[:field=value,...]``; the fields override the recipe's SAEConfig (values are JSON,
+else strings) and name the SAE's tag unless ``tag=`` names it, e.g.
 
     .venv/bin/python scripts/recipe_probe.py --run runs/study --rows 3000000 \\
-        --sae relu:4096:0.3:7.5e-4 --sae relu:4096:0.3:1.5e-3 --sae topk:2048:8:1.06e-3 \\
+        --sae relu:4096:0.3:7.5e-4 --sae topk:2048:8:2.1e-3:k_start=1 \\
         --workdir runs/recipe_probe --out docs/results/study/recipe_probe.json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 import time
@@ -27,26 +29,38 @@ from training.sweeps.convergence import heldout_point
 from training.sweeps.trainer import TrainConfig, train_sweep
 
 
-def parse_sae(spec: str, d_in: int):
-    """``arch:size:sparsity:lr`` as an SAEConfig of recipe v2 with that learning rate (tagged by it)."""
-    arch, size, sparsity, lr = spec.split(":")
+def field_value(text: str):
+    """A field's value from the command line: JSON where it parses (numbers, true, null), else the string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_sae(spec: str, d_in: int, recipe: str = "v2"):
+    """``arch:size:sparsity:lr[:field=value,...]`` as the recipe's SAEConfig with that rate and those fields."""
+    arch, size, sparsity, lr, *rest = spec.split(":")
     key = {"k": int(sparsity)} if arch == "topk" else {"l1": float(sparsity)}
-    config = recipe_sae_config(RECIPES["v2"], arch, d_in, int(size), **key)
-    return config.model_copy(update={"lr": float(lr), "tag": f"lr{float(lr):g}"})
+    config = recipe_sae_config(RECIPES[recipe], arch, d_in, int(size), **key)
+    overrides = dict(item.split("=", 1) for item in rest[0].split(",")) if rest else {}
+    tag = overrides.pop("tag", None) or "_".join([f"lr{float(lr):g}", *(f"{k}{v}" for k, v in overrides.items())])
+    fields = {**config.model_dump(), **{k: field_value(v) for k, v in overrides.items()}}
+    return type(config)(**{**fields, "lr": float(lr), "tag": tag})
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, required=True, help="a pipeline run folder with activations/")
     parser.add_argument("--rows", type=int, default=3_000_000)
-    parser.add_argument("--sae", action="append", required=True, help="arch:size:sparsity:lr (repeatable)")
+    parser.add_argument("--sae", action="append", required=True, help="arch:size:sparsity:lr[:f=v,...] (repeatable)")
+    parser.add_argument("--recipe", default="v2", choices=sorted(RECIPES), help="the recipe the SAEs start from")
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     preset = PRESETS["study"]
     source = ScaledSource(ActivationSource(args.run / "activations"))
     held_out = source.batch(-1_000_000, preset.eval_rows)
-    configs = [parse_sae(spec, source.dim) for spec in args.sae]
+    configs = [parse_sae(spec, source.dim, args.recipe) for spec in args.sae]
     train = TrainConfig(samples=args.rows, batch_size=preset.sae_batch_size, horizon_samples=args.rows, half="cooldown")
     start = time.perf_counter()
     runs = train_sweep(configs, source, train, args.workdir / "saes", source.spec())
@@ -56,7 +70,7 @@ def main() -> None:
     add_doubling(metrics, args.workdir / "saes", {run.config.name: run.sae for run in runs}, held_out, index_rows)
     record = check_record_header(
         __file__,
-        "At which learning rate do large dictionaries hold when their rows double (v2 schedule)?",
+        "Which recipe makes large dictionaries hold when their rows double (doubling schedule, cool-down branch)?",
         "python scripts/recipe_probe.py " + shlex.join(sys.argv[1:]),
     )
     record.update(
@@ -67,6 +81,7 @@ def main() -> None:
             {
                 "name": run.config.name,
                 "lr": run.config.lr,
+                "config": run.config.model_dump(),
                 "holds": entry["holds"],
                 "moved": entry["moved"],
                 "half": entry["doubling"]["half"],

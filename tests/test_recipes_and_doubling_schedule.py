@@ -64,7 +64,7 @@ def test_the_learning_rate_rule_scales_with_the_inverse_square_root_of_the_size(
     study = sae_configs(PRESETS["study"], 64)
     relu = {c.dict_size: c.lr for c in study if c.arch == "relu" and c.l1 == 0.3}
     assert relu[4096] / relu[2048] == pytest.approx(math.sqrt(2048 / 4096))
-    assert relu[512] == relu[1024] == RECIPES["v2"].lr_ref
+    assert relu[512] == relu[1024] == RECIPES["v3"].lr_ref == RECIPES["v2"].lr_ref
 
 
 def test_every_sae_saves_the_recipe_that_chose_its_settings(first_round):
@@ -73,12 +73,16 @@ def test_every_sae_saves_the_recipe_that_chose_its_settings(first_round):
         assert meta["config"]["recipe"] == config.recipe
         assert meta["config"]["lr"] == config.lr
     for config in sae_configs(PRESETS["study"], 64):
-        assert config.recipe == "v2"
-        assert config.lr == scaled_lr(config.dict_size, RECIPES["v2"].lr_ref, RECIPES["v2"].n_ref)
+        assert config.recipe == "v3"
+        assert config.lr == scaled_lr(config.dict_size, RECIPES["v3"].lr_ref, RECIPES["v3"].n_ref)
         if config.arch == "topk":
             assert config.aux_k == 32  # d_in / 2
+            assert config.k_start == 1.0  # no k anneal
         else:
-            assert config.resample_stop == "cooldown"
+            assert config.decoder_norm == "penalised" and not config.resample and config.l1_warmup == 0.05
+    v2 = sae_configs(PRESETS["study"].model_copy(update={"recipe": "v2"}), 64)
+    assert all(c.resample_stop == "cooldown" and c.decoder_norm == "unit" for c in v2 if c.arch == "relu")
+    assert all(c.k_start == 2.0 for c in v2 if c.arch == "topk")
     v1 = sae_configs(PRESETS["study"].model_copy(update={"recipe": "v1"}), 64)
     assert {c.lr for c in v1} == {3e-3} and all(c.recipe == "v1" for c in v1)
 

@@ -75,6 +75,16 @@ class SAEConfig(BaseModel):
         "rate starts to decay (so a run of any length keeps reviving latents until its cool-down)",
     )
     recipe: str = Field("v1", description="the training recipe (training.saes.recipes) that chose lr and revival")
+    decoder_norm: Literal["unit", "penalised"] = Field(
+        "unit",
+        description="relu: 'unit' renormalises every atom after each step; 'penalised' leaves atoms free and weights "
+        "each latent's L1 term by its atom's norm (Anthropic's April 2024 update), the same objective",
+    )
+    atom_norm_init: float = Field(1.0, gt=0, description="norm of every decoder atom at initialisation")
+    l1_warmup: float = Field(
+        0.0, ge=0, le=1, description="relu: the L1 coefficient rises linearly from 0 over this fraction of the horizon"
+    )
+    grad_clip: float | None = Field(None, gt=0, description="largest global norm of a step's gradient (None: no clip)")
     aux_k: int | None = Field(None, gt=0, description="topk family: dead latents per sample in aux-k (default 2k)")
     aux_coef: float = Field(1 / 32, ge=0, description="topk family: weight of the aux-k loss")
     k_start: float = Field(
@@ -87,6 +97,8 @@ class SAEConfig(BaseModel):
 
     @model_validator(mode="after")
     def _fill_arch_defaults(self) -> SAEConfig:
+        if self.decoder_norm == "penalised" and self.arch != "relu":
+            raise ValueError(f"decoder_norm 'penalised' is for arch relu, not {self.arch}")
         for name, value in ARCH_DEFAULTS.get(self.arch, {}).items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
@@ -165,7 +177,7 @@ class SparseAutoencoder:
             dec = q[:n, :d].clone()
         else:
             dec = torch.randn(n, d, generator=gen)
-        self.W_dec.copy_(dec / dec.norm(dim=1, keepdim=True).clamp_min(1e-8))
+        self.W_dec.copy_(dec / dec.norm(dim=1, keepdim=True).clamp_min(1e-8) * self.config.atom_norm_init)
         self.W_enc.copy_(self.W_dec * self.config.encoder_scale)
 
     def initialise_from_data(self, sample: torch.Tensor) -> None:
@@ -182,7 +194,7 @@ class SparseAutoencoder:
             norms = atoms.norm(dim=1, keepdim=True)
             fallback = torch.randn(cfg.dict_size, cfg.d_in, generator=gen)
             atoms = torch.where(norms > 1e-6, atoms, fallback)
-            self.W_dec.copy_(atoms / atoms.norm(dim=1, keepdim=True))
+            self.W_dec.copy_(atoms / atoms.norm(dim=1, keepdim=True) * cfg.atom_norm_init)
             self.W_enc.copy_(self.W_dec * cfg.encoder_scale)
         self.after_init(sample)
 
@@ -249,12 +261,42 @@ class SparseAutoencoder:
 
     # --- decoder geometry ---------------------------------------------------------------------------
     def remove_parallel_decoder_grad(self) -> None:
-        """Drop the part of each atom's gradient along the atom, which only changes its norm."""
+        """Drop the part of each unit atom's gradient along the atom, which only changes its norm."""
+        if self.config.decoder_norm == "penalised":
+            return
         g, w = self.grads["W_dec"], self.W_dec
         g.sub_((g * w).sum(dim=1, keepdim=True) * w)
 
     def normalise_decoder(self) -> None:
+        """Put every atom back on the unit sphere (not for penalised atoms, whose norm is trained)."""
+        if self.config.decoder_norm == "penalised":
+            return
         self.W_dec.div_(self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-8))
+
+    def clip_grads(self) -> None:
+        """Scale the step's gradients down to global norm ``grad_clip`` where they exceed it."""
+        if self.config.grad_clip is None:
+            return
+        norm = torch.sqrt(sum(g.pow(2).sum() for g in self.grads.values())).item()
+        if norm > self.config.grad_clip:
+            for g in self.grads.values():
+                g.mul_(self.config.grad_clip / norm)
+
+    def unit_atom_params(self) -> dict[str, torch.Tensor]:
+        """The parameters with every atom scaled to unit norm and its encoder row and bias scaled to match.
+
+        ReLU codes scale with their encoder row, so latent i's code times atom i is unchanged, and so is a
+        penalty of l1 * code * atom norm: the same function and objective with the unit atoms every analysis
+        (cosines, MMCS, feature statistics) assumes. A no-op for unit decoders.
+        """
+        params = {name: t.clone() for name, t in self.params().items()}
+        if self.config.decoder_norm != "penalised":
+            return params
+        norms = params["W_dec"].norm(dim=1).clamp_min(1e-8)
+        params["W_dec"].div_(norms[:, None])
+        params["W_enc"].mul_(norms[:, None])
+        params["b_enc"].mul_(norms)
+        return params
 
     def dead_fraction(self) -> float:
         """Fraction of latents silent for the last ``dead_after`` training samples: dead to resampling and aux-k."""
@@ -286,7 +328,8 @@ class SparseAutoencoder:
         """Write ``sae.safetensors`` and ``config.json`` (plus any extra JSON) into folder."""
         folder.mkdir(parents=True, exist_ok=True)
         tensors = {
-            name: t.detach().cpu().contiguous() for name, t in {**self.params(), **self.inference_buffers()}.items()
+            name: t.detach().cpu().contiguous()
+            for name, t in {**self.unit_atom_params(), **self.inference_buffers()}.items()
         }
         save_file(tensors, str(folder / "sae.safetensors"))
         meta = {"config": self.config.model_dump(), **(extra or {})}

@@ -67,18 +67,21 @@ def accumulate_grads(
     W_dec: torch.Tensor,
     xc: torch.Tensor,
     g_out: torch.Tensor,
-    pre_grad: float = 0.0,
+    pre_grad: float | torch.Tensor = 0.0,
     encoder_grad: str = "W_enc",
 ) -> None:
     """Add the gradients of a decode of ``codes`` whose output gradient is g_out to W_dec, the encoder and b_enc.
 
-    ``pre_grad`` is a constant added to every code's pre-activation gradient (an L1 penalty's slope);
+    ``pre_grad`` is added to every code's pre-activation gradient (an L1 penalty's slope): one constant, or
+    a tensor with one slope per latent;
     ``encoder_grad`` names the gradient the encoder's part goes to (``W_dec`` for tied weights).
     Latents with value 0 (a selected but non-positive pre-activation) pass no gradient to the encoder.
     """
     g_rows = g_out[codes.rows]
     g_vals = (W_dec[codes.cols] * g_rows).sum(dim=1)
-    if pre_grad:
+    if isinstance(pre_grad, torch.Tensor):
+        g_vals.add_(pre_grad[codes.cols])
+    elif pre_grad:
         g_vals.add_(pre_grad)
     g_vals.mul_(codes.vals > 0)
     grads["W_dec"].index_add_(0, codes.cols, g_rows.mul_(codes.vals[:, None]))

@@ -133,6 +133,7 @@ class SweepRun:
         sae = self.sae
         sae.set_progress(step, horizon)
         stats = self.compute_grads(x, want_stats)
+        sae.clip_grads()
         sae.remove_parallel_decoder_grad()
         self.adam.step(sae.params(), sae.grads, lr)
         sae.normalise_decoder()
