@@ -54,6 +54,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=3_000_000)
     parser.add_argument("--sae", action="append", required=True, help="arch:size:sparsity:lr[:f=v,...] (repeatable)")
     parser.add_argument("--recipe", default="v2", choices=sorted(RECIPES), help="the recipe the SAEs start from")
+    parser.add_argument("--warmup", type=float, default=0.01, help="learning-rate warm-up, a fraction of the rows")
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
@@ -61,7 +62,13 @@ def main() -> None:
     source = ScaledSource(ActivationSource(args.run / "activations"))
     held_out = source.batch(-1_000_000, preset.eval_rows)
     configs = [parse_sae(spec, source.dim, args.recipe) for spec in args.sae]
-    train = TrainConfig(samples=args.rows, batch_size=preset.sae_batch_size, horizon_samples=args.rows, half="cooldown")
+    train = TrainConfig(
+        samples=args.rows,
+        batch_size=preset.sae_batch_size,
+        horizon_samples=args.rows,
+        half="cooldown",
+        warmup_fraction=args.warmup,
+    )
     start = time.perf_counter()
     runs = train_sweep(configs, source, train, args.workdir / "saes", source.spec())
     seconds = time.perf_counter() - start
@@ -75,6 +82,7 @@ def main() -> None:
     )
     record.update(
         rows=args.rows,
+        warmup_fraction=args.warmup,
         train_seconds=round(seconds, 1),
         basis=metrics["doubling"]["basis"],
         saes=[
