@@ -376,36 +376,12 @@ def compare(args: argparse.Namespace) -> None:
         sae = fold(meta, tensors)
         check = fold_check(meta, tensors, sae, held_out)
         peer_rows.add(meta["rows"])
-        size = sae.config.dict_size
-        ours_l1 = args.ours_l1 if args.ours_l1 is not None else sae.config.l1
-        name = our_name(meta["kind"], size, sae.config.k or 0, ours_l1)
-        ours_sae = load_sae(args.ours / name) if args.ours and (args.ours / name).exists() else None
         peer = heldout_numbers(sae, held_out, firings)
-        ours = heldout_numbers(ours_sae, held_out, firings) if ours_sae is not None else None
-        ratio = peer["l0"] / ours["l0"] if ours and ours["l0"] > 0 else None
-        pair = {
-            "size": size,
-            "arch": sae.config.arch,
-            "sparsity": {"k": sae.config.k}
-            if meta["kind"] == "topk"
-            else {"ours_l1": ours_l1, "peer_l1": sae.config.l1},
-            "ours_name": name if ours is not None else None,
-            "peer_name": meta["name"],
-            "peer_trainer": f"{meta['package']} {meta['version']} {meta['trainer_class']}",
-            "ours_rows": json.loads((args.ours / name / "config.json").read_text()).get("samples") if ours else None,
-            "peer_rows": meta["rows"],
-            "peer_rows_per_s": meta["rows_per_s"],
-            "ours": ours,
-            "peer": peer,
-            "l0_ratio": ratio,
-            "matched": ratio is not None and abs(ratio - 1) <= L0_MATCH,
-            "fold_check": check,
-        }
-        if meta["kind"] == "april" and ours is not None and ours_l1 != sae.config.l1:
-            # Objectives under different l1 do not compare; this one weighs the peer's codes as ours are weighed.
-            pair["peer"]["objective_at_ours_l1"] = evaluate(sae, held_out).mse + ours_l1 * _mean_code_sum(sae, held_out)
-        pairs.append(pair)
+        for ours_l1 in (args.ours_l1 or [sae.config.l1]) if meta["kind"] == "april" else [sae.config.l1]:
+            pair = _pair(args.ours, meta, sae, peer, ours_l1, held_out, firings)
+            pairs.append({**pair, "fold_check": check})
     _mark_closest(pairs)
+    verdicts = _verdicts(pairs)
     record = {
         **check_record_header(
             __file__,
@@ -425,6 +401,8 @@ def compare(args: argparse.Namespace) -> None:
         "l0_matching": L0_MATCHING,
         "fold_tolerance": FOLD_TOLERANCE,
         "pairs": pairs,
+        "verdicts": verdicts,
+        "verdict_basis": VERDICT_BASIS,
     }
     write_check_record(args.out, record)
     for pair in pairs:
@@ -433,7 +411,77 @@ def compare(args: argparse.Namespace) -> None:
             f"{pair['peer_name']:>20} vs {pair['ours_name'] or '-':>20}: L0 {peer['l0']:.2f} / {ours['l0']:.2f}, "
             f"FVU {peer['fvu']:.4f} / {ours['fvu']:.4f}, matched {pair['matched']}"
         )
+    for verdict in verdicts:
+        print(f"{verdict['ours_name']}: {verdict['verdict']}")
     print(f"wrote {args.out}")
+
+
+def _pair(
+    ours_dir: Path | None,
+    meta: dict,
+    sae: SparseAutoencoder,
+    peer: dict,
+    ours_l1: float,
+    held_out: torch.Tensor,
+    firings: int,
+) -> dict:
+    """One peer SAE beside our SAE of its size (and of ``ours_l1`` for the April trainer)."""
+    size = sae.config.dict_size
+    name = our_name(meta["kind"], size, sae.config.k or 0, ours_l1)
+    ours_sae = load_sae(ours_dir / name) if ours_dir and (ours_dir / name).exists() else None
+    ours = heldout_numbers(ours_sae, held_out, firings) if ours_sae is not None else None
+    ratio = peer["l0"] / ours["l0"] if ours and ours["l0"] > 0 else None
+    pair = {
+        "size": size,
+        "arch": sae.config.arch,
+        "sparsity": {"k": sae.config.k} if meta["kind"] == "topk" else {"ours_l1": ours_l1, "peer_l1": sae.config.l1},
+        "ours_name": name if ours is not None else None,
+        "peer_name": meta["name"],
+        "peer_trainer": f"{meta['package']} {meta['version']} {meta['trainer_class']}",
+        "ours_rows": json.loads((ours_dir / name / "config.json").read_text()).get("samples") if ours else None,
+        "peer_rows": meta["rows"],
+        "peer_rows_per_s": meta["rows_per_s"],
+        "ours": ours,
+        "peer": dict(peer),
+        "l0_ratio": ratio,
+        "matched": ratio is not None and abs(ratio - 1) <= L0_MATCH,
+    }
+    if meta["kind"] == "april" and ours is not None and ours_l1 != sae.config.l1:
+        # Objectives under different l1 do not compare; this one weighs the peer's codes as ours are weighed.
+        pair["peer"]["objective_at_ours_l1"] = evaluate(sae, held_out).mse + ours_l1 * _mean_code_sum(sae, held_out)
+    return pair
+
+
+VERDICT_BASIS = (
+    "for each of our SAEs, the matched pair (L0 within the tolerance) whose L0 ratio is nearest 1: ours passes "
+    "when its dead count and its FVU are each no larger than the peer's; with no matched pair there is no verdict"
+)
+
+
+def _verdicts(pairs: list[dict]) -> list[dict]:
+    """The issue's test per SAE of ours: at matched L0, dead and FVU no worse than the peer's."""
+    out = []
+    for name in sorted({p["ours_name"] for p in pairs if p["ours_name"]}):
+        mine = [p for p in pairs if p["ours_name"] == name]
+        matched = [p for p in mine if p["matched"]]
+        if not matched:
+            nearest = min(mine, key=lambda p: abs(p["l0_ratio"] - 1) if p["l0_ratio"] else float("inf"))
+            out.append({"ours_name": name, "verdict": "no matched pair", "nearest_l0_ratio": nearest["l0_ratio"]})
+            continue
+        best = min(matched, key=lambda p: abs(p["l0_ratio"] - 1))
+        dead_ok = best["ours"]["dead"] <= best["peer"]["dead"]
+        fvu_ok = best["ours"]["fvu"] <= best["peer"]["fvu"]
+        out.append(
+            {
+                "ours_name": name,
+                "peer_name": best["peer_name"],
+                "l0_ratio": best["l0_ratio"],
+                "dead": {"ours": best["ours"]["dead"], "peer": best["peer"]["dead"], "no_worse": dead_ok},
+                "fvu": {"ours": best["ours"]["fvu"], "peer": best["peer"]["fvu"], "no_worse": fvu_ok},
+                "verdict": "no worse" if dead_ok and fvu_ok else "worse",
+            }
+        )
+    return out
 
 
 def _mean_code_sum(sae: SparseAutoencoder, x: torch.Tensor) -> float:
@@ -474,7 +522,9 @@ def main(argv: list[str] | None = None) -> None:
     c.add_argument("--run", type=Path, required=True, help="the run whose held-out rows to measure on")
     c.add_argument("--peer", type=Path, required=True, help="the train half's --out folder")
     c.add_argument("--ours", type=Path, help="our SAEs of the run (e.g. runs/study/saes/saes)")
-    c.add_argument("--ours-l1", type=float, help="April: pair every peer SAE with our relu SAE of this l1")
+    c.add_argument(
+        "--ours-l1", type=float, nargs="+", help="April: pair every peer SAE with our relu SAE of each of these l1"
+    )
     c.add_argument("--eval-rows", type=int, help="held-out rows (default: the run's config, else 20,000)")
     c.add_argument("--threads", type=int, default=2)
     c.add_argument("--out", type=Path, required=True, help="the comparison's JSON record")

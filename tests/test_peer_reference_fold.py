@@ -100,3 +100,38 @@ def test_fold_check_refuses_a_fold_that_is_off() -> None:
     sae.W_dec.mul_(1.01)
     with pytest.raises(ValueError, match="fold of relu_n32_l10.3"):
         peer.fold_check(meta, weights, sae, x)
+
+
+def _numbers(l0: float, fvu: float, dead: int) -> dict:
+    return {"l0": l0, "fvu": fvu, "dead": dead}
+
+
+def _pair(ours_name: str, peer_name: str, ours: dict, peer_numbers: dict) -> dict:
+    ratio = peer_numbers["l0"] / ours["l0"]
+    return {
+        "ours_name": ours_name,
+        "peer_name": peer_name,
+        "ours": ours,
+        "peer": peer_numbers,
+        "l0_ratio": ratio,
+        "matched": abs(ratio - 1) <= peer.L0_MATCH,
+    }
+
+
+def test_the_verdict_takes_the_matched_pair_nearest_in_l0_and_needs_dead_and_fvu_no_worse():
+    ours = _numbers(10.0, 0.09, 40)
+    pairs = [
+        _pair("relu_n2048_l10.3", "relu_n2048_l10.1", ours, _numbers(30.0, 0.03, 400)),  # not matched
+        _pair("relu_n2048_l10.3", "relu_n2048_l10.3", ours, _numbers(11.5, 0.10, 460)),  # matched, nearer
+        _pair("relu_n2048_l10.3", "relu_n2048_l10.2", ours, _numbers(8.2, 0.08, 30)),  # matched, farther
+        _pair("topk_n4096_k8", "topk_n4096_k8", _numbers(8.0, 0.03, 3000), _numbers(8.0, 0.04, 2400)),
+        _pair("relu_n4096_l10.3", "relu_n4096_l10.3", _numbers(20.0, 0.09, 50), _numbers(14.0, 0.095, 1200)),
+    ]
+    verdicts = {v["ours_name"]: v for v in peer._verdicts(pairs)}
+    assert verdicts["relu_n2048_l10.3"]["peer_name"] == "relu_n2048_l10.3"
+    assert verdicts["relu_n2048_l10.3"]["verdict"] == "no worse"
+    assert verdicts["topk_n4096_k8"]["verdict"] == "worse"
+    assert verdicts["topk_n4096_k8"]["dead"] == {"ours": 3000, "peer": 2400, "no_worse": False}
+    assert verdicts["topk_n4096_k8"]["fvu"]["no_worse"] is True
+    assert verdicts["relu_n4096_l10.3"]["verdict"] == "no matched pair"
+    assert verdicts["relu_n4096_l10.3"]["nearest_l0_ratio"] == pytest.approx(0.7)
