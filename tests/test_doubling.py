@@ -158,9 +158,12 @@ def test_a_run_is_recorded_without_weights_and_with_every_verdict(tmp_path, caps
     assert {s["name"] for s in record["saes"]} == {"relu_n16_l10.03", "relu_n32_l10.03"}
     assert all(isinstance(s["holds"], bool) and s["rows"] == SMALLEST_PIPELINE.sae_samples for s in record["saes"])
     assert record["estimates"][0]["holds"] in (True, False)
+    # One pair of sizes cannot show the count levelling off: the record says it is a lower bound.
+    assert list(record["estimates"][0]["curve"]) == ["16-32"] and record["estimates"][0]["peak_at_largest_pair"]
     assert not list(out.glob("*.safetensors")) and (out / "toy_vs_lm.png").exists()
     text = (out / "README.md").read_text()
     assert "SAEs hold when their rows double" in text and "relu_n32_l10.03" in text
+    assert "still rising at the largest pair of sizes: a lower bound" in text
     assert f"{usage['live_neurons']} of 64 neurons live" in text
     with pytest.raises(SystemExit):
         main(["record", "--workdir", str(tmp_path), "--out", str(out)])

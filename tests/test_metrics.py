@@ -205,6 +205,21 @@ def test_feature_count_estimate_finds_the_number_of_true_features(junk_dead):
     assert isinstance(estimate["method"], str) and estimate["method"]
 
 
+def test_feature_count_estimate_says_when_it_is_still_rising_at_the_largest_sizes():
+    """A grid too small for the data gives a count that has not levelled off: a lower bound, and said so."""
+    truth = unit_gaussian_rows(G, D, seed=14)
+    levelled = feature_count_estimate({"l1=0.1": synthetic_sweep(truth, [16, 32, 64, 128], junk_dead=True, seed=15)})
+    assert levelled["curve"] == {"16-32": 16, "32-64": G, "64-128": G}
+    assert levelled["peak_at_largest_pair"] is False
+    nested = [
+        SizedDictionary(size, noisy_copy(truth[:size], seed=size), torch.zeros(size, dtype=torch.bool))
+        for size in (4, 8, 16)
+    ]
+    rising = feature_count_estimate({"l1=0.1": nested})
+    assert rising["curve"] == {"4-8": 4, "8-16": 8}
+    assert rising["value"] == 8 and rising["peak_at_largest_pair"] is True
+
+
 def test_feature_count_estimate_excludes_dead_atoms_and_merges_duplicates():
     """Junk repeated in every dictionary is stable; marked dead it must not count, and duplicates count once."""
     truth = unit_gaussian_rows(G, D, seed=16)

@@ -135,7 +135,8 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     for run in metrics["runs"]:
         print(f"{run['name']:<28} {run['l0']:8.2f} {run['fvu']:7.4f} {run['dead_fraction']:6.3f}")
     estimate = metrics["feature_count_estimate"]
-    print(f"feature count estimate {estimate['value']} ({estimate['low']}-{estimate['high']})")
+    bound = ", still rising at the largest sizes: a lower bound" if estimate.get("peak_at_largest_pair") else ""
+    print(f"feature count estimate {estimate['value']} ({estimate['low']}-{estimate['high']}{bound})")
     print(f"metrics: {args.workdir / 'metrics.json'}; features: {args.workdir / 'features'}")
     return 0
 

@@ -505,6 +505,10 @@ class FeatureCountEstimate(BaseModel):
     low: float | None
     high: float | None
     method: str
+    curve: dict[str, int] | None = Field(None, description="stable atoms of each consecutive pair of sizes")
+    peak_at_largest_pair: bool | None = Field(
+        None, description="the count still rises at the largest pair of sizes: a lower bound, not a level"
+    )
 
 
 class FeatureCountOut(BaseModel):

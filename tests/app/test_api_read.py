@@ -200,6 +200,17 @@ def test_feature_count_reads_metrics_json(client: TestClient, tmp_path: Path) ->
     assert body["mmcs_with_larger"][1]["k"] == 8
     assert body["feature_count_estimate"]["value"] == 644
     assert body["feature_count_estimate"]["sparsity"] == "relu"
+    assert body["feature_count_estimate"]["peak_at_largest_pair"] is None
+    assert "lower bound" not in client.get("/").text
+
+
+def test_feature_count_still_rising_at_the_largest_sizes_is_a_lower_bound(client: TestClient, tmp_path: Path) -> None:
+    estimate = {"value": 1417, "low": 1103, "high": 1549, "method": "stable atoms", "sparsity": "relu 0.3"}
+    estimate |= {"curve": {"1024-2048": 793, "2048-4096": 1417}, "peak_at_largest_pair": True}
+    (tmp_path / "metrics.json").write_text(json.dumps({"runs": [], "feature_count_estimate": estimate}))
+    body = client.get("/api/feature-count").json()["feature_count_estimate"]
+    assert body["peak_at_largest_pair"] is True and body["curve"] == {"1024-2048": 793, "2048-4096": 1417}
+    assert 'class="badge moving" title="the count of stable atoms still rises' in client.get("/").text
 
 
 def test_feature_count_of_a_corrupt_metrics_file_says_which_file(client: TestClient, tmp_path: Path) -> None:

@@ -178,7 +178,8 @@ def feature_count_estimate(sweeps: dict[str, list[SizedDictionary]]) -> dict:
 
     key = max(usable, key=lambda k: agreement(usable[k]))
     sweep = usable[key]
-    value = max(feature_count_curve(sweep, RECOVERED_COSINE))
+    curve = feature_count_curve(sweep, RECOVERED_COSINE)
+    value = max(curve)
     low = max(feature_count_curve(sweep, 0.95))
     high = max(feature_count_curve(sweep, 0.8))
     return {
@@ -187,6 +188,9 @@ def feature_count_estimate(sweeps: dict[str, list[SizedDictionary]]) -> dict:
         "high": max(high, value),
         "method": FEATURE_COUNT_METHOD,
         "sparsity": key,
+        "curve": {f"{a.dict_size}-{b.dict_size}": count for (a, b), count in zip(pairwise(sweep), curve, strict=True)},
+        # Still rising at the grid's largest pair: the count has not levelled off, so it is a lower bound.
+        "peak_at_largest_pair": curve.index(value) == len(curve) - 1,
         "from_dead_fraction": [alive_count_estimate(name, sweep) for name, sweep in usable.items()],
     }
 

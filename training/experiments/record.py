@@ -104,13 +104,16 @@ def sae_rows(metrics: dict) -> list[dict]:
 def estimate_rows(metrics: dict) -> list[dict]:
     """Every feature-count estimate with its method, value, interval and whether it holds."""
     estimate = metrics.get("feature_count_estimate") or {}
+    edge = ", still rising at the largest pair of sizes: a lower bound" if estimate.get("peak_at_largest_pair") else ""
     rows = [
         {
-            "method": "stable atoms across sizes (" + str(estimate.get("sparsity")) + ")",
+            "method": "stable atoms across sizes (" + str(estimate.get("sparsity")) + edge + ")",
             "value": estimate.get("value"),
             "low": estimate.get("low"),
             "high": estimate.get("high"),
             "holds": estimate.get("holds"),
+            "curve": estimate.get("curve"),
+            "peak_at_largest_pair": estimate.get("peak_at_largest_pair"),
         }
     ]
     for entry in estimate.get("from_dead_fraction", []):
