@@ -164,7 +164,7 @@ def test_ingest_into_sqlite_makes_the_dictionary_rows_and_the_app_serves_them(ru
     row = rows["relu_n64_l10.1"]
     assert (row.model, row.layer, row.site, row.dict_size, row.ce_recovered) == (NAME, 2, MODULE, 64, None)
     assert row.l0 == pytest.approx(metrics["relu_n64_l10.1"]["l0"])
-    assert row.alive + row.dead == 64 and row.n_tokens == len(load_tokenized(run / "tokens").train.tokens)
+    assert row.alive + row.rare + row.dead == 64 and row.n_tokens == len(load_tokenized(run / "tokens").train.tokens)
 
     with TestClient(create_app(Settings(workdir=run, database_url=url))) as client:
         listed = {d["name"]: d for d in client.get("/api/dictionaries").json()}
