@@ -67,7 +67,9 @@ def test_saved_sae_has_unit_atoms_and_the_same_function_and_objective(small_toy,
 
 def test_l1_warms_up_linearly_over_its_fraction_of_the_horizon():
     sae = build_sae(SAEConfig(d_in=8, dict_size=16, l1=0.4, l1_warmup=0.1))
-    assert sae.l1_now == 0.0
+    assert sae.l1_now == 0.4  # outside training, the full coefficient
+    sae.set_progress(0, 100)
+    assert sae.l1_now == pytest.approx(0.04)
     sae.set_progress(4, 100)
     assert sae.l1_now == pytest.approx(0.2)
     sae.set_progress(9, 100)

@@ -27,7 +27,7 @@ class ReluSAE(SparseAutoencoder):
 
     def __init__(self, config) -> None:
         super().__init__(config)
-        self.l1_now = config.l1 if config.l1_warmup == 0 else 0.0  # the coefficient of this step (warm-up)
+        self.l1_now = config.l1  # this step's coefficient: set_progress warms it up during training
 
     @classmethod
     def validate(cls, config) -> None:
@@ -130,20 +130,12 @@ class ReluSAE(SparseAutoencoder):
         encoder_grad = "W_dec" if self.encoder_param == "W_dec" else "W_enc"
         weights = self.atom_weights()
         slope = self.l1_now / b if weights is None else weights * (self.l1_now / b)
-        activity = None
-        if weights is not None:
-            activity = torch.zeros(n, device=c.device).index_add_(0, codes.cols, codes.vals)
+        activity = torch.zeros(n, device=c.device).index_add_(0, codes.cols, codes.vals)
         sparse_codes.accumulate_grads(g, codes, self.W_dec, xc, g_out, slope, encoder_grad)
-        if activity is not None:
-            self._add_atom_norm_grads(activity, weights, b)
+        self._add_atom_norm_grads(activity, weights, b)
         torch.sub(g_out.sum(dim=0), g["b_enc"] @ encoder, out=g["b_dec"])
-        fired = torch.zeros(n, dtype=torch.bool, device=c.device)
-        fired[codes.cols] = True
-        counts = None
-        if want_stats:
-            penalised = codes.vals.sum() if weights is None else (codes.vals * weights[codes.cols]).sum()
-            counts = (penalised.item(), codes.vals.numel())
-        return err, fired, counts
+        counts = (self._weighted_activity(activity, weights), codes.vals.numel()) if want_stats else None
+        return err, activity > 0, counts
 
     def after_step(self, x: torch.Tensor, step: int, total_steps: int) -> list[torch.Tensor]:
         return resample_dead_latents(self, x, step, total_steps)
