@@ -128,20 +128,14 @@ def fold_topk(tensors: dict[str, torch.Tensor], k: int) -> SparseAutoencoder:
 def fold_april(tensors: dict[str, torch.Tensor], l1: float) -> SparseAutoencoder:
     """Our relu SAE equal to an April-trainer SAE: atom norms moved into the encoder rows and biases.
 
-    Codes become c_i ||d_i||, so the penalty l1 * sum_i c_i ||d_i|| is our l1 * sum_i c'_i with the same l1. An
-    atom of norm zero never contributed; its encoder row and bias become zero, so its code is zero too.
+    The package's SAE is our relu with penalised atoms (``decoder_norm="penalised"``), whose unit-atom form
+    (``unit_atom_params``) has codes c_i ||d_i||: the penalty l1 * sum_i c_i ||d_i|| is our l1 * sum_i c'_i.
     """
     n, d = tensors["W_enc"].shape
-    norms = tensors["W_dec"].norm(dim=1)
+    penalised = build_sae(SAEConfig(arch="relu", d_in=d, dict_size=n, l1=l1, decoder_norm="penalised"))
+    penalised.load_tensors({name: tensors[name] for name in ("W_enc", "b_enc", "W_dec", "b_dec")})
     sae = build_sae(SAEConfig(arch="relu", d_in=d, dict_size=n, l1=l1))
-    sae.load_tensors(
-        {
-            "W_enc": tensors["W_enc"] * norms[:, None],
-            "b_enc": tensors["b_enc"] * norms,
-            "W_dec": tensors["W_dec"] / norms.clamp_min(torch.finfo(norms.dtype).tiny)[:, None],
-            "b_dec": tensors["b_dec"],
-        }
-    )
+    sae.load_tensors(penalised.unit_atom_params())
     return sae
 
 

@@ -287,13 +287,14 @@ class SparseAutoencoder:
 
         ReLU codes scale with their encoder row, so latent i's code times atom i is unchanged, and so is a
         penalty of l1 * code * atom norm: the same function and objective with the unit atoms every analysis
-        (cosines, MMCS, feature statistics) assumes. A no-op for unit decoders.
+        (cosines, MMCS, feature statistics) assumes. An atom of norm zero never contributed: its encoder row
+        and bias become zero, so its code is zero too. A no-op for unit decoders.
         """
         params = {name: t.clone() for name, t in self.params().items()}
         if self.config.decoder_norm != "penalised":
             return params
-        norms = params["W_dec"].norm(dim=1).clamp_min(1e-8)
-        params["W_dec"].div_(norms[:, None])
+        norms = params["W_dec"].norm(dim=1)
+        params["W_dec"].div_(norms.clamp_min(torch.finfo(norms.dtype).tiny)[:, None])
         params["W_enc"].mul_(norms[:, None])
         params["b_enc"].mul_(norms)
         return params
