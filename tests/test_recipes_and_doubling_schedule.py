@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -146,6 +147,35 @@ def test_part_of_a_sweep_resumes_from_its_pre_decay_state(small_toy, first_round
     train_sweep(relu, small_toy, train(2 * ROWS, ROWS, "none"), straight, progress=False)
     left, right = load_sae(resumed / "saes" / relu[0].name), load_sae(straight / "saes" / relu[0].name)
     assert all(torch.equal(p, right.params()[name]) for name, p in left.params().items())
+
+
+def drop_field(path: Path, keys: list[str], field: str) -> None:
+    """Remove ``field`` from every SAE config under ``keys`` of a JSON file: as a run from before it was added."""
+    data = json.loads(path.read_text())
+    holder = data
+    for key in keys:
+        holder = holder[key]
+    for sae in holder:
+        del sae[field]
+    path.write_text(json.dumps(data))
+
+
+def test_a_run_written_before_a_config_field_was_added_still_resumes(small_toy, first_round, tmp_path):
+    # The field's default keeps the old behaviour, so the old run is the same sweep.
+    old = tmp_path / "old"
+    shutil.copytree(first_round, old)
+    drop_field(old / STABLE_DIR / "state.json", ["record", "saes"], "aux_straight_through")
+    resumed, straight = tmp_path / "resumed", tmp_path / "straight"
+    train_sweep(
+        configs(), small_toy, train(2 * ROWS, ROWS, "none"), resumed, progress=False, resume_from=old / STABLE_DIR
+    )
+    train_sweep(configs(), small_toy, train(2 * ROWS, ROWS, "none"), straight, progress=False)
+    same_weights(resumed / "saes", straight / "saes")
+    killed = tmp_path / "killed"
+    train_sweep(configs(), small_toy, train(ROWS, ROWS, "none"), killed, progress=False, stop_after=40)
+    drop_field(killed / "sweep.json", ["saes"], "aux_straight_through")
+    train_sweep(configs(), small_toy, train(ROWS, ROWS, "none"), killed, progress=False)
+    same_weights(killed / "saes", first_round / "saes")
 
 
 def test_a_pre_decay_state_refuses_a_run_with_another_horizon(small_toy, first_round, tmp_path):

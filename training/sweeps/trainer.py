@@ -172,11 +172,26 @@ def _sweep_spec(configs: list[SAEConfig], train: TrainConfig, source_spec: dict)
     }
 
 
+def _with_defaults(saes: list[dict]) -> list[dict]:
+    """Stored SAE configs with the fields added since they were written set to their defaults.
+
+    A field joins SAEConfig with the default that keeps the old behaviour, so a run started before it
+    was added is still the same sweep and resumes."""
+    filled = []
+    for sae in saes:
+        try:
+            filled.append(json.loads(json.dumps(SAEConfig(**sae).model_dump())))
+        except ValueError:
+            filled.append(sae)
+    return filled
+
+
 def sweep_conflict(configs: list[SAEConfig], train: TrainConfig, out_dir: Path, source_spec: dict | None) -> str | None:
     """Why ``out_dir`` cannot hold this sweep (it holds one with other settings), or None when it can."""
     spec_path = out_dir / "sweep.json"
-    spec = _sweep_spec(configs, train, source_spec or {})
-    if spec_path.exists() and json.loads(spec_path.read_text()) != json.loads(json.dumps(spec)):
+    spec = json.loads(json.dumps(_sweep_spec(configs, train, source_spec or {})))
+    stored = json.loads(spec_path.read_text()) if spec_path.exists() else None
+    if stored is not None and {**stored, "saes": _with_defaults(stored.get("saes", []))} != spec:
         return f"{out_dir} holds a sweep with different settings: choose another output folder or delete it"
     return None
 
@@ -227,7 +242,7 @@ def _start_from_stable(
     state = json.loads((folder / "state.json").read_text())
     record = state.get("record") or {}
     mine = json.loads(json.dumps(_stable_record(configs, train, source_spec)))
-    theirs = {json.dumps(sae, sort_keys=True): i for i, sae in enumerate(record.get("saes", []))}
+    theirs = {json.dumps(sae, sort_keys=True): i for i, sae in enumerate(_with_defaults(record.get("saes", [])))}
     positions = [theirs.get(json.dumps(sae, sort_keys=True)) for sae in mine["saes"]]
     if any(i is None for i in positions) or {k: v for k, v in record.items() if k != "saes"} != {
         k: v for k, v in mine.items() if k != "saes"
