@@ -58,8 +58,16 @@ def test_training_k_never_exceeds_the_dictionary():
     assert sae.compute_grads(torch.randn(8, 16), want_stats=True).l0 == 32
 
 
+def straight_through_relu(pre: torch.Tensor) -> torch.Tensor:
+    """ReLU forwards, the identity backwards."""
+    return pre + (torch.relu(pre) - pre).detach()
+
+
 def aux_k_reference_loss(sae, params: dict[str, torch.Tensor], x: torch.Tensor, dead: torch.Tensor) -> torch.Tensor:
-    """Main loss plus aux-k: the top dead latents reconstruct the (fixed) residual, normalised by its energy."""
+    """Main loss plus aux-k: the top dead latents reconstruct the (fixed) residual, normalised by its energy.
+
+    With ``aux_straight_through`` the aux codes' ReLU passes its gradient straight through and the aux term
+    sees the decoder bias as a constant."""
     cfg = sae.config
     main = sae.reference_loss(params, x)
     pre = (x - params["b_dec"]) @ params["W_enc"].T + params["b_enc"]
@@ -72,17 +80,25 @@ def aux_k_reference_loss(sae, params: dict[str, torch.Tensor], x: torch.Tensor, 
     _, local = pre.detach()[:, dead_idx].topk(k_aux, dim=1)
     aux_mask = torch.zeros_like(mask)
     aux_mask.scatter_(1, dead_idx[local], True)
-    aux_recon = (torch.relu(pre) * aux_mask) @ params["W_dec"]
+    aux_relu, aux_pre = torch.relu, pre
+    if cfg.aux_straight_through:
+        aux_relu = straight_through_relu
+        aux_pre = (x - params["b_dec"].detach()) @ params["W_enc"].T + params["b_enc"]
+    aux_recon = (aux_relu(aux_pre) * aux_mask) @ params["W_dec"]
     return main + cfg.aux_coef * (aux_recon - residual).pow(2).sum() / residual.pow(2).sum()
 
 
 @pytest.mark.parametrize("arch", ["topk", "batchtopk"])
 @pytest.mark.parametrize("aux_k", [3, 64], ids=["aux_k-3", "aux_k-all-dead"])
-def test_aux_k_gradients_match_autograd(arch, aux_k, small_toy):
-    sae = build_sae(sae_config(arch, k=4, aux_k=aux_k, aux_coef=0.5, dead_after=1000, k_start=1.0))
+@pytest.mark.parametrize("straight", [False, True], ids=["relu", "straight-through"])
+def test_aux_k_gradients_match_autograd(arch, aux_k, straight, small_toy):
+    sae = build_sae(
+        sae_config(arch, k=4, aux_k=aux_k, aux_coef=0.5, dead_after=1000, k_start=1.0, aux_straight_through=straight)
+    )
     sae.initialise_from_data(small_toy.batch(INIT_STEP, 2048))
     dead = torch.zeros(32, dtype=torch.bool)
     dead[::3] = True
+    sae.b_enc[1::6] -= 5.0  # half the dead latents negative on every input: only straight-through moves them
     sae.samples_since_fired[dead] = 1000
     x = small_toy.batch(0, 128)
     params = {name: p.detach().clone().requires_grad_(True) for name, p in sae.params().items()}
@@ -96,20 +112,39 @@ def test_aux_k_gradients_match_autograd(arch, aux_k, small_toy):
     assert not torch.allclose(params["W_enc"].grad, without_aux["W_enc"].grad)
 
 
-def latents_firing_after_training(small_toy, aux_coef: float) -> torch.Tensor:
-    """Which of 8 latents pushed below firing (encoder bias - 1) fire on held-out data after 120 steps."""
-    run = SweepRun(sae_config("topk", k=4, dead_after=512, k_start=1.0, aux_coef=aux_coef))
+def latents_firing_after_training(
+    small_toy, aux_coef: float, below_every_input: bool = False, steps: int = 120, **fields
+) -> torch.Tensor:
+    """Which of 8 latents pushed below firing fire on held-out data after ``steps`` steps.
+
+    Their encoder bias drops by 1, or, ``below_every_input``, to just under zero on every input."""
+    run = SweepRun(sae_config("topk", k=4, dead_after=512, k_start=1.0, aux_coef=aux_coef, **fields))
     run.sae.initialise_from_data(small_toy.batch(INIT_STEP, 2048))
-    run.sae.b_enc[:8] -= 1.0
-    for step in range(120):
-        run.step(small_toy.batch(step, 256), step, 120, 3e-3, want_stats=False)
-    return (run.sae.encode(small_toy.evaluation_set(4096)) > 0).any(dim=0)[:8]
+    held_out = small_toy.evaluation_set(4096)
+    if below_every_input:
+        run.sae.b_enc[:8] -= run.sae.pre_activations(held_out)[:, :8].max(dim=0).values + 0.2
+        assert (run.sae.pre_activations(held_out)[:, :8] < 0).all()
+    else:
+        run.sae.b_enc[:8] -= 1.0
+    for step in range(steps):
+        run.step(small_toy.batch(step, 256), step, steps, 3e-3, want_stats=False)
+    return (run.sae.encode(held_out) > 0).any(dim=0)[:8]
 
 
 def test_aux_k_revives_dead_latents(small_toy):
     # One of the eight may stay dead with aux-k too: its atom can lie where live latents always win.
     assert latents_firing_after_training(small_toy, aux_coef=1.0).sum() >= 7
     assert latents_firing_after_training(small_toy, aux_coef=0.0).sum() <= 4
+
+
+def test_aux_k_straight_through_revives_latents_negative_on_every_input(small_toy):
+    # A ReLU'd aux-k gives a latent with no positive pre-activation no gradient (one may come back as the
+    # decoder bias moves); straight through, aux-k pulls them up.
+    setting = {"aux_coef": 1.0, "below_every_input": True, "steps": 300}
+    stuck = latents_firing_after_training(small_toy, **setting)
+    revived = latents_firing_after_training(small_toy, **setting, aux_straight_through=True)
+    assert stuck.sum() <= 1
+    assert revived.sum() >= 7
 
 
 def test_sparse_codes_from_topk_group_by_sample():

@@ -87,6 +87,12 @@ class SAEConfig(BaseModel):
     grad_clip: float | None = Field(None, gt=0, description="largest global norm of a step's gradient (None: no clip)")
     aux_k: int | None = Field(None, gt=0, description="topk family: dead latents per sample in aux-k (default 2k)")
     aux_coef: float = Field(1 / 32, ge=0, description="topk family: weight of the aux-k loss")
+    aux_straight_through: bool = Field(
+        False,
+        description="topk family: aux-k trains only the dead latents (not the shared decoder bias) and passes its "
+        "gradient straight through their ReLU, so a latent negative on every input is still pulled towards the "
+        "residual (through the ReLU it gets no gradient and stays dead)",
+    )
     k_start: float = Field(
         2.0, ge=1, description="topk family: training starts with k_start * k active latents, annealed to k"
     )

@@ -2,7 +2,9 @@
 
 Dead latents (silent for ``dead_after`` samples) are trained by the aux-k loss: the ``aux_k``
 largest dead pre-activations per sample reconstruct the main model's residual, weighted by
-``aux_coef`` and normalised by the residual's energy.
+``aux_coef`` and normalised by the residual's energy. A latent dies with its pre-activations negative on
+every input, where the ReLU passes no gradient; with ``aux_straight_through`` aux-k's gradient reaches it
+anyway, and aux-k trains only the dead latents' own parameters (the decoder bias follows the main loss).
 """
 
 from __future__ import annotations
@@ -72,8 +74,12 @@ class TopKSAE(SparseAutoencoder):
         err = sparse_codes.decode(codes, self.W_dec, self.b_dec).sub_(x)
         g_out = err * (2.0 / b)
         sparse_codes.accumulate_grads(g, codes, self.W_dec, xc, g_out)
+        dead_only = self.config.aux_straight_through
+        if dead_only:
+            g["b_dec"].copy_(g_out.sum(dim=0)).sub_(g["b_enc"] @ self.W_enc)
         aux = self._aux_k(pre, xc, err) if self.config.aux_coef > 0 else 0.0
-        g["b_dec"].copy_(g_out.sum(dim=0)).sub_(g["b_enc"] @ self.W_enc)
+        if not dead_only:
+            g["b_dec"].copy_(g_out.sum(dim=0)).sub_(g["b_enc"] @ self.W_enc)
         fired = torch.zeros(self.config.dict_size, dtype=torch.bool, device=x.device)
         fired[codes.cols[codes.vals > 0]] = True
         self._track_firing(fired, b)
@@ -99,7 +105,9 @@ class TopKSAE(SparseAutoencoder):
         energy = residual.pow(2).sum().clamp_min(1e-12)
         aux_err = sparse_codes.decode(codes, self.W_dec, None).sub_(residual)
         g_aux = aux_err * (2.0 * self.config.aux_coef / energy)
-        sparse_codes.accumulate_grads(self.grads, codes, self.W_dec, xc, g_aux)
+        sparse_codes.accumulate_grads(
+            self.grads, codes, self.W_dec, xc, g_aux, through_zero=self.config.aux_straight_through
+        )
         return (self.config.aux_coef * aux_err.pow(2).sum() / energy).item()
 
     def after_step(self, x: torch.Tensor, step: int, total_steps: int) -> list[torch.Tensor]:
