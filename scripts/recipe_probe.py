@@ -2,7 +2,8 @@
 
 Trains the named SAEs (by default as recipe v2 makes them) on ``--rows`` rows of a pipeline run's
 activations with the doubling schedule, whose half-rows SAEs are a cool-down branch, and writes each SAE's
-doubling verdict, dead and rare counts and held-out objective. Each SAE is
+doubling verdict, dead and rare counts, held-out objective, and the latents silent on the held-out rows
+(with how many are negative on every row, beyond a ReLU'd gradient's reach). Each SAE is
 ``arch:size:sparsity:lr[:field=value,...]``; the fields override the recipe's SAEConfig (values are JSON,
 else strings) and name the SAE's tag unless ``tag=`` names it, e.g.
 
@@ -19,6 +20,8 @@ import shlex
 import sys
 import time
 from pathlib import Path
+
+import torch
 
 from training.activations.harvest import ActivationSource
 from training.experiments.doubling_report import add_doubling
@@ -46,6 +49,21 @@ def parse_sae(spec: str, d_in: int, recipe: str = "v2"):
     tag = overrides.pop("tag", None) or "_".join([f"lr{float(lr):g}", *(f"{k}{v}" for k, v in overrides.items())])
     fields = {**config.model_dump(), **{k: field_value(v) for k, v in overrides.items()}}
     return type(config)(**{**fields, "lr": float(lr), "tag": tag})
+
+
+def silent_latents(sae, rows: torch.Tensor, chunk: int = 4096) -> dict[str, int]:
+    """Latents that never fire on ``rows``, and how many of them are negative on every row.
+
+    A ReLU passes no gradient below zero, so a latent negative everywhere is out of reach of any loss that
+    goes through it (aux-k included), however strongly that loss is weighted."""
+    fired = torch.zeros(sae.config.dict_size, dtype=torch.bool)
+    positive = torch.zeros_like(fired)
+    with torch.no_grad():
+        for start in range(0, rows.shape[0], chunk):
+            x = rows[start : start + chunk]
+            fired[sae.firing(x)[1].unique()] = True
+            positive |= (sae.pre_activations(x) > 0).any(dim=0)
+    return {"silent": int((~fired).sum()), "silent_negative_everywhere": int((~fired & ~positive).sum())}
 
 
 def main() -> None:
@@ -95,6 +113,7 @@ def main() -> None:
                 "half": entry["doubling"]["half"],
                 "end": entry["doubling"]["end"],
                 "objective": heldout_point(run.sae, held_out)["objective"],
+                "held_out": silent_latents(run.sae, held_out),
             }
             for run, entry in zip(runs, metrics["runs"], strict=True)
         ],
