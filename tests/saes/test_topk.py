@@ -112,6 +112,31 @@ def test_aux_k_gradients_match_autograd(arch, aux_k, straight, small_toy):
     assert not torch.allclose(params["W_enc"].grad, without_aux["W_enc"].grad)
 
 
+@pytest.mark.parametrize("aux_coef", [0.0, 0.5], ids=["alone", "with-aux-k"])
+def test_multi_topk_gradients_match_autograd(aux_coef, small_toy):
+    sae = build_sae(sae_config("topk", k=4, aux_k=3, aux_coef=aux_coef, dead_after=1000, k_start=1.0, multi_topk=True))
+    sae.initialise_from_data(small_toy.batch(INIT_STEP, 2048))
+    dead = torch.zeros(32, dtype=torch.bool)
+    dead[::3] = True
+    sae.samples_since_fired[dead] = 1000
+    x = small_toy.batch(0, 128)
+    params = {name: p.detach().clone().requires_grad_(True) for name, p in sae.params().items()}
+    aux_k_reference_loss(sae, params, x, dead).backward()
+    single = {name: p.detach().clone().requires_grad_(True) for name, p in sae.params().items()}
+    sae.config = sae.config.model_copy(update={"multi_topk": False})
+    aux_k_reference_loss(sae, single, x, dead).backward()
+    sae.config = sae.config.model_copy(update={"multi_topk": True})
+    sae.compute_grads(x, want_stats=False)
+    for name, param in params.items():
+        torch.testing.assert_close(sae.grads[name], param.grad, rtol=1e-4, atol=1e-6, msg=name)
+    assert not torch.allclose(params["W_dec"].grad, single["W_dec"].grad)
+
+
+def test_multi_topk_is_for_topk_only():
+    with pytest.raises(ValueError, match="multi_topk"):
+        build_sae(sae_config("batchtopk", k=4, multi_topk=True))
+
+
 def latents_firing_after_training(
     small_toy, aux_coef: float, below_every_input: bool = False, steps: int = 120, **fields
 ) -> torch.Tensor:

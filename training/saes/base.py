@@ -93,6 +93,11 @@ class SAEConfig(BaseModel):
         "gradient straight through their ReLU, so a latent negative on every input is still pulled towards the "
         "residual (through the ReLU it gets no gradient and stays dead)",
     )
+    multi_topk: bool = Field(
+        False,
+        description="topk: add the reconstruction from each sample's 4k largest pre-activations, weighted 1/8 "
+        "(multi-TopK, Gao et al. 2024), so latents just outside the top k keep learning",
+    )
     k_start: float = Field(
         2.0, ge=1, description="topk family: training starts with k_start * k active latents, annealed to k"
     )

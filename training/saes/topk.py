@@ -5,6 +5,10 @@ largest dead pre-activations per sample reconstruct the main model's residual, w
 ``aux_coef`` and normalised by the residual's energy. A latent dies with its pre-activations negative on
 every input, where the ReLU passes no gradient; with ``aux_straight_through`` aux-k's gradient reaches it
 anyway, and aux-k trains only the dead latents' own parameters (the decoder bias follows the main loss).
+
+With ``multi_topk`` (Gao et al. 2024, EleutherAI's sparsify) the loss adds the reconstruction from each
+sample's ``MULTI_TOPK_FACTOR * k`` largest pre-activations, weighted ``MULTI_TOPK_WEIGHT``: the latents just
+outside the top k keep learning to reconstruct, instead of only the k that win.
 """
 
 from __future__ import annotations
@@ -16,6 +20,9 @@ from training.saes.base import SAEConfig, SparseAutoencoder, StepStats
 from training.saes.resampling import resample_dead_latents
 from training.saes.sparse_codes import SparseCodes
 
+MULTI_TOPK_FACTOR = 4
+MULTI_TOPK_WEIGHT = 1 / 8
+
 
 class TopKSAE(SparseAutoencoder):
     arch = "topk"
@@ -26,6 +33,8 @@ class TopKSAE(SparseAutoencoder):
             raise ValueError(f"arch {cls.arch} needs k")
         if config.k > config.dict_size:
             raise ValueError(f"k={config.k} exceeds the dictionary size {config.dict_size}")
+        if config.multi_topk and cls.arch != "topk":
+            raise ValueError(f"multi_topk is for arch topk, not {cls.arch}")
 
     def __init__(self, config: SAEConfig) -> None:
         super().__init__(config)
@@ -61,7 +70,25 @@ class TopKSAE(SparseAutoencoder):
         mask[codes.rows, codes.cols] = True
         c = torch.relu(pre) * mask
         x_hat = c @ params["W_dec"] + params["b_dec"]
-        return ((x - x_hat) ** 2).sum(dim=1).mean()
+        loss = ((x - x_hat) ** 2).sum(dim=1).mean()
+        if self.config.multi_topk:
+            wide = torch.zeros_like(mask).scatter_(1, pre.detach().topk(self._multi_k(), dim=1).indices, True)
+            x_wide = (torch.relu(pre) * wide) @ params["W_dec"] + params["b_dec"]
+            loss = loss + MULTI_TOPK_WEIGHT * ((x - x_wide) ** 2).sum(dim=1).mean()
+        return loss
+
+    def _multi_k(self) -> int:
+        return min(MULTI_TOPK_FACTOR * self.training_k, self.config.dict_size)
+
+    def _multi_topk(self, pre: torch.Tensor, x: torch.Tensor, xc: torch.Tensor) -> torch.Tensor:
+        """Add the gradients of the multi-TopK term (reconstruction from the top 4k, weighted 1/8); return the
+        gradient of that term with respect to its reconstruction, summed over the batch (for the decoder bias)."""
+        vals, idx = pre.topk(self._multi_k(), dim=1, sorted=False)
+        codes = SparseCodes.from_topk(vals.relu_(), idx)
+        err = sparse_codes.decode(codes, self.W_dec, self.b_dec).sub_(x)
+        g_out = err.mul_(2.0 * MULTI_TOPK_WEIGHT / x.shape[0])
+        sparse_codes.accumulate_grads(self.grads, codes, self.W_dec, xc, g_out)
+        return g_out.sum(dim=0)
 
     def compute_grads(self, x: torch.Tensor, want_stats: bool) -> StepStats | None:
         b = x.shape[0]
@@ -74,12 +101,15 @@ class TopKSAE(SparseAutoencoder):
         err = sparse_codes.decode(codes, self.W_dec, self.b_dec).sub_(x)
         g_out = err * (2.0 / b)
         sparse_codes.accumulate_grads(g, codes, self.W_dec, xc, g_out)
+        decoded = g_out.sum(dim=0)
+        if self.config.multi_topk:
+            decoded.add_(self._multi_topk(pre, x, xc))
         dead_only = self.config.aux_straight_through
         if dead_only:
-            g["b_dec"].copy_(g_out.sum(dim=0)).sub_(g["b_enc"] @ self.W_enc)
+            g["b_dec"].copy_(decoded).sub_(g["b_enc"] @ self.W_enc)
         aux = self._aux_k(pre, xc, err) if self.config.aux_coef > 0 else 0.0
         if not dead_only:
-            g["b_dec"].copy_(g_out.sum(dim=0)).sub_(g["b_enc"] @ self.W_enc)
+            g["b_dec"].copy_(decoded).sub_(g["b_enc"] @ self.W_enc)
         fired = torch.zeros(self.config.dict_size, dtype=torch.bool, device=x.device)
         fired[codes.cols[codes.vals > 0]] = True
         self._track_firing(fired, b)
