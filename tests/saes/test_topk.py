@@ -112,10 +112,16 @@ def test_aux_k_gradients_match_autograd(arch, aux_k, straight, small_toy):
     assert not torch.allclose(params["W_enc"].grad, without_aux["W_enc"].grad)
 
 
-@pytest.mark.parametrize("aux_coef", [0.0, 0.5], ids=["alone", "with-aux-k"])
-def test_multi_topk_gradients_match_autograd(aux_coef, small_toy):
-    sae = build_sae(sae_config("topk", k=4, aux_k=3, aux_coef=aux_coef, dead_after=1000, k_start=1.0, multi_topk=True))
+@pytest.mark.parametrize(
+    ("aux_coef", "straight"),
+    [(0.0, False), (0.5, False), (0.5, True)],
+    ids=["alone", "with-aux-k", "with-straight-through-aux-k"],
+)
+def test_multi_topk_gradients_match_autograd(aux_coef, straight, small_toy):
+    config = sae_config("topk", k=4, aux_k=3, aux_coef=aux_coef, dead_after=1000, k_start=1.0, multi_topk=True)
+    sae = build_sae(config.model_copy(update={"aux_straight_through": straight}))
     sae.initialise_from_data(small_toy.batch(INIT_STEP, 2048))
+    sae.b_enc[1::6] -= 5.0
     dead = torch.zeros(32, dtype=torch.bool)
     dead[::3] = True
     sae.samples_since_fired[dead] = 1000
