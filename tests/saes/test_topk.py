@@ -66,8 +66,9 @@ def straight_through_relu(pre: torch.Tensor) -> torch.Tensor:
 def aux_k_reference_loss(sae, params: dict[str, torch.Tensor], x: torch.Tensor, dead: torch.Tensor) -> torch.Tensor:
     """Main loss plus aux-k: the top dead latents reconstruct the (fixed) residual, normalised by its energy.
 
-    With ``aux_straight_through`` the aux codes' ReLU passes its gradient straight through and the aux term
-    sees the decoder bias as a constant."""
+    With ``aux_straight_through`` the aux codes' ReLU passes its gradient straight through, with ``aux_rescue``
+    only for dead latents negative on every row of the batch; with either, the aux term sees the decoder bias
+    as a constant."""
     cfg = sae.config
     main = sae.reference_loss(params, x)
     pre = (x - params["b_dec"]) @ params["W_enc"].T + params["b_enc"]
@@ -80,25 +81,28 @@ def aux_k_reference_loss(sae, params: dict[str, torch.Tensor], x: torch.Tensor, 
     _, local = pre.detach()[:, dead_idx].topk(k_aux, dim=1)
     aux_mask = torch.zeros_like(mask)
     aux_mask.scatter_(1, dead_idx[local], True)
-    aux_relu, aux_pre = torch.relu, pre
-    if cfg.aux_straight_through:
-        aux_relu = straight_through_relu
+    aux_codes = torch.relu(pre)
+    if cfg.aux_straight_through or cfg.aux_rescue:
         aux_pre = (x - params["b_dec"].detach()) @ params["W_enc"].T + params["b_enc"]
-    aux_recon = (aux_relu(aux_pre) * aux_mask) @ params["W_dec"]
+        through = torch.zeros(pre.shape[1], dtype=torch.bool)
+        stuck = (pre.detach()[:, dead_idx] <= 0).all(dim=0)
+        through[dead_idx[stuck] if cfg.aux_rescue else dead_idx] = True
+        aux_codes = torch.where(through, straight_through_relu(aux_pre), torch.relu(aux_pre))
+    aux_recon = (aux_codes * aux_mask) @ params["W_dec"]
     return main + cfg.aux_coef * (aux_recon - residual).pow(2).sum() / residual.pow(2).sum()
 
 
 @pytest.mark.parametrize("arch", ["topk", "batchtopk"])
 @pytest.mark.parametrize("aux_k", [3, 64], ids=["aux_k-3", "aux_k-all-dead"])
-@pytest.mark.parametrize("straight", [False, True], ids=["relu", "straight-through"])
-def test_aux_k_gradients_match_autograd(arch, aux_k, straight, small_toy):
-    sae = build_sae(
-        sae_config(arch, k=4, aux_k=aux_k, aux_coef=0.5, dead_after=1000, k_start=1.0, aux_straight_through=straight)
-    )
+@pytest.mark.parametrize(
+    "mode", [{}, {"aux_straight_through": True}, {"aux_rescue": True}], ids=["relu", "straight-through", "rescue"]
+)
+def test_aux_k_gradients_match_autograd(arch, aux_k, mode, small_toy):
+    sae = build_sae(sae_config(arch, k=4, aux_k=aux_k, aux_coef=0.5, dead_after=1000, k_start=1.0, **mode))
     sae.initialise_from_data(small_toy.batch(INIT_STEP, 2048))
     dead = torch.zeros(32, dtype=torch.bool)
     dead[::3] = True
-    sae.b_enc[1::6] -= 5.0  # half the dead latents negative on every input: only straight-through moves them
+    sae.b_enc[::6] -= 5.0  # half the dead latents negative on every input: only a straight-through ReLU moves them
     sae.samples_since_fired[dead] = 1000
     x = small_toy.batch(0, 128)
     params = {name: p.detach().clone().requires_grad_(True) for name, p in sae.params().items()}
@@ -113,15 +117,15 @@ def test_aux_k_gradients_match_autograd(arch, aux_k, straight, small_toy):
 
 
 @pytest.mark.parametrize(
-    ("aux_coef", "straight"),
-    [(0.0, False), (0.5, False), (0.5, True)],
-    ids=["alone", "with-aux-k", "with-straight-through-aux-k"],
+    ("aux_coef", "mode"),
+    [(0.0, {}), (0.5, {}), (0.5, {"aux_straight_through": True}), (0.5, {"aux_rescue": True})],
+    ids=["alone", "with-aux-k", "with-straight-through-aux-k", "with-rescue"],
 )
-def test_multi_topk_gradients_match_autograd(aux_coef, straight, small_toy):
+def test_multi_topk_gradients_match_autograd(aux_coef, mode, small_toy):
     config = sae_config("topk", k=4, aux_k=3, aux_coef=aux_coef, dead_after=1000, k_start=1.0, multi_topk=True)
-    sae = build_sae(config.model_copy(update={"aux_straight_through": straight}))
+    sae = build_sae(config.model_copy(update=mode))
     sae.initialise_from_data(small_toy.batch(INIT_STEP, 2048))
-    sae.b_enc[1::6] -= 5.0
+    sae.b_enc[::6] -= 5.0
     dead = torch.zeros(32, dtype=torch.bool)
     dead[::3] = True
     sae.samples_since_fired[dead] = 1000
@@ -136,6 +140,11 @@ def test_multi_topk_gradients_match_autograd(aux_coef, straight, small_toy):
     for name, param in params.items():
         torch.testing.assert_close(sae.grads[name], param.grad, rtol=1e-4, atol=1e-6, msg=name)
     assert not torch.allclose(params["W_dec"].grad, single["W_dec"].grad)
+
+
+def test_aux_rescue_and_straight_through_are_alternatives():
+    with pytest.raises(ValueError, match="aux_rescue"):
+        build_sae(sae_config("topk", k=4, aux_rescue=True, aux_straight_through=True))
 
 
 def test_multi_topk_is_for_topk_only():
@@ -174,8 +183,10 @@ def test_aux_k_straight_through_revives_latents_negative_on_every_input(small_to
     setting = {"aux_coef": 1.0, "below_every_input": True, "steps": 300}
     stuck = latents_firing_after_training(small_toy, **setting)
     revived = latents_firing_after_training(small_toy, **setting, aux_straight_through=True)
+    rescued = latents_firing_after_training(small_toy, **setting, aux_rescue=True)
     assert stuck.sum() <= 1
     assert revived.sum() >= 7
+    assert rescued.sum() >= 7
 
 
 def test_sparse_codes_from_topk_group_by_sample():

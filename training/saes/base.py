@@ -93,6 +93,12 @@ class SAEConfig(BaseModel):
         "gradient straight through their ReLU, so a latent negative on every input is still pulled towards the "
         "residual (through the ReLU it gets no gradient and stays dead)",
     )
+    aux_rescue: bool = Field(
+        False,
+        description="topk family: aux-k trains only the dead latents (not the shared decoder bias), and a dead latent "
+        "negative on every row of the batch gets aux-k's gradient straight through its ReLU (elsewhere the ReLU's "
+        "gradient applies): a rescue from where no gradient reaches, without pushing latents that can already fire",
+    )
     multi_topk: bool = Field(
         False,
         description="topk: add the reconstruction from each sample's 4k largest pre-activations, weighted 1/8 "

@@ -69,7 +69,7 @@ def accumulate_grads(
     g_out: torch.Tensor,
     pre_grad: float | torch.Tensor = 0.0,
     encoder_grad: str = "W_enc",
-    through_zero: bool = False,
+    through_zero: bool | torch.Tensor = False,
 ) -> None:
     """Add the gradients of a decode of ``codes`` whose output gradient is g_out to W_dec, the encoder and b_enc.
 
@@ -77,7 +77,8 @@ def accumulate_grads(
     a tensor with one slope per latent;
     ``encoder_grad`` names the gradient the encoder's part goes to (``W_dec`` for tied weights).
     Latents with value 0 (a selected but non-positive pre-activation) pass no gradient to the encoder,
-    unless ``through_zero``: then the ReLU's gradient is taken as 1 everywhere (straight through).
+    unless ``through_zero``: then the ReLU's gradient is taken as 1 (straight through), for every code or,
+    given a mask with one entry per code, for the codes it marks.
     """
     g_rows = g_out[codes.rows]
     g_vals = (W_dec[codes.cols] * g_rows).sum(dim=1)
@@ -85,7 +86,9 @@ def accumulate_grads(
         g_vals.add_(pre_grad[codes.cols])
     elif pre_grad:
         g_vals.add_(pre_grad)
-    if not through_zero:
+    if isinstance(through_zero, torch.Tensor):
+        g_vals.mul_((codes.vals > 0) | through_zero)
+    elif not through_zero:
         g_vals.mul_(codes.vals > 0)
     grads["W_dec"].index_add_(0, codes.cols, g_rows.mul_(codes.vals[:, None]))
     grads[encoder_grad].index_add_(0, codes.cols, xc[codes.rows].mul_(g_vals[:, None]))

@@ -2,9 +2,11 @@
 
 Dead latents (silent for ``dead_after`` samples) are trained by the aux-k loss: the ``aux_k``
 largest dead pre-activations per sample reconstruct the main model's residual, weighted by
-``aux_coef`` and normalised by the residual's energy. A latent dies with its pre-activations negative on
-every input, where the ReLU passes no gradient; with ``aux_straight_through`` aux-k's gradient reaches it
-anyway, and aux-k trains only the dead latents' own parameters (the decoder bias follows the main loss).
+``aux_coef`` and normalised by the residual's energy. Many dead latents are negative on every input,
+where the ReLU passes aux-k no gradient. With ``aux_rescue`` a dead latent negative on every row of the
+batch gets aux-k's gradient straight through its ReLU; with ``aux_straight_through`` every dead latent
+aux-k picks does. Either way aux-k then trains only the dead latents' own parameters (the decoder bias
+follows the main loss).
 
 With ``multi_topk`` (Gao et al. 2024, EleutherAI's sparsify) the loss adds the reconstruction from each
 sample's ``MULTI_TOPK_FACTOR * k`` largest pre-activations, weighted ``MULTI_TOPK_WEIGHT``: the latents just
@@ -33,6 +35,8 @@ class TopKSAE(SparseAutoencoder):
             raise ValueError(f"arch {cls.arch} needs k")
         if config.k > config.dict_size:
             raise ValueError(f"k={config.k} exceeds the dictionary size {config.dict_size}")
+        if config.aux_rescue and config.aux_straight_through:
+            raise ValueError("aux_rescue and aux_straight_through are alternatives: choose one")
         if config.multi_topk and cls.arch != "topk":
             raise ValueError(f"multi_topk is for arch topk, not {cls.arch}")
 
@@ -104,7 +108,7 @@ class TopKSAE(SparseAutoencoder):
         decoded = g_out.sum(dim=0)
         if self.config.multi_topk:
             decoded.add_(self._multi_topk(pre, x, xc))
-        dead_only = self.config.aux_straight_through
+        dead_only = self.config.aux_straight_through or self.config.aux_rescue
         if dead_only:
             g["b_dec"].copy_(decoded).sub_(g["b_enc"] @ self.W_enc)
         aux = self._aux_k(pre, xc, err) if self.config.aux_coef > 0 else 0.0
@@ -130,14 +134,16 @@ class TopKSAE(SparseAutoencoder):
         k_aux = min(self.config.aux_k or 2 * self.config.k, dead.numel())
         candidates = pre if dead.numel() == pre.shape[1] else pre.index_select(1, dead)
         vals, local = candidates.topk(k_aux, dim=1, sorted=False)
+        through: bool | torch.Tensor = self.config.aux_straight_through
+        if self.config.aux_rescue:
+            stuck = (candidates <= 0).all(dim=0)
+            through = stuck[local.reshape(-1)]
         codes = SparseCodes.from_topk(vals.relu_(), dead[local])
         residual = err.neg()
         energy = residual.pow(2).sum().clamp_min(1e-12)
         aux_err = sparse_codes.decode(codes, self.W_dec, None).sub_(residual)
         g_aux = aux_err * (2.0 * self.config.aux_coef / energy)
-        sparse_codes.accumulate_grads(
-            self.grads, codes, self.W_dec, xc, g_aux, through_zero=self.config.aux_straight_through
-        )
+        sparse_codes.accumulate_grads(self.grads, codes, self.W_dec, xc, g_aux, through_zero=through)
         return (self.config.aux_coef * aux_err.pow(2).sum() / energy).item()
 
     def after_step(self, x: torch.Tensor, step: int, total_steps: int) -> list[torch.Tensor]:
