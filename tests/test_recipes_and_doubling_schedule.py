@@ -15,9 +15,10 @@ import torch
 from tests.builders import sae_config
 from training.experiments.pipeline import PRESETS, latest_stable, sae_configs, sweep_train_config
 from training.saes import load_sae
-from training.saes.recipes import RECIPES, scaled_lr
+from training.saes.recipes import RECIPES, recipe_sae_config, scaled_lr
 from training.sweeps.trainer import HALF_DIR, STABLE_DIR, TrainConfig, train_sweep
 
+SPARSITY = {"relu": {"l1": 0.3}, "topk": {"k": 8}}
 ROWS = 24_576  # 96 steps of 256 rows: the half run decays over its last 14 steps, the full over 28
 BATCH = 256
 
@@ -66,6 +67,16 @@ def test_the_learning_rate_rule_scales_with_the_inverse_square_root_of_the_size(
     relu = {c.dict_size: c.lr for c in study if c.arch == "relu" and c.l1 == 0.3}
     assert relu[4096] / relu[2048] == pytest.approx(math.sqrt(2048 / 4096))
     assert relu[512] == relu[1024] == RECIPES["v3"].lr_ref == RECIPES["v2"].lr_ref
+
+
+def test_recipe_v4_is_v3_with_top_k_rescue_at_a_capped_rate():
+    for n in (128, 1024, 2048, 4096):
+        v3 = {arch: recipe_sae_config(RECIPES["v3"], arch, 64, n, **key) for arch, key in SPARSITY.items()}
+        v4 = {arch: recipe_sae_config(RECIPES["v4"], arch, 64, n, **key) for arch, key in SPARSITY.items()}
+        assert v4["relu"].model_dump(exclude={"recipe"}) == v3["relu"].model_dump(exclude={"recipe"})
+        assert v4["topk"].aux_rescue and not v3["topk"].aux_rescue
+        assert v4["topk"].lr == pytest.approx(min(v3["topk"].lr, 3e-3 / math.sqrt(2)))
+    assert recipe_sae_config(RECIPES["v4"], "topk", 64, 4096, k=8).lr == pytest.approx(1.5e-3)
 
 
 def test_every_sae_saves_the_recipe_that_chose_its_settings(first_round):
