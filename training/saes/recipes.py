@@ -61,6 +61,17 @@ class Recipe(BaseModel):
     )
 
 
+# relu as Anthropic's April 2024 update trains it (v3 and v4).
+APRIL_RELU: dict[str, Any] = {
+    "decoder_norm": "penalised",
+    "init": "random",
+    "atom_norm_init": 0.1,
+    "encoder_scale": 1.0,
+    "l1_warmup": 0.05,
+    "grad_clip": 1.0,
+    "resample": False,
+}
+
 RECIPES: dict[str, Recipe] = {
     "v1": Recipe(name="v1", lr_ref=3e-3),
     "v2": Recipe(
@@ -78,15 +89,7 @@ RECIPES: dict[str, Recipe] = {
         aux_k_per_dim=0.5,
         cooldown_half=True,
         arch_fields={
-            "relu": {
-                "decoder_norm": "penalised",
-                "init": "random",
-                "atom_norm_init": 0.1,
-                "encoder_scale": 1.0,
-                "l1_warmup": 0.05,
-                "grad_clip": 1.0,
-                "resample": False,
-            },
+            "relu": APRIL_RELU,
             "topk": {"k_start": 1.0},
         },
     ),
@@ -97,15 +100,7 @@ RECIPES: dict[str, Recipe] = {
         aux_k_per_dim=0.5,
         cooldown_half=True,
         arch_fields={
-            "relu": {
-                "decoder_norm": "penalised",
-                "init": "random",
-                "atom_norm_init": 0.1,
-                "encoder_scale": 1.0,
-                "l1_warmup": 0.05,
-                "grad_clip": 1.0,
-                "resample": False,
-            },
+            "relu": APRIL_RELU,
             "topk": {"k_start": 1.0, "aux_rescue": True},
         },
         arch_lr_max={"topk": 3e-3 * math.sqrt(1 / 2)},
