@@ -93,19 +93,14 @@ RECIPES: dict[str, Recipe] = {
             "topk": {"k_start": 1.0},
         },
     ),
-    "v4": Recipe(
-        name="v4",
-        lr_ref=3e-3,
-        n_ref=1024,
-        aux_k_per_dim=0.5,
-        cooldown_half=True,
-        arch_fields={
-            "relu": APRIL_RELU,
-            "topk": {"k_start": 1.0, "aux_rescue": True},
-        },
-        arch_lr_max={"topk": 3e-3 * math.sqrt(1 / 2)},
-    ),
 }
+RECIPES["v4"] = RECIPES["v3"].model_copy(
+    update={
+        "name": "v4",
+        "arch_fields": {**RECIPES["v3"].arch_fields, "topk": {"k_start": 1.0, "aux_rescue": True}},
+        "arch_lr_max": {"topk": 3e-3 * math.sqrt(1 / 2)},
+    }
+)
 
 
 def scaled_lr(dict_size: int, lr_ref: float, n_ref: int | None) -> float:
