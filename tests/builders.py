@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
 import torch
 
 from training.saes import SAEConfig
+
+
+def load_script(name: str) -> ModuleType:
+    """A script of ``scripts/`` (not a package) loaded as a module, for tests of its functions."""
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def sae_config(arch: str, d_in: int = 16, dict_size: int = 32, **overrides) -> SAEConfig:

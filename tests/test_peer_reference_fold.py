@@ -6,25 +6,13 @@ of its forward (which the script's train half checks against the package itself)
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
+from tests.builders import load_script
 from training.sweeps.convergence import heldout_point
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "peer_reference.py"
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("peer_reference", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-peer = _script()
+peer = load_script("peer_reference")
 
 
 def _weights(n: int, d: int, atom_norms: torch.Tensor, seed: int = 0) -> dict[str, torch.Tensor]:

@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import torch
 
-from tests.builders import sae_config
+from tests.builders import load_script, sae_config
 from training.saes import build_sae
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "recipe_probe.py"
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("recipe_probe", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-probe = _script()
+probe = load_script("recipe_probe")
 
 
 def test_silent_latents_tell_negative_everywhere_from_outcompeted():
