@@ -63,8 +63,9 @@ class PipelineConfig(BaseModel):
         "v3",
         description="how the SAEs are trained (training.saes.recipes): v2 scales the learning rate with the "
         "dictionary, revives latents until the cool-down, and doubles by resuming; v3 adds relu with "
-        "norm-penalised atoms (Anthropic's April 2024 update) and top-k without a k anneal; v4 (a candidate) adds "
-        "top-k's rescue of latents negative on every row and a top-k rate of at most 2.1e-3; v1 is the first "
+        "norm-penalised atoms (Anthropic's April 2024 update) and top-k without a k anneal; v4 (a candidate, "
+        "unstable over 6M rows) adds top-k's rescue of latents negative on every row and a top-k rate of at "
+        "most 2.1e-3; v1 is the first "
         "study record's",
     )
     resample_until: float = Field(

@@ -23,12 +23,15 @@ held-out objective at 3M rows (0.301) than v2 did at 12M (0.304), with 47 dead l
 top-k trains at its final k from the start: the k anneal of v1 and v2 left 999 of 2048 latents dead at
 3M rows, without it 758, and the FVU improved too (0.026 against 0.028).
 
-``v4`` is a candidate, not yet the default: its study record has still to be built. It keeps v3's relu and
+``v4`` is a candidate that failed its longer probe, not the default. It keeps v3's relu and
 changes top-k, from probes at 3M rows (``docs/results/study/recipe_probe_topk_rescue*.json``): aux-k
 rescues dead latents whose pre-activations are negative on every row (``aux_rescue``), and top-k's rate is
 at most 2.1e-3, where v3 gives 3e-3 up to 1024 latents (with rescue, 3e-3 destabilised the 1024-latent
 dictionary). Against v3 at 3M rows its held-out objective is 8% better at 2048 latents and 21% at 4096,
-so 4096 ends better than 2048, the same at 128, 3% worse at 1024 and 8.5% worse at 512.
+so 4096 ends better than 2048, the same at 128, 3% worse at 1024 and 8.5% worse at 512. Over 6M rows it is
+not stable (``recipe_probe_topk_v4_6m.json``): the 4096-latent dictionary keeps improving, but the
+2048-latent one loses accuracy in the second half and ends worse than at 3M rows. Not for use until
+that is understood.
 """
 
 from __future__ import annotations
