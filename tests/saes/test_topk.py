@@ -67,8 +67,8 @@ def aux_k_reference_loss(sae, params: dict[str, torch.Tensor], x: torch.Tensor, 
     """Main loss plus aux-k: the top dead latents reconstruct the (fixed) residual, normalised by its energy.
 
     With ``aux_straight_through`` the aux codes' ReLU passes its gradient straight through, with ``aux_rescue``
-    only for dead latents negative on every row of the batch; with either, the aux term sees the decoder bias
-    as a constant."""
+    only for dead latents negative on every row of the batch, and with ``aux_rescue_bias`` for those latents only
+    into their encoder bias; with any of them, the aux term sees the decoder bias as a constant."""
     cfg = sae.config
     main = sae.reference_loss(params, x)
     pre = (x - params["b_dec"]) @ params["W_enc"].T + params["b_enc"]
@@ -82,12 +82,16 @@ def aux_k_reference_loss(sae, params: dict[str, torch.Tensor], x: torch.Tensor, 
     aux_mask = torch.zeros_like(mask)
     aux_mask.scatter_(1, dead_idx[local], True)
     aux_codes = torch.relu(pre)
-    if cfg.aux_straight_through or cfg.aux_rescue:
+    if cfg.aux_straight_through or cfg.aux_rescue or cfg.aux_rescue_bias:
         aux_pre = (x - params["b_dec"].detach()) @ params["W_enc"].T + params["b_enc"]
         through = torch.zeros(pre.shape[1], dtype=torch.bool)
         stuck = (pre.detach()[:, dead_idx] <= 0).all(dim=0)
-        through[dead_idx[stuck] if cfg.aux_rescue else dead_idx] = True
-        aux_codes = torch.where(through, straight_through_relu(aux_pre), torch.relu(aux_pre))
+        through[dead_idx if cfg.aux_straight_through else dead_idx[stuck]] = True
+        if cfg.aux_rescue_bias:
+            lifted = torch.relu(aux_pre) + (params["b_enc"] - params["b_enc"].detach())
+        else:
+            lifted = straight_through_relu(aux_pre)
+        aux_codes = torch.where(through, lifted, torch.relu(aux_pre))
     aux_recon = (aux_codes * aux_mask) @ params["W_dec"]
     return main + cfg.aux_coef * (aux_recon - residual).pow(2).sum() / residual.pow(2).sum()
 
@@ -95,7 +99,9 @@ def aux_k_reference_loss(sae, params: dict[str, torch.Tensor], x: torch.Tensor, 
 @pytest.mark.parametrize("arch", ["topk", "batchtopk"])
 @pytest.mark.parametrize("aux_k", [3, 64], ids=["aux_k-3", "aux_k-all-dead"])
 @pytest.mark.parametrize(
-    "mode", [{}, {"aux_straight_through": True}, {"aux_rescue": True}], ids=["relu", "straight-through", "rescue"]
+    "mode",
+    [{}, {"aux_straight_through": True}, {"aux_rescue": True}, {"aux_rescue_bias": True}],
+    ids=["relu", "straight-through", "rescue", "rescue-bias"],
 )
 def test_aux_k_gradients_match_autograd(arch, aux_k, mode, small_toy):
     sae = build_sae(sae_config(arch, k=4, aux_k=aux_k, aux_coef=0.5, dead_after=1000, k_start=1.0, **mode))
@@ -118,8 +124,14 @@ def test_aux_k_gradients_match_autograd(arch, aux_k, mode, small_toy):
 
 @pytest.mark.parametrize(
     ("aux_coef", "mode"),
-    [(0.0, {}), (0.5, {}), (0.5, {"aux_straight_through": True}), (0.5, {"aux_rescue": True})],
-    ids=["alone", "with-aux-k", "with-straight-through-aux-k", "with-rescue"],
+    [
+        (0.0, {}),
+        (0.5, {}),
+        (0.5, {"aux_straight_through": True}),
+        (0.5, {"aux_rescue": True}),
+        (0.5, {"aux_rescue_bias": True}),
+    ],
+    ids=["alone", "with-aux-k", "with-straight-through-aux-k", "with-rescue", "with-rescue-bias"],
 )
 def test_multi_topk_gradients_match_autograd(aux_coef, mode, small_toy):
     config = sae_config("topk", k=4, aux_k=3, aux_coef=aux_coef, dead_after=1000, k_start=1.0, multi_topk=True)
@@ -142,9 +154,17 @@ def test_multi_topk_gradients_match_autograd(aux_coef, mode, small_toy):
     assert not torch.allclose(params["W_dec"].grad, single["W_dec"].grad)
 
 
-def test_aux_rescue_and_straight_through_are_alternatives():
-    with pytest.raises(ValueError, match="aux_rescue"):
-        build_sae(sae_config("topk", k=4, aux_rescue=True, aux_straight_through=True))
+@pytest.mark.parametrize(
+    "pair",
+    [
+        ("aux_rescue", "aux_straight_through"),
+        ("aux_rescue", "aux_rescue_bias"),
+        ("aux_rescue_bias", "aux_straight_through"),
+    ],
+)
+def test_revivals_are_alternatives(pair):
+    with pytest.raises(ValueError, match="are alternatives"):
+        build_sae(sae_config("topk", k=4, **dict.fromkeys(pair, True)))
 
 
 def test_multi_topk_is_for_topk_only():
@@ -187,6 +207,15 @@ def test_aux_k_straight_through_revives_latents_negative_on_every_input(small_to
     assert stuck.sum() <= 1
     assert revived.sum() >= 7
     assert rescued.sum() >= 7
+
+
+def test_aux_rescue_bias_raises_stuck_latents_whose_atoms_fit_the_residual(small_toy):
+    # Raising only the bias needs aux-k to choose: over the rows where a stuck latent is among the dead
+    # latents' best, its atom fits the residual and its threshold goes up. Choosing every dead latent on
+    # every row (aux_k of 8, the default 2k) averages that signal away.
+    setting = {"aux_coef": 1.0, "below_every_input": True, "steps": 300, "aux_k": 4}
+    assert latents_firing_after_training(small_toy, **setting).sum() <= 1
+    assert latents_firing_after_training(small_toy, **setting, aux_rescue_bias=True).sum() >= 7
 
 
 def test_sparse_codes_from_topk_group_by_sample():

@@ -99,6 +99,12 @@ class SAEConfig(BaseModel):
         "negative on every row of the batch gets aux-k's gradient straight through its ReLU (elsewhere the ReLU's "
         "gradient applies): a rescue from where no gradient reaches, without pushing latents that can already fire",
     )
+    aux_rescue_bias: bool = Field(
+        False,
+        description="topk family: as aux_rescue, but the straight-through gradient moves only a stuck latent's encoder "
+        "bias (its threshold), not its encoder row: the latent rises until its own best rows fire, instead of Adam's "
+        "sign-like steps turning its whole row towards the inputs' mean (a dense latent, and the decoder bias drifts)",
+    )
     multi_topk: bool = Field(
         False,
         description="topk: add the reconstruction from each sample's 4k largest pre-activations, weighted 1/8 "

@@ -5,8 +5,10 @@ largest dead pre-activations per sample reconstruct the main model's residual, w
 ``aux_coef`` and normalised by the residual's energy. Many dead latents are negative on every input,
 where the ReLU passes aux-k no gradient. With ``aux_rescue`` a dead latent negative on every row of the
 batch gets aux-k's gradient straight through its ReLU; with ``aux_straight_through`` every dead latent
-aux-k picks does. Either way aux-k then trains only the dead latents' own parameters (the decoder bias
-follows the main loss).
+aux-k picks does. With ``aux_rescue_bias`` that gradient moves only a stuck latent's encoder bias: Adam's
+sign-like steps on a whole encoder row turn it towards the inputs' mean, and on our study activations such
+latents became dense and let the decoder bias drift (1024 latents at 3e-3, 2048 over 6M rows). Any of the
+three makes aux-k train only the dead latents' own parameters (the decoder bias follows the main loss).
 
 With ``multi_topk`` (Gao et al. 2024, EleutherAI's sparsify) the loss adds the reconstruction from each
 sample's ``MULTI_TOPK_FACTOR * k`` largest pre-activations, weighted ``MULTI_TOPK_WEIGHT``: the latents just
@@ -22,6 +24,7 @@ from training.saes.base import SAEConfig, SparseAutoencoder, StepStats
 from training.saes.resampling import resample_dead_latents
 from training.saes.sparse_codes import SparseCodes
 
+REVIVALS = ("aux_straight_through", "aux_rescue", "aux_rescue_bias")
 MULTI_TOPK_FACTOR = 4
 MULTI_TOPK_WEIGHT = 1 / 8
 
@@ -35,8 +38,9 @@ class TopKSAE(SparseAutoencoder):
             raise ValueError(f"arch {cls.arch} needs k")
         if config.k > config.dict_size:
             raise ValueError(f"k={config.k} exceeds the dictionary size {config.dict_size}")
-        if config.aux_rescue and config.aux_straight_through:
-            raise ValueError("aux_rescue and aux_straight_through are alternatives: choose one")
+        chosen = [name for name in REVIVALS if getattr(config, name)]
+        if len(chosen) > 1:
+            raise ValueError(f"{' and '.join(chosen)} are alternatives: choose one")
         if config.multi_topk and cls.arch != "topk":
             raise ValueError(f"multi_topk is for arch topk, not {cls.arch}")
 
@@ -108,7 +112,7 @@ class TopKSAE(SparseAutoencoder):
         decoded = g_out.sum(dim=0)
         if self.config.multi_topk:
             decoded.add_(self._multi_topk(pre, x, xc))
-        dead_only = self.config.aux_straight_through or self.config.aux_rescue
+        dead_only = any(getattr(self.config, name) for name in REVIVALS)
         if dead_only:
             g["b_dec"].copy_(decoded).sub_(g["b_enc"] @ self.W_enc)
         aux = self._aux_k(pre, xc, err) if self.config.aux_coef > 0 else 0.0
@@ -144,7 +148,21 @@ class TopKSAE(SparseAutoencoder):
         aux_err = sparse_codes.decode(codes, self.W_dec, None).sub_(residual)
         g_aux = aux_err * (2.0 * self.config.aux_coef / energy)
         sparse_codes.accumulate_grads(self.grads, codes, self.W_dec, xc, g_aux, through_zero=through)
+        if self.config.aux_rescue_bias:
+            self._raise_stuck(candidates, local, codes, g_aux)
         return (self.config.aux_coef * aux_err.pow(2).sum() / energy).item()
+
+    def _raise_stuck(
+        self, candidates: torch.Tensor, local: torch.Tensor, codes: SparseCodes, g_aux: torch.Tensor
+    ) -> None:
+        """Add aux-k's straight-through gradient to the encoder bias of the chosen dead latents that are negative
+        on every row of the batch: their threshold moves until their own best rows fire; their rows stay."""
+        stuck = (candidates <= 0).all(dim=0)[local.reshape(-1)]
+        if not stuck.any():
+            return
+        cols = codes.cols[stuck]
+        g_pre = (self.W_dec[cols] * g_aux[codes.rows[stuck]]).sum(dim=1)
+        self.grads["b_enc"].index_add_(0, cols, g_pre)
 
     def after_step(self, x: torch.Tensor, step: int, total_steps: int) -> list[torch.Tensor]:
         return resample_dead_latents(self, x, step, total_steps, encoder_gain=1.0)
