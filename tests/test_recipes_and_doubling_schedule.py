@@ -79,6 +79,16 @@ def test_recipe_v4_is_v3_with_top_k_rescue_at_a_capped_rate():
     assert recipe_sae_config(RECIPES["v4"], "topk", 64, 4096, k=8).lr == pytest.approx(1.5e-3)
 
 
+def test_recipe_v5_is_v3_with_top_k_bias_rescue():
+    for n in (128, 1024, 2048, 4096):
+        v3 = {arch: recipe_sae_config(RECIPES["v3"], arch, 64, n, **key) for arch, key in SPARSITY.items()}
+        v5 = {arch: recipe_sae_config(RECIPES["v5"], arch, 64, n, **key) for arch, key in SPARSITY.items()}
+        assert v5["relu"].model_dump(exclude={"recipe"}) == v3["relu"].model_dump(exclude={"recipe"})
+        changed = {"recipe", "aux_rescue_bias"}
+        assert v5["topk"].model_dump(exclude=changed) == v3["topk"].model_dump(exclude=changed)
+        assert v5["topk"].aux_rescue_bias and not v3["topk"].aux_rescue_bias
+
+
 def test_every_sae_saves_the_recipe_that_chose_its_settings(first_round):
     for config in configs():
         meta = json.loads((first_round / "saes" / config.name / "config.json").read_text())

@@ -30,8 +30,12 @@ at most 2.1e-3, where v3 gives 3e-3 up to 1024 latents (with rescue, 3e-3 destab
 dictionary). Against v3 at 3M rows its held-out objective is 8% better at 2048 latents and 21% at 4096,
 so 4096 ends better than 2048, the same at 128, 3% worse at 1024 and 8.5% worse at 512. Over 6M rows it is
 not stable (``recipe_probe_topk_v4_6m.json``): the 4096-latent dictionary keeps improving, but the
-2048-latent one loses accuracy in the second half and ends worse than at 3M rows. Not for use until
-that is understood.
+2048-latent one loses accuracy in the second half and ends worse than at 3M rows: its decoder bias drifted
+(norm 0.6 to 2.9) while a latent that fired on every row cancelled it.
+
+``v5`` keeps v3's relu and rates and rescues top-k's stuck latents by raising only their encoder bias
+(``aux_rescue_bias``): v4's full straight-through step turned a rescued latent's whole encoder row towards
+the inputs' mean, which made dense latents and the drift above.
 """
 
 from __future__ import annotations
@@ -102,6 +106,13 @@ RECIPES["v4"] = RECIPES["v3"].model_copy(
         "name": "v4",
         "arch_fields": {**RECIPES["v3"].arch_fields, "topk": {"k_start": 1.0, "aux_rescue": True}},
         "arch_lr_max": {"topk": 3e-3 * math.sqrt(1 / 2)},
+    }
+)
+
+RECIPES["v5"] = RECIPES["v3"].model_copy(
+    update={
+        "name": "v5",
+        "arch_fields": {**RECIPES["v3"].arch_fields, "topk": {"k_start": 1.0, "aux_rescue_bias": True}},
     }
 )
 
