@@ -95,13 +95,16 @@ def test_every_sae_saves_the_recipe_that_chose_its_settings(first_round):
         assert meta["config"]["recipe"] == config.recipe
         assert meta["config"]["lr"] == config.lr
     for config in sae_configs(PRESETS["study"], 64):
-        assert config.recipe == "v3"
-        assert config.lr == scaled_lr(config.dict_size, RECIPES["v3"].lr_ref, RECIPES["v3"].n_ref)
+        assert config.recipe == "v5"
+        assert config.lr == scaled_lr(config.dict_size, RECIPES["v5"].lr_ref, RECIPES["v5"].n_ref)
         if config.arch == "topk":
             assert config.aux_k == 32  # d_in / 2
             assert config.k_start == 1.0  # no k anneal
+            assert config.aux_rescue_bias
         else:
             assert config.decoder_norm == "penalised" and not config.resample and config.l1_warmup == 0.05
+    v3 = sae_configs(PRESETS["study"].model_copy(update={"recipe": "v3"}), 64)
+    assert not any(c.aux_rescue_bias for c in v3) and {c.recipe for c in v3} == {"v3"}
     v2 = sae_configs(PRESETS["study"].model_copy(update={"recipe": "v2"}), 64)
     assert all(c.resample_stop == "cooldown" and c.decoder_norm == "unit" for c in v2 if c.arch == "relu")
     assert all(c.k_start == 2.0 for c in v2 if c.arch == "topk")

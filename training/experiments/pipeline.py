@@ -60,7 +60,7 @@ class PipelineConfig(BaseModel):
     sae_samples: int = Field(..., gt=0, description="activation rows each SAE trains on")
     sae_batch_size: int = Field(1024, gt=0, description="rows per SAE step")
     recipe: Literal["v1", "v2", "v3", "v4", "v5"] = Field(
-        "v3",
+        "v5",
         description="how the SAEs are trained (training.saes.recipes): v2 scales the learning rate with the "
         "dictionary, revives latents until the cool-down, and doubles by resuming; v3 adds relu with "
         "norm-penalised atoms (Anthropic's April 2024 update) and top-k without a k anneal; v4 (a candidate, "
