@@ -7,7 +7,7 @@ threshold are dropped. Activations are on unit atoms and the rows have unit mean
 an atom written at 1% of a typical row's norm.
 
     .venv/bin/python scripts/l0_tail.py --run runs/study_v3 --half saes_rows_6000000 \\
-        --out docs/results/study/l0_tail.json
+        --out docs/results/study_v3/l0_tail.json
 """
 
 from __future__ import annotations

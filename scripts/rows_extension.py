@@ -7,7 +7,7 @@ on the run's own held-out rows: the per-SAE doubling test and the estimate. A ru
 retrained: the round resumes from the last round's pre-decay state (``saes/stable``). Example:
 
     .venv/bin/python scripts/rows_extension.py --run runs/study_v2 --l1 0.3 \\
-        --workdir runs/study_v2_24m --out docs/results/study/rows_24m_relu_l1_0.3.json
+        --workdir runs/study_v2_24m --out docs/results/study_v3/rows_24m_relu_l1_0.3.json
 """
 
 from __future__ import annotations

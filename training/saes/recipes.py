@@ -15,7 +15,7 @@ SAEs are complete runs (a cool-down branch) and a doubled round resumes from the
 state.
 
 ``v3`` keeps v2's learning rates, schedule and aux-k, and changes what the probes on the study's activations
-(``docs/results/study/recipe_probe_v3.json``, 3M rows) supported. relu follows Anthropic's April 2024
+(``docs/results/study_v3/recipe_probe_v3.json``, 3M rows) supported. relu follows Anthropic's April 2024
 update: atoms free to change norm with the L1 term weighted by each atom's norm, atoms started at norm
 0.1 in random directions with the encoder as their transpose, L1 warmed up over the first 5% of the
 horizon, gradients clipped to norm 1, no resampling; at 2048 latents and l1 0.3 it reached a better
