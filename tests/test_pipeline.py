@@ -174,3 +174,41 @@ def test_run_loads_the_features_into_the_database_and_serves_them(finished, corp
         feature = client.get(f"/api/dictionaries/{relu['id']}/next-feature", params={"labeller": "ann"}).json()
         assert feature["top_contexts"] and len(feature["top_contexts"][0]["tokens"]) > 5
         assert client.get(f"/dictionaries/{relu['id']}/features/{feature['index']}").status_code == 200
+
+
+def test_run_trains_with_the_recipe_it_is_given(tmp_path, monkeypatch):
+    import app.cli.commands as commands
+
+    seen = []
+
+    def stop(config, *args, **kwargs):
+        seen.append(config)
+        raise KeyboardInterrupt  # the recipe reached the pipeline: stop before any work
+
+    monkeypatch.setattr(commands, "run_pipeline", stop)
+    for args, recipe in (([], PRESETS["study"].recipe), (["--recipe", "v3"], "v3")):
+        with pytest.raises(KeyboardInterrupt):
+            main(["run", "--preset", "study", "--workdir", str(tmp_path), "--no-serve", *args])
+        assert seen[-1].recipe == recipe
+        assert seen[-1].model_dump(exclude={"recipe"}) == PRESETS["study"].model_dump(exclude={"recipe"})
+    assert PRESETS["study"].recipe == "v5"
+
+
+@pytest.mark.parametrize("command", ["run", "train"])
+def test_an_unknown_recipe_is_a_one_line_error(command, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--workdir", str(tmp_path), "--recipe", "v9"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--recipe" in err[0] and "v5" in err[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_with_another_recipe_is_refused_and_keeps_the_saes(finished, corpus_file):
+    workdir, _ = finished
+    saes = sorted((workdir / "saes").rglob("*.safetensors"))
+    before = {p: p.read_bytes() for p in saes}
+    with pytest.raises(ValueError, match="different settings"):
+        run_pipeline(TINY.model_copy(update={"recipe": "v3"}), workdir, corpus_file, progress=False)
+    assert sorted((workdir / "saes").rglob("*.safetensors")) == saes
+    assert all(p.read_bytes() == data for p, data in before.items())

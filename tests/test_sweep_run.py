@@ -55,6 +55,18 @@ def test_train_harvests_a_pipeline_folder_then_trains_and_indexes(single: Path) 
     assert sorted(metrics["convergence"]["runs"]) == NAMES
     assert all(r["converged"] is metrics["convergence"]["runs"][r["name"]]["converged"] for r in metrics["runs"])
     assert (single / "figures" / "heldout_objective_vs_samples.png").exists()
+    assert {
+        json.loads((single / "saes" / "saes" / n / "config.json").read_text())["config"]["recipe"] for n in NAMES
+    } == {"v5"}
+
+
+def test_train_uses_the_recipe_it_is_given(tmp_path: Path) -> None:
+    workdir = _pipeline_folder(tmp_path / "run")
+    args = ["--dict-sizes", "32", "--samples", "1024", "--batch-size", "256", "--init-samples", "512"]
+    assert main(["train", "--workdir", str(workdir), *args, "--recipe", "v2", "--no-progress"]) == 0
+    saved = [json.loads(p.read_text())["config"] for p in (workdir / "saes" / "saes").glob("*/config.json")]
+    assert len(saved) == 3 and {c["recipe"] for c in saved} == {"v2"}
+    assert json.loads((workdir / "metrics.json").read_text())["config"]["recipe"] == "v2"
 
 
 def test_train_streams_a_sharded_store_and_merges_it_for_the_index(single: Path, tmp_path: Path) -> None:

@@ -67,6 +67,20 @@ def comma_list(item: Callable[[str], int | float]) -> Callable[[str], list]:
     return parse
 
 
+def add_recipe_option(parser: argparse.ArgumentParser) -> None:
+    """``--recipe NAME``: how the SAEs are trained (training.saes.recipes), so an older record can be rebuilt."""
+    from training.experiments.pipeline import PipelineConfig
+    from training.saes.recipes import RECIPES
+
+    default = PipelineConfig.model_fields["recipe"].default
+    parser.add_argument(
+        "--recipe",
+        choices=sorted(RECIPES),
+        default=None,
+        help=f"how the SAEs are trained, as docs/experiment.md describes each recipe (default {default})",
+    )
+
+
 def add_device_option(parser: argparse.ArgumentParser) -> None:
     """``--device auto|cpu|cuda`` (auto: CUDA when the machine has it)."""
     parser.add_argument(

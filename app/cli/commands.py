@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from app.cli.arguments import (
     CommandParser,
     add_device_option,
+    add_recipe_option,
     chosen_device,
     comma_list,
     non_negative_float,
@@ -231,6 +232,7 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--no-serve", action="store_true", help="stop after the pipeline and the database load")
     run.add_argument("--port", type=port_number, default=8000, help="port of the app (default %(default)s)")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_recipe_option(run)
     add_device_option(run)
     run.set_defaults(command=_run, parser=run)
 
@@ -242,7 +244,10 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     workdir = args.workdir or Path("runs") / args.preset
     device = chosen_device(args, parser)
-    metrics = run_pipeline(PRESETS[args.preset], workdir, args.corpus, progress=not args.no_progress, device=device)
+    config = PRESETS[args.preset]
+    if args.recipe is not None:
+        config = config.model_copy(update={"recipe": args.recipe})
+    metrics = run_pipeline(config, workdir, args.corpus, progress=not args.no_progress, device=device)
     print(f"computed on {metrics['device']} (per stage: {metrics['stage_devices']})")
     lm = metrics["lm"]
     print(

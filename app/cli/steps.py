@@ -13,7 +13,7 @@ import argparse
 import re
 from pathlib import Path
 
-from app.cli.arguments import add_device_option, chosen_device, comma_list, positive_int
+from app.cli.arguments import add_device_option, add_recipe_option, chosen_device, comma_list, positive_int
 from training.experiments.pipeline import PRESETS
 
 
@@ -106,6 +106,7 @@ def add_train(commands: argparse._SubParsersAction) -> None:
         "--init-samples", type=positive_int, default=None, help="rows for data-dependent initialisation (default 16384)"
     )
     train.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_recipe_option(train)
     add_device_option(train)
     train.set_defaults(command=_train, parser=train)
 
@@ -118,7 +119,9 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from training.experiments.distributed import init_replica, launched_by_torchrun
     from training.experiments.sweep_run import sweep_settings, train_run
 
-    settings = sweep_settings(args.preset, args.dict_sizes, args.samples, args.batch_size, args.init_samples)
+    settings = sweep_settings(
+        args.preset, args.dict_sizes, args.samples, args.batch_size, args.init_samples, args.recipe
+    )
     if not launched_by_torchrun():
         metrics = train_run(args.workdir, settings, progress=not args.no_progress, device=chosen_device(args, parser))
     else:

@@ -57,6 +57,7 @@ class SweepSettings(BaseModel):
     batch_size: int = Field(..., gt=0, description="rows per SAE step")
     eval_rows: int = Field(..., gt=0, description="held-out rows for L0, FVU and dead latents")
     init_samples: int = Field(16_384, gt=0, description="rows for data-dependent initialisation")
+    recipe: str | None = Field(None, description="how the SAEs are trained (None: the preset's)")
 
 
 def sweep_settings(
@@ -65,6 +66,7 @@ def sweep_settings(
     samples: int | None = None,
     batch_size: int | None = None,
     init_samples: int | None = None,
+    recipe: str | None = None,
 ) -> SweepSettings:
     """A preset's sweep settings, with the given fields replaced."""
     if preset not in PRESETS:
@@ -79,6 +81,7 @@ def sweep_settings(
         batch_size=batch_size or base.sae_batch_size,
         eval_rows=base.eval_rows,
         init_samples=init_samples or TrainConfig.model_fields["init_samples"].default,
+        recipe=recipe,
     )
 
 
@@ -148,6 +151,7 @@ def train_run(
             "dict_sizes": settings.dict_sizes,
             "sae_samples": settings.samples,
             "sae_batch_size": settings.batch_size,
+            "recipe": settings.recipe or PRESETS[settings.preset].recipe,
         }
     )
     train = sweep_train_config(preset, settings.samples).model_copy(update={"init_samples": settings.init_samples})
