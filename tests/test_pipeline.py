@@ -181,13 +181,16 @@ def test_run_trains_with_the_recipe_it_is_given(tmp_path, monkeypatch):
 
     seen = []
 
+    class Reached(Exception):
+        """The config reached the pipeline: stop before any work."""
+
     def stop(config, *args, **kwargs):
         seen.append(config)
-        raise KeyboardInterrupt  # the recipe reached the pipeline: stop before any work
+        raise Reached
 
     monkeypatch.setattr(commands, "run_pipeline", stop)
     for args, recipe in (([], PRESETS["study"].recipe), (["--recipe", "v3"], "v3")):
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(Reached):
             main(["run", "--preset", "study", "--workdir", str(tmp_path), "--no-serve", *args])
         assert seen[-1].recipe == recipe
         assert seen[-1].model_dump(exclude={"recipe"}) == PRESETS["study"].model_dump(exclude={"recipe"})
