@@ -138,28 +138,23 @@ class TopKSAE(SparseAutoencoder):
         k_aux = min(self.config.aux_k or 2 * self.config.k, dead.numel())
         candidates = pre if dead.numel() == pre.shape[1] else pre.index_select(1, dead)
         vals, local = candidates.topk(k_aux, dim=1, sorted=False)
-        through: bool | torch.Tensor = self.config.aux_straight_through
-        if self.config.aux_rescue:
-            stuck = (candidates <= 0).all(dim=0)
-            through = stuck[local.reshape(-1)]
+        stuck = None
+        if self.config.aux_rescue or self.config.aux_rescue_bias:
+            stuck = (candidates <= 0).all(dim=0)[local.reshape(-1)]
+        through = stuck if self.config.aux_rescue else self.config.aux_straight_through
         codes = SparseCodes.from_topk(vals.relu_(), dead[local])
         residual = err.neg()
         energy = residual.pow(2).sum().clamp_min(1e-12)
         aux_err = sparse_codes.decode(codes, self.W_dec, None).sub_(residual)
         g_aux = aux_err * (2.0 * self.config.aux_coef / energy)
         sparse_codes.accumulate_grads(self.grads, codes, self.W_dec, xc, g_aux, through_zero=through)
-        if self.config.aux_rescue_bias:
-            self._raise_stuck(candidates, local, codes, g_aux)
+        if self.config.aux_rescue_bias and stuck.any():
+            self._raise_stuck(codes, stuck, g_aux)
         return (self.config.aux_coef * aux_err.pow(2).sum() / energy).item()
 
-    def _raise_stuck(
-        self, candidates: torch.Tensor, local: torch.Tensor, codes: SparseCodes, g_aux: torch.Tensor
-    ) -> None:
-        """Add aux-k's straight-through gradient to the encoder bias of the chosen dead latents that are negative
-        on every row of the batch: their threshold moves until their own best rows fire; their rows stay."""
-        stuck = (candidates <= 0).all(dim=0)[local.reshape(-1)]
-        if not stuck.any():
-            return
+    def _raise_stuck(self, codes: SparseCodes, stuck: torch.Tensor, g_aux: torch.Tensor) -> None:
+        """Add aux-k's straight-through gradient to the encoder bias of the aux codes ``stuck`` marks (dead latents
+        negative on every row of the batch): their threshold moves until their own best rows fire; their rows stay."""
         cols = codes.cols[stuck]
         g_pre = (self.W_dec[cols] * g_aux[codes.rows[stuck]]).sum(dim=1)
         self.grads["b_enc"].index_add_(0, cols, g_pre)
