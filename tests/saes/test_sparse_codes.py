@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from training.saes import sparse_codes
-from training.saes.sparse_codes import SparseCodes
+from training.saes.sparse_codes import SparseCodes, nonzero_codes
 
 
 @pytest.mark.parametrize(
@@ -76,3 +76,25 @@ def test_from_dense_keeps_exactly_the_nonzero_entries_in_sample_order():
     assert torch.equal(codes.dense(6, 9), c)
     assert torch.equal(codes.rows, codes.rows.sort().values)
     assert codes.offsets.tolist() == [int((c[:i] > 0).sum()) for i in range(6)]
+
+
+@pytest.mark.parametrize("batch", [8, 64, 512])
+def test_nonzero_codes_match_nonzero_at_every_density(batch):
+    gen = torch.Generator().manual_seed(batch)
+    for shift in (0.0, 1.5, 3.0, 10.0):
+        c = (torch.randn(batch, sparse_codes.NONZERO_MIN_WIDTH, generator=gen) - shift).relu_()
+        c[1] = 0.0
+        flat = nonzero_codes(c)
+        assert torch.equal(flat, c.reshape(-1).nonzero().squeeze(1))
+
+
+@pytest.mark.parametrize(("width", "k"), [(256, 8), (2048, 8), (4096, 8), (4096, 32), (4096, 64)])
+def test_row_topk_finds_each_rows_k_largest_entries(width, k):
+    gen = torch.Generator().manual_seed(width + k)
+    pre = torch.randn(64, width, generator=gen)
+    pre[3, :: width // sparse_codes.TOPK_GROUP] += 10.0  # one row's winners all in one prefilter group
+    vals, cols = sparse_codes.row_topk(pre, k)
+    expected_vals, expected_cols = pre.topk(k, dim=1)
+    assert torch.equal(vals.sort(dim=1).values, expected_vals.sort(dim=1).values)
+    assert torch.equal(cols.sort(dim=1).values, expected_cols.sort(dim=1).values)
+    assert torch.equal(pre.gather(1, cols), vals)

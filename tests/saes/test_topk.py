@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tests.builders import sae_config
-from training.saes import build_sae
+from training.saes import build_sae, topk
 from training.saes.sparse_codes import SparseCodes
 from training.sweeps.trainer import INIT_STEP, SweepRun
 
@@ -103,7 +103,9 @@ def aux_k_reference_loss(sae, params: dict[str, torch.Tensor], x: torch.Tensor, 
     [{}, {"aux_straight_through": True}, {"aux_rescue": True}, {"aux_rescue_bias": True}],
     ids=["relu", "straight-through", "rescue", "rescue-bias"],
 )
-def test_aux_k_gradients_match_autograd(arch, aux_k, mode, small_toy):
+@pytest.mark.parametrize("dense", [True, False], ids=["dense-aux", "sparse-aux"])
+def test_aux_k_gradients_match_autograd(arch, aux_k, mode, dense, small_toy, monkeypatch):
+    monkeypatch.setattr(topk, "AUX_DENSE_FACTOR", 16 if dense else 0)
     sae = build_sae(sae_config(arch, k=4, aux_k=aux_k, aux_coef=0.5, dead_after=1000, k_start=1.0, **mode))
     sae.initialise_from_data(small_toy.batch(INIT_STEP, 2048))
     dead = torch.zeros(32, dtype=torch.bool)

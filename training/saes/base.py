@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field, model_validator
 from safetensors.torch import save_file
 
 from training.saes.init import geometric_median
+from training.saes.sparse_codes import nonzero_codes
 
 PARAM_NAMES = ("W_enc", "b_enc", "W_dec", "b_dec")
 
@@ -239,8 +240,9 @@ class SparseAutoencoder:
         without building the dense code matrix.
         """
         codes = self.encode(x)
-        rows, latents = (codes > 0).nonzero(as_tuple=True)
-        return rows, latents, codes[rows, latents]
+        flat = nonzero_codes(codes)
+        rows = torch.div(flat, codes.shape[1], rounding_mode="floor")
+        return rows, flat - rows * codes.shape[1], codes.reshape(-1).index_select(0, flat)
 
     def encode_pairs(self, x: torch.Tensor, latents: torch.Tensor) -> torch.Tensor | None:
         """The activation of latent ``latents[i]`` on input ``x[i]``, or None where latents compete (top-k).

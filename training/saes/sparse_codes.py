@@ -12,6 +12,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+NONZERO_SLABS = 8
+NONZERO_MIN_WIDTH = 1024  # narrower code matrices: one plain nonzero is faster
+TOPK_GROUP = 16  # entries per group of row_topk's prefilter
+TOPK_MIN_WIDTH = 2048  # narrower rows: one plain top-k is faster
+
 
 @dataclass
 class SparseCodes:
@@ -38,14 +43,14 @@ class SparseCodes:
 
     @classmethod
     def from_dense(cls, c: torch.Tensor) -> SparseCodes:
-        """The nonzero entries of a dense (batch x width) code matrix."""
+        """The nonzero entries of a dense (batch x width) code matrix of non-negative values (ReLU codes)."""
         batch, width = c.shape
-        flat = c.reshape(-1).nonzero().squeeze(1)
+        flat = nonzero_codes(c)
         rows = torch.div(flat, width, rounding_mode="floor")
         return cls(
             rows,
             flat - rows * width,
-            c.reshape(-1)[flat],
+            c.reshape(-1).index_select(0, flat),
             torch.searchsorted(rows, torch.arange(batch, device=c.device)),
         )
 
@@ -53,6 +58,24 @@ class SparseCodes:
         out = torch.zeros(batch, width, dtype=self.vals.dtype, device=self.vals.device)
         out[self.rows, self.cols] = self.vals
         return out
+
+
+def nonzero_codes(c: torch.Tensor) -> torch.Tensor:
+    """Flat indices, ascending, of the positive entries of a non-negative (batch x width) matrix.
+
+    ``nonzero`` over a whole sparse code matrix is slow on CPU (one branchy pass over every entry), so the
+    matrix is cut into ``NONZERO_SLABS`` slabs of whole rows, the slabs' elementwise maximum (a vectorised
+    pass) names the columns of the flattened slab that hold any positive entry, and only those columns
+    are searched. Reading the hits slab by slab keeps them in ascending order."""
+    flat = c.reshape(-1)
+    batch, width = c.shape
+    if c.device.type != "cpu" or width < NONZERO_MIN_WIDTH or batch % NONZERO_SLABS:
+        return flat.nonzero().squeeze(1)
+    span = flat.numel() // NONZERO_SLABS
+    stacked = flat.view(NONZERO_SLABS, span)
+    hit = stacked.amax(dim=0).nonzero().squeeze(1)
+    slab, column = stacked.index_select(1, hit).nonzero().unbind(1)
+    return slab * span + hit.index_select(0, column)
 
 
 def decode(codes: SparseCodes, W_dec: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -80,10 +103,10 @@ def accumulate_grads(
     unless ``through_zero``: then the ReLU's gradient is taken as 1 (straight through), for every code or,
     given a mask with one entry per code, for the codes it marks.
     """
-    g_rows = g_out[codes.rows]
-    g_vals = (W_dec[codes.cols] * g_rows).sum(dim=1)
+    g_rows = g_out.index_select(0, codes.rows)
+    g_vals = (W_dec.index_select(0, codes.cols) * g_rows).sum(dim=1)
     if isinstance(pre_grad, torch.Tensor):
-        g_vals.add_(pre_grad[codes.cols])
+        g_vals.add_(pre_grad.index_select(0, codes.cols))
     elif pre_grad:
         g_vals.add_(pre_grad)
     if isinstance(through_zero, torch.Tensor):
@@ -91,8 +114,25 @@ def accumulate_grads(
     elif not through_zero:
         g_vals.mul_(codes.vals > 0)
     grads["W_dec"].index_add_(0, codes.cols, g_rows.mul_(codes.vals[:, None]))
-    grads[encoder_grad].index_add_(0, codes.cols, xc[codes.rows].mul_(g_vals[:, None]))
+    grads[encoder_grad].index_add_(0, codes.cols, xc.index_select(0, codes.rows).mul_(g_vals[:, None]))
     grads["b_enc"].index_add_(0, codes.cols, g_vals)
+
+
+def row_topk(pre: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k largest entries of each row of pre (values, column indices), unsorted, exactly.
+
+    A plain top-k over wide rows is slow on CPU, so each row is cut into groups of ``TOPK_GROUP`` entries
+    (columns j, j + w/g, j + 2w/g, ...; a group's maximum is then a vectorised reduction) and the top k
+    entries are sought only in the k groups with the largest maxima: each of those k maxima is an entry at
+    least as large as the row's k-th largest, so no entry of another group can beat all of them."""
+    b, width = pre.shape
+    span = width // TOPK_GROUP
+    if pre.device.type != "cpu" or width < TOPK_MIN_WIDTH or width % TOPK_GROUP or span < 4 * k:
+        return pre.topk(k, dim=1, sorted=False)
+    groups = pre.view(b, TOPK_GROUP, span).amax(dim=1).topk(k, dim=1, sorted=False).indices
+    cols = (groups.unsqueeze(2) + torch.arange(0, width, span, device=pre.device)).reshape(b, -1)
+    vals, pos = pre.gather(1, cols).topk(k, dim=1, sorted=False)
+    return vals, cols.gather(1, pos)
 
 
 def batch_top(pre: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:

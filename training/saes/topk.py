@@ -17,6 +17,8 @@ outside the top k keep learning to reconstruct, instead of only the k that win.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from training.saes import sparse_codes
@@ -25,8 +27,22 @@ from training.saes.resampling import resample_dead_latents
 from training.saes.sparse_codes import SparseCodes
 
 REVIVALS = ("aux_straight_through", "aux_rescue", "aux_rescue_bias")
+AUX_DENSE_FACTOR = 16  # aux-k takes dense products while the dead latents are at most this many times k_aux
 MULTI_TOPK_FACTOR = 4
 MULTI_TOPK_WEIGHT = 1 / 8
+
+
+@dataclass
+class AuxBatch:
+    """What aux-k needs from a step: the dead latents, their pre-activations (batch x dead), how many to choose
+    per sample, which are negative on every row (for the rescues), the residual to model and the loss scale."""
+
+    dead: torch.Tensor
+    candidates: torch.Tensor
+    k_aux: int
+    stuck: torch.Tensor | None
+    residual: torch.Tensor
+    scale: torch.Tensor
 
 
 class TopKSAE(SparseAutoencoder):
@@ -58,7 +74,7 @@ class TopKSAE(SparseAutoencoder):
     def select(self, pre: torch.Tensor, training: bool) -> SparseCodes:
         """The active latents of a batch of pre-activations."""
         k = self.training_k if training else self.config.k
-        vals, idx = pre.topk(k, dim=1, sorted=False)
+        vals, idx = sparse_codes.row_topk(pre, k)
         return SparseCodes.from_topk(vals.relu_(), idx)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -91,7 +107,7 @@ class TopKSAE(SparseAutoencoder):
     def _multi_topk(self, pre: torch.Tensor, x: torch.Tensor, xc: torch.Tensor) -> torch.Tensor:
         """Add the gradients of the multi-TopK term (reconstruction from the top 4k, weighted 1/8); return the
         gradient of that term with respect to its reconstruction, summed over the batch (for the decoder bias)."""
-        vals, idx = pre.topk(self._multi_k(), dim=1, sorted=False)
+        vals, idx = sparse_codes.row_topk(pre, self._multi_k())
         codes = SparseCodes.from_topk(vals.relu_(), idx)
         err = sparse_codes.decode(codes, self.W_dec, self.b_dec).sub_(x)
         g_out = err.mul_(2.0 * MULTI_TOPK_WEIGHT / x.shape[0])
@@ -127,37 +143,70 @@ class TopKSAE(SparseAutoencoder):
         return self._stats(x, err.pow(2).sum().item(), aux, l0)
 
     def _aux_k(self, pre: torch.Tensor, xc: torch.Tensor, err: torch.Tensor) -> float:
-        """Add the aux-k loss gradients (dead latents modelling the residual); return its value.
-
-        Like the main loss, the aux codes are sparse (aux_k per sample), so the decode is an
-        embedding-bag and the gradients are index-adds over the chosen (sample, latent) pairs.
-        """
+        """Add the aux-k loss gradients (dead latents modelling the residual); return its value."""
         dead = (self.samples_since_fired >= self.config.dead_after).nonzero().squeeze(1)
         if dead.numel() == 0:
             return 0.0
         k_aux = min(self.config.aux_k or 2 * self.config.k, dead.numel())
         candidates = pre if dead.numel() == pre.shape[1] else pre.index_select(1, dead)
-        vals, local = candidates.topk(k_aux, dim=1, sorted=False)
-        stuck = None
-        if self.config.aux_rescue or self.config.aux_rescue_bias:
-            stuck = (candidates <= 0).all(dim=0)[local.reshape(-1)]
-        through = stuck if self.config.aux_rescue else self.config.aux_straight_through
-        codes = SparseCodes.from_topk(vals.relu_(), dead[local])
+        stuck = candidates.amax(dim=0) <= 0 if self.config.aux_rescue or self.config.aux_rescue_bias else None
         residual = err.neg()
-        energy = residual.pow(2).sum().clamp_min(1e-12)
-        aux_err = sparse_codes.decode(codes, self.W_dec, None).sub_(residual)
-        g_aux = aux_err * (2.0 * self.config.aux_coef / energy)
-        sparse_codes.accumulate_grads(self.grads, codes, self.W_dec, xc, g_aux, through_zero=through)
-        if self.config.aux_rescue_bias and stuck.any():
-            self._raise_stuck(codes, stuck, g_aux)
-        return (self.config.aux_coef * aux_err.pow(2).sum() / energy).item()
+        scale = 2.0 * self.config.aux_coef / residual.pow(2).sum().clamp_min(1e-12)
+        aux = AuxBatch(dead, candidates, k_aux, stuck, residual, scale)
+        aux_err = self._aux_dense(aux, xc) if dead.numel() <= AUX_DENSE_FACTOR * k_aux else self._aux_sparse(aux, xc)
+        return (aux_err.pow(2).sum() * scale / 2.0).item()
 
-    def _raise_stuck(self, codes: SparseCodes, stuck: torch.Tensor, g_aux: torch.Tensor) -> None:
-        """Add aux-k's straight-through gradient to the encoder bias of the aux codes ``stuck`` marks (dead latents
-        negative on every row of the batch): their threshold moves until their own best rows fire; their rows stay."""
-        cols = codes.cols[stuck]
-        g_pre = (self.W_dec[cols] * g_aux[codes.rows[stuck]]).sum(dim=1)
-        self.grads["b_enc"].index_add_(0, cols, g_pre)
+    def _aux_sparse(self, aux: AuxBatch, xc: torch.Tensor) -> torch.Tensor:
+        """Aux-k over many dead latents: the codes are sparse (k_aux per sample), so the decode is an
+        embedding-bag and the gradients are index-adds over the chosen (sample, latent) pairs."""
+        dead, candidates, stuck = aux.dead, aux.candidates, aux.stuck
+        vals, local = sparse_codes.row_topk(candidates, aux.k_aux)
+        stuck_codes = stuck.index_select(0, local.reshape(-1)) if stuck is not None else None
+        through = stuck_codes if self.config.aux_rescue else self.config.aux_straight_through
+        codes = SparseCodes.from_topk(vals.relu_(), dead.index_select(0, local.reshape(-1)).view_as(local))
+        aux_err = sparse_codes.decode(codes, self.W_dec, None).sub_(aux.residual)
+        g_aux = aux_err * aux.scale
+        sparse_codes.accumulate_grads(self.grads, codes, self.W_dec, xc, g_aux, through_zero=through)
+        if self.config.aux_rescue_bias and stuck_codes.any():
+            cols = codes.cols[stuck_codes]
+            g_pre = (self.W_dec.index_select(0, cols) * g_aux.index_select(0, codes.rows[stuck_codes])).sum(dim=1)
+            self.grads["b_enc"].index_add_(0, cols, g_pre)
+        return aux_err
+
+    def _aux_dense(self, aux: AuxBatch, xc: torch.Tensor) -> torch.Tensor:
+        """Aux-k over few dead latents: dense products over the dead latents' columns (batch x dead) cost
+        less than gathering and index-adding k_aux atoms per sample, and with k_aux at least the dead count
+        every dead latent is chosen, so no top-k is needed.
+
+        ``aux_rescue_bias``'s straight-through gradient (a stuck latent's encoder bias only, see the module
+        docstring) is added here too."""
+        dead, candidates, stuck = aux.dead, aux.candidates, aux.stuck
+        if aux.k_aux == candidates.shape[1]:
+            selected = None
+            codes = candidates.clamp_min(0.0)
+        else:
+            vals, local = sparse_codes.row_topk(candidates, aux.k_aux)
+            selected = torch.zeros_like(candidates, dtype=torch.bool).scatter_(1, local, True)
+            codes = torch.zeros_like(candidates).scatter_(1, local, vals.relu_())
+        atoms = self.W_dec.index_select(0, dead)
+        aux_err = (codes @ atoms).sub_(aux.residual)
+        g_aux = aux_err * aux.scale
+        g = self.grads
+        g["W_dec"].index_add_(0, dead, codes.T @ g_aux)
+        g_codes = g_aux @ atoms.T
+        if self.config.aux_straight_through:
+            passes = selected if selected is not None else torch.ones_like(codes, dtype=torch.bool)
+        else:
+            passes = codes > 0
+            if self.config.aux_rescue:
+                passes |= stuck if selected is None else selected & stuck
+        g_pre = g_codes * passes
+        g["W_enc"].index_add_(0, dead, g_pre.T @ xc)
+        g_bias = g_pre.sum(dim=0)
+        if self.config.aux_rescue_bias:
+            g_bias += (g_codes * (stuck if selected is None else selected & stuck)).sum(dim=0)
+        g["b_enc"].index_add_(0, dead, g_bias)
+        return aux_err
 
     def after_step(self, x: torch.Tensor, step: int, total_steps: int) -> list[torch.Tensor]:
         return resample_dead_latents(self, x, step, total_steps, encoder_gain=1.0)
