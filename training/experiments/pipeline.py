@@ -132,7 +132,7 @@ PRESETS: dict[str, PipelineConfig] = {
     # The study's experiment trained until its outputs hold: the LM to its best validation loss (at most
     # 4,000 steps), then relu and topk SAEs of 128-4096 latents on 3M rows, trained again on twice the rows
     # while any fails the doubling test, up to 12M (3 + 6 + 12M rows). Rows, not more sparsity settings, get
-    # the budget. With recipe v5 it takes about 81 minutes on 2 cores (docs/results/study/provenance.md).
+    # the budget. With recipe v5 it takes about 49 minutes on 2 cores (docs/results/study/provenance.md).
     "study": PipelineConfig(
         name="study",
         lm_steps=4000,
