@@ -123,8 +123,9 @@ def row_topk(pre: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
 
     A plain top-k over wide rows is slow on CPU, so each row is cut into groups of ``TOPK_GROUP`` entries
     (columns j, j + w/g, j + 2w/g, ...; a group's maximum is then a vectorised reduction) and the top k
-    entries are sought only in the k groups with the largest maxima: each of those k maxima is an entry at
-    least as large as the row's k-th largest, so no entry of another group can beat all of them."""
+    entries are sought only in the k groups with the largest maxima. Those maxima are k distinct entries, so
+    the row's k-th largest entry is at least the smallest of them, and a group holding any of the row's top
+    k has a maximum at least that large: it is one of the k chosen (ties can change indices, not values)."""
     b, width = pre.shape
     span = width // TOPK_GROUP
     if pre.device.type != "cpu" or width < TOPK_MIN_WIDTH or width % TOPK_GROUP or span < 4 * k:
