@@ -510,7 +510,7 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--steps", type=int, help="training steps instead of --rows (smoke tests)")
     t.add_argument("--batch-size", type=int, help="rows per step (default: the run's sweep, else 512)")
     t.add_argument("--threads", type=int, default=2)
-    t.add_argument("--progress", action="store_true", help="print a line every 5% of the steps")
+    t.add_argument("--progress", action="store_true", help="print a line every 5%% of the steps")
     t.add_argument("--out", type=Path, required=True, help="folder for one sub-folder per SAE")
     c = sub.add_parser("compare", help="fold the package's SAEs into ours and measure both (in .venv)")
     c.add_argument("--run", type=Path, required=True, help="the run whose held-out rows to measure on")
