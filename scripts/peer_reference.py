@@ -34,7 +34,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import itertools
 import json
+import math
 import re
 import shlex
 import sys
@@ -497,6 +499,147 @@ def _mark_closest(pairs: list[dict]) -> None:
         pair["closest"] = True
 
 
+# --- frontier: FVU against L0 over several sparsities, ours beside the peer's -------------------------------
+FRONTIER_BASIS = (
+    "each of our relu SAEs against the peer's April frontier at the same rows and L0: the peer's FVU at our L0 "
+    "is interpolated linearly in log L0 and log FVU between the two peer SAEs of that size and rows whose L0 "
+    "bracket ours (none outside the peer's range); `fvu_ratio` = our FVU / that FVU, below 1 where ours "
+    "reconstructs better"
+)
+
+
+def interpolate_fvu(points: list[tuple[float, float]], l0: float) -> float | None:
+    """FVU at ``l0`` on the frontier through ``points`` (L0, FVU), linear in log-log; None outside their L0 range.
+
+    A single pair's verdict depends on which peer SAE happens to lie within 20% of our L0; interpolating
+    between the two that bracket ours compares at the same L0."""
+    ordered = sorted(p for p in points if p[0] > 0 and p[1] > 0)
+    for (l0_a, fvu_a), (l0_b, fvu_b) in itertools.pairwise(ordered):
+        if l0_a <= l0 <= l0_b:
+            if l0_b == l0_a:
+                return min(fvu_a, fvu_b)
+            t = (math.log(l0) - math.log(l0_a)) / (math.log(l0_b) - math.log(l0_a))
+            return math.exp(math.log(fvu_a) + t * (math.log(fvu_b) - math.log(fvu_a)))
+    if ordered and l0 == ordered[0][0]:
+        return ordered[0][1]
+    return None
+
+
+def frontier(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
+    source = ScaledSource(ActivationSource(args.run / "activations"))
+    eval_rows, firings, firings_basis = run_heldout(args.run, source, args.eval_rows)
+    held_out = source.batch(-1_000_000, eval_rows)
+    points: list[dict] = []
+    for folder in sorted(p.parent for p in args.peer.glob(f"*/{PEER_FILE}")):
+        meta = json.loads((folder / PEER_FILE).read_text())
+        if meta["kind"] != "april" or meta["trainer_args"]["dict_size"] not in args.sizes:
+            continue
+        sae = fold(meta, load_file(str(folder / WEIGHTS_FILE)))
+        fold_check(meta, load_file(str(folder / WEIGHTS_FILE)), sae, held_out)
+        points.append(_frontier_point("peer", meta["name"], meta["rows"], sae, held_out, firings))
+    for ours_dir in args.ours:
+        for config_path in sorted(ours_dir.glob("*/config.json")):
+            saved = json.loads(config_path.read_text())
+            config = saved.get("config", {})
+            if config.get("arch") != "relu" or config.get("dict_size") not in args.sizes:
+                continue
+            sae = load_sae(config_path.parent)
+            name = "/".join([*ours_dir.parts[-3:-1], config_path.parent.name])
+            points.append(_frontier_point("ours", name, saved.get("samples"), sae, held_out, firings))
+    if not any(p["trainer"] == "peer" for p in points) or not any(p["trainer"] == "ours" for p in points):
+        raise SystemExit("frontier needs April SAEs in --peer and relu SAEs in --ours of the same --sizes")
+    for point in points:
+        if point["trainer"] != "ours":
+            continue
+        peer = [
+            (q["l0"], q["fvu"])
+            for q in points
+            if q["trainer"] == "peer" and q["size"] == point["size"] and q["rows"] == point["rows"]
+        ]
+        at_l0 = interpolate_fvu(peer, point["l0"])
+        point["peer_fvu_at_l0"] = at_l0
+        point["fvu_ratio"] = point["fvu"] / at_l0 if at_l0 else None
+    record = {
+        **check_record_header(
+            __file__,
+            "At the same L0, does our relu trainer reconstruct better or worse than the April trainer?",
+            "python scripts/peer_reference.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+            threads=args.threads,
+        ),
+        "run": str(args.run),
+        "held_out_rows": eval_rows,
+        "heldout_min_firings": firings,
+        "heldout_min_firings_basis": firings_basis,
+        "rare_basis": RARE_BASIS,
+        "basis": FRONTIER_BASIS,
+        "points": points,
+    }
+    write_check_record(args.out, record)
+    if args.figure:
+        _frontier_figure(points, args.sizes, args.figure)
+    for point in sorted(points, key=lambda p: (p["size"], p["trainer"], p["l0"])):
+        ratio = f", {point['fvu_ratio']:.3f} x the peer's FVU at this L0" if point.get("fvu_ratio") else ""
+        print(
+            f"{point['trainer']:>4} {point['name']:>40}: L0 {point['l0']:6.2f}, FVU {point['fvu']:.4f}, "
+            f"dead {point['dead']}{ratio}"
+        )
+    print(f"wrote {args.out}")
+
+
+def _frontier_point(trainer: str, name: str, rows: int | None, sae, held_out: torch.Tensor, firings: int) -> dict:
+    """One SAE's place on the FVU-L0 plane, with its dead and rare latents."""
+    numbers = heldout_numbers(sae, held_out, firings)
+    return {
+        "trainer": trainer,
+        "name": name,
+        "size": sae.config.dict_size,
+        "l1": sae.config.l1,
+        "rows": rows,
+        **numbers,
+    }
+
+
+def _frontier_figure(points: list[dict], sizes: list[int], path: Path) -> None:
+    """FVU against L0 (log-log), one panel per size, ours and the peer's SAEs as two series."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(sizes), figsize=(5 * len(sizes), 4), squeeze=False)
+    for ax, size in zip(axes[0], sizes, strict=True):
+        series = sorted(
+            {(p["trainer"], p["rows"]) for p in points if p["size"] == size}, key=lambda t: (t[0], t[1] or 0)
+        )
+        for trainer, rows in series:
+            mine = sorted(
+                (p["l0"], p["fvu"], p["l1"])
+                for p in points
+                if p["trainer"] == trainer and p["size"] == size and p["rows"] == rows
+            )
+            label = "ours (relu)" if trainer == "ours" else "dictionary-learning April"
+            rows_label = f", {rows / 1e6:.0f}M rows" if rows else ""
+            ax.plot(
+                [m[0] for m in mine],
+                [m[1] for m in mine],
+                "o-" if trainer == "ours" else "s--",
+                label=label + rows_label,
+            )
+            for l0, fvu, l1 in mine:
+                ax.annotate(f"{l1:g}", (l0, fvu), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("L0 (held-out rows)")
+        ax.set_ylabel("FVU")
+        ax.set_title(f"{size} latents (labels: l1)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -522,8 +665,21 @@ def main(argv: list[str] | None = None) -> None:
     c.add_argument("--eval-rows", type=int, help="held-out rows (default: the run's config, else 20,000)")
     c.add_argument("--threads", type=int, default=2)
     c.add_argument("--out", type=Path, required=True, help="the comparison's JSON record")
+    f = sub.add_parser("frontier", help="FVU against L0: our relu SAEs beside the April SAEs (in .venv)")
+    f.add_argument("--run", type=Path, required=True, help="the run whose held-out rows to measure on")
+    f.add_argument("--peer", type=Path, required=True, help="the train half's --out folder")
+    f.add_argument("--ours", type=Path, nargs="+", required=True, help="folders of our SAEs (runs/study/saes/saes)")
+    f.add_argument("--sizes", type=int, nargs="+", required=True, help="dictionary sizes to compare")
+    f.add_argument("--eval-rows", type=int, help="held-out rows (default: the run's config, else 20,000)")
+    f.add_argument("--threads", type=int, default=2)
+    f.add_argument("--figure", type=Path, help="a PNG of FVU against L0 per size")
+    f.add_argument("--out", type=Path, required=True, help="the frontier's JSON record")
     args = parser.parse_args(argv)
-    commands: dict[str, Callable[[argparse.Namespace], None]] = {"train": train, "compare": compare}
+    commands: dict[str, Callable[[argparse.Namespace], None]] = {
+        "train": train,
+        "compare": compare,
+        "frontier": frontier,
+    }
     commands[args.command](args)
 
 

@@ -123,3 +123,15 @@ def test_the_verdict_takes_the_matched_pair_nearest_in_l0_and_needs_dead_and_fvu
     assert verdicts["topk_n4096_k8"]["fvu"]["no_worse"] is True
     assert verdicts["relu_n4096_l10.3"]["verdict"] == "no matched pair"
     assert verdicts["relu_n4096_l10.3"]["nearest_l0_ratio"] == pytest.approx(0.7)
+
+
+def test_the_frontier_interpolates_the_peers_fvu_at_our_l0_in_log_log() -> None:
+    points = [(16.0, 0.05), (4.0, 0.2), (64.0, 0.01)]  # unsorted on purpose
+    assert peer.interpolate_fvu(points, 8.0) == pytest.approx(0.1)  # halfway in log L0: geometric mean
+    assert peer.interpolate_fvu(points, 32.0) == pytest.approx((0.05 * 0.01) ** 0.5)
+    assert peer.interpolate_fvu(points, 16.0) == pytest.approx(0.05)
+    assert peer.interpolate_fvu(points, 4.0) == pytest.approx(0.2)
+    assert peer.interpolate_fvu(points, 3.9) is None  # outside the peer's range: no extrapolation
+    assert peer.interpolate_fvu(points, 65.0) is None
+    assert peer.interpolate_fvu([(9.0, 0.07)], 9.0) == pytest.approx(0.07)
+    assert peer.interpolate_fvu([], 9.0) is None

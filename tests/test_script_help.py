@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted(
     path for folder in ("scripts", "bench") for path in (ROOT / folder).glob("*.py") if "argparse" in path.read_text()
 )
-SUBCOMMANDS = {"peer_reference.py": ["train", "compare"]}
+SUBCOMMANDS = {"peer_reference.py": ["train", "compare", "frontier"]}
 INVOCATIONS = [
     pytest.param(path, words, id=" ".join([f"{path.parent.name}/{path.name}", *words]))
     for path in SCRIPTS
