@@ -531,13 +531,14 @@ def frontier(args: argparse.Namespace) -> None:
     eval_rows, firings, firings_basis = run_heldout(args.run, source, args.eval_rows)
     held_out = source.batch(-1_000_000, eval_rows)
     points: list[dict] = []
-    for folder in sorted(p.parent for p in args.peer.glob(f"*/{PEER_FILE}")):
+    for folder in sorted(p.parent for peer_dir in args.peer for p in peer_dir.glob(f"*/{PEER_FILE}")):
         meta = json.loads((folder / PEER_FILE).read_text())
         if meta["kind"] != "april" or meta["trainer_args"]["dict_size"] not in args.sizes:
             continue
         sae = fold(meta, load_file(str(folder / WEIGHTS_FILE)))
         fold_check(meta, load_file(str(folder / WEIGHTS_FILE)), sae, held_out)
-        points.append(_frontier_point("peer", meta["name"], meta["rows"], sae, held_out, firings))
+        lr = meta["trainer_config"].get("lr")
+        points.append(_frontier_point("peer", "/".join(folder.parts[-2:]), meta["rows"], lr, sae, held_out, firings))
     for ours_dir in args.ours:
         for config_path in sorted(ours_dir.glob("*/config.json")):
             saved = json.loads(config_path.read_text())
@@ -546,7 +547,7 @@ def frontier(args: argparse.Namespace) -> None:
                 continue
             sae = load_sae(config_path.parent)
             name = "/".join([*ours_dir.parts[-3:-1], config_path.parent.name])
-            points.append(_frontier_point("ours", name, saved.get("samples"), sae, held_out, firings))
+            points.append(_frontier_point("ours", name, saved.get("samples"), config["lr"], sae, held_out, firings))
     if not any(p["trainer"] == "peer" for p in points) or not any(p["trainer"] == "ours" for p in points):
         raise SystemExit("frontier needs April SAEs in --peer and relu SAEs in --ours of the same --sizes")
     for point in points:
@@ -587,7 +588,9 @@ def frontier(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}")
 
 
-def _frontier_point(trainer: str, name: str, rows: int | None, sae, held_out: torch.Tensor, firings: int) -> dict:
+def _frontier_point(
+    trainer: str, name: str, rows: int | None, lr: float | None, sae, held_out: torch.Tensor, firings: int
+) -> dict:
     """One SAE's place on the FVU-L0 plane, with its dead and rare latents."""
     numbers = heldout_numbers(sae, held_out, firings)
     return {
@@ -595,13 +598,14 @@ def _frontier_point(trainer: str, name: str, rows: int | None, sae, held_out: to
         "name": name,
         "size": sae.config.dict_size,
         "l1": sae.config.l1,
+        "lr": lr,
         "rows": rows,
         **numbers,
     }
 
 
 def _frontier_figure(points: list[dict], sizes: list[int], path: Path) -> None:
-    """FVU against L0 (log-log), one panel per size, ours and the peer's SAEs as two series."""
+    """FVU against L0 (log-log), one panel per size, a series per trainer, rows and learning rate."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -609,23 +613,17 @@ def _frontier_figure(points: list[dict], sizes: list[int], path: Path) -> None:
 
     fig, axes = plt.subplots(1, len(sizes), figsize=(5 * len(sizes), 4), squeeze=False)
     for ax, size in zip(axes[0], sizes, strict=True):
-        series = sorted(
-            {(p["trainer"], p["rows"]) for p in points if p["size"] == size}, key=lambda t: (t[0], t[1] or 0)
-        )
-        for trainer, rows in series:
+        series = sorted({(p["trainer"], p["rows"] or 0, p["lr"] or 0.0) for p in points if p["size"] == size}, key=str)
+        for trainer, rows, lr in series:
             mine = sorted(
                 (p["l0"], p["fvu"], p["l1"])
                 for p in points
-                if p["trainer"] == trainer and p["size"] == size and p["rows"] == rows
+                if (p["trainer"], p["rows"] or 0, p["lr"] or 0.0, p["size"]) == (trainer, rows, lr, size)
             )
             label = "ours (relu)" if trainer == "ours" else "dictionary-learning April"
-            rows_label = f", {rows / 1e6:.0f}M rows" if rows else ""
-            ax.plot(
-                [m[0] for m in mine],
-                [m[1] for m in mine],
-                "o-" if trainer == "ours" else "s--",
-                label=label + rows_label,
-            )
+            label += f", lr {lr:.2g}" if lr else ""
+            label += f", {rows / 1e6:.0f}M rows" if rows else ""
+            ax.plot([m[0] for m in mine], [m[1] for m in mine], "o-" if trainer == "ours" else "s--", label=label)
             for l0, fvu, l1 in mine:
                 ax.annotate(f"{l1:g}", (l0, fvu), textcoords="offset points", xytext=(4, 4), fontsize=7)
         ax.set_xscale("log")
@@ -667,7 +665,7 @@ def main(argv: list[str] | None = None) -> None:
     c.add_argument("--out", type=Path, required=True, help="the comparison's JSON record")
     f = sub.add_parser("frontier", help="FVU against L0: our relu SAEs beside the April SAEs (in .venv)")
     f.add_argument("--run", type=Path, required=True, help="the run whose held-out rows to measure on")
-    f.add_argument("--peer", type=Path, required=True, help="the train half's --out folder")
+    f.add_argument("--peer", type=Path, nargs="+", required=True, help="the train half's --out folders")
     f.add_argument("--ours", type=Path, nargs="+", required=True, help="folders of our SAEs (runs/study/saes/saes)")
     f.add_argument("--sizes", type=int, nargs="+", required=True, help="dictionary sizes to compare")
     f.add_argument("--eval-rows", type=int, help="held-out rows (default: the run's config, else 20,000)")
