@@ -89,6 +89,17 @@ def test_recipe_v5_is_v3_with_top_k_bias_rescue():
         assert v5["topk"].aux_rescue_bias and not v3["topk"].aux_rescue_bias
 
 
+def test_recipe_v6_is_v5_with_relu_at_the_reference_rate_up_to_4096_latents():
+    for n in (128, 1024, 2048, 4096, 8192):
+        v5 = {arch: recipe_sae_config(RECIPES["v5"], arch, 64, n, **key) for arch, key in SPARSITY.items()}
+        v6 = {arch: recipe_sae_config(RECIPES["v6"], arch, 64, n, **key) for arch, key in SPARSITY.items()}
+        assert v6["topk"].model_dump(exclude={"recipe"}) == v5["topk"].model_dump(exclude={"recipe"})
+        assert v6["relu"].model_dump(exclude={"recipe", "lr"}) == v5["relu"].model_dump(exclude={"recipe", "lr"})
+        assert v6["relu"].lr == pytest.approx(3e-3 * min(1.0, math.sqrt(4096 / n)))
+    assert recipe_sae_config(RECIPES["v5"], "relu", 64, 4096, l1=0.3).lr == pytest.approx(1.5e-3)
+    assert recipe_sae_config(RECIPES["v6"], "topk", 64, 4096, k=8).lr == pytest.approx(1.5e-3)
+
+
 def test_every_sae_saves_the_recipe_that_chose_its_settings(first_round):
     for config in configs():
         meta = json.loads((first_round / "saes" / config.name / "config.json").read_text())

@@ -59,14 +59,14 @@ class PipelineConfig(BaseModel):
     k: list[int] = Field(..., description="k values of the topk SAEs")
     sae_samples: int = Field(..., gt=0, description="activation rows each SAE trains on")
     sae_batch_size: int = Field(1024, gt=0, description="rows per SAE step")
-    recipe: Literal["v1", "v2", "v3", "v4", "v5"] = Field(
+    recipe: Literal["v1", "v2", "v3", "v4", "v5", "v6"] = Field(
         "v5",
         description="how the SAEs are trained (training.saes.recipes): v2 scales the learning rate with the "
         "dictionary, revives latents until the cool-down, and doubles by resuming; v3 adds relu with "
         "norm-penalised atoms (Anthropic's April 2024 update) and top-k without a k anneal; v4 (a candidate, "
         "unstable over 6M rows) adds top-k's rescue of latents negative on every row and a top-k rate of at "
         "most 2.1e-3; v5 keeps v3's rates and rescues those latents by raising only their encoder bias; "
-        "v1 is the first study record's",
+        "v6 is v5 with relu at 3e-3 up to 4096 latents; v1 is the first study record's",
     )
     resample_until: float = Field(
         0.4,

@@ -36,6 +36,12 @@ not stable (``recipe_probe_topk_v4_6m.json``): the 4096-latent dictionary keeps 
 ``v5`` keeps v3's relu and rates and rescues top-k's stuck latents by raising only their encoder bias
 (``aux_rescue_bias``): v4's full straight-through step turned a rescued latent's whole encoder row towards
 the inputs' mean, which made dense latents and the drift above.
+
+``v6`` is v5 with relu at 3e-3 up to 4096 latents (``arch_n_ref``): v5's 2.1e-3 and 1.5e-3 at 2048 and 4096
+reach the same held-out objective over 12M rows but at a higher L0 for their FVU, while L0 is still falling.
+Beside the dictionary-learning package's April trainer on the same rows, v5's relu at 4096 latents and l1
+0.3 reconstructs worse at its L0 (FVU 1.26 times the peer's), the same SAEs at 3e-3 better (0.77-0.79), at
+2-3 times v5's dead latents, still fewer than the peer's (``docs/results/study/peer_frontier_12m.json``).
 """
 
 from __future__ import annotations
@@ -65,6 +71,9 @@ class Recipe(BaseModel):
     )
     arch_lr_max: dict[str, float] = Field(
         default_factory=dict, description="largest peak learning rate, per architecture (none: lr_ref)"
+    )
+    arch_n_ref: dict[str, int] = Field(
+        default_factory=dict, description="n_ref per architecture, where it differs from n_ref"
     )
 
 
@@ -116,6 +125,8 @@ RECIPES["v5"] = RECIPES["v3"].model_copy(
     }
 )
 
+RECIPES["v6"] = RECIPES["v5"].model_copy(update={"name": "v6", "arch_n_ref": {"relu": 4096}})
+
 
 def scaled_lr(dict_size: int, lr_ref: float, n_ref: int | None) -> float:
     """The peak learning rate of a dictionary of ``dict_size`` latents: lr_ref * sqrt(n_ref / n), at most lr_ref.
@@ -130,7 +141,8 @@ def scaled_lr(dict_size: int, lr_ref: float, n_ref: int | None) -> float:
 
 def recipe_sae_config(recipe: Recipe, arch: str, d_in: int, dict_size: int, **sparsity) -> SAEConfig:
     """The SAEConfig that ``recipe`` gives an SAE of this architecture, size and sparsity (``l1=`` or ``k=``)."""
-    lr = min(scaled_lr(dict_size, recipe.lr_ref, recipe.n_ref), recipe.arch_lr_max.get(arch, recipe.lr_ref))
+    n_ref = recipe.arch_n_ref.get(arch, recipe.n_ref)
+    lr = min(scaled_lr(dict_size, recipe.lr_ref, n_ref), recipe.arch_lr_max.get(arch, recipe.lr_ref))
     fields: dict = {"lr": lr, "recipe": recipe.name}
     if arch == "relu":
         fields.update(resample_stop=recipe.resample_stop, resample_until=recipe.resample_until)
