@@ -4,6 +4,10 @@ The GPU machine lacks the web stack (FastAPI, SQLAlchemy), so this calls the pip
 writer directly, the same code `monosemantic run` and `monosemantic record` call.
 
     python bench/gpu_study.py --preset study --device cuda --workdir RUN --record OUT
+    python bench/gpu_study.py --preset study --device cuda --max-sae-samples 48000000 --workdir RUN --record OUT
+
+``--max-sae-samples`` raises the preset's cap on the doubling rounds: the study on 2 cores stops at 12M rows
+with its large dictionaries still moving, and a GPU can afford the rounds that follow.
 """
 
 from __future__ import annotations
@@ -24,12 +28,22 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--record", type=Path, required=True, help="folder for record.json, README and figures")
+    parser.add_argument(
+        "--max-sae-samples", type=int, default=None, help="cap on the doubling rounds' rows (default: the preset's)"
+    )
     args = parser.parse_args()
+    config = PRESETS[args.preset]
+    if args.max_sae_samples is not None:
+        if args.max_sae_samples < config.sae_samples:
+            parser.error(f"--max-sae-samples must be at least the preset's first round, {config.sae_samples:,} rows")
+        config = config.model_copy(update={"max_sae_samples": args.max_sae_samples})
     device = resolve_device(args.device)
     started = time.perf_counter()
-    metrics = run_pipeline(PRESETS[args.preset], args.workdir, progress=False, device=device)
+    metrics = run_pipeline(config, args.workdir, progress=False, device=device)
     wall = time.perf_counter() - started
     command = f"python bench/gpu_study.py --preset {args.preset} --device {args.device}"
+    if args.max_sae_samples is not None:
+        command += f" --max-sae-samples {args.max_sae_samples}"
     record = write_record(args.workdir, args.record, command, Path(__file__).resolve().parents[1])
     holding = sum(1 for s in record["saes"] if s["holds"])
     summary = {
@@ -40,6 +54,8 @@ def main() -> None:
         "stage_seconds": {k: round(v, 1) for k, v in metrics["stage_seconds"].items()},
         "lm_val_loss": metrics["lm"]["val_loss"],
         "lm_tokens_per_s": metrics["lm"].get("tokens_per_s"),
+        "max_sae_samples": config.max_sae_samples,
+        "doubling_rounds": [{"samples": r["samples"], "moving": len(r["moving"])} for r in metrics["doubling_rounds"]],
         "saes_holding": f"{holding} of {len(record['saes'])}",
     }
     print(json.dumps(summary, indent=2))
