@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -168,3 +169,14 @@ def test_a_run_is_recorded_without_weights_and_with_every_verdict(tmp_path, caps
     with pytest.raises(SystemExit):
         main(["record", "--workdir", str(tmp_path), "--out", str(out)])
     assert "has no metrics.json" in capsys.readouterr().err
+
+
+def test_a_records_default_command_names_a_recipe_that_is_not_the_default():
+    from app.cli.record import run_command
+
+    workdir = Path("runs/study v6")
+    assert run_command({"preset": "study", "config": {"recipe": "v5"}}, workdir) == (
+        "monosemantic run --preset study --workdir 'runs/study v6'"
+    )
+    assert run_command({"preset": "study", "config": {"recipe": "v6"}}, workdir).endswith(" --recipe v6")
+    assert run_command({}, Path("runs/x")) == "monosemantic run --preset default --workdir runs/x"

@@ -31,6 +31,18 @@ def add_record(commands: argparse._SubParsersAction) -> None:
     record.set_defaults(command=_record, parser=record)
 
 
+def run_command(metrics: dict, workdir: Path) -> str:
+    """The `monosemantic run` invocation that built a run, from its metrics.json: preset, workdir, and the
+    recipe where it is not the default (a record of a `--recipe v6` run must say so to be rebuilt)."""
+    from training.experiments.pipeline import PipelineConfig
+
+    command = f"monosemantic run --preset {metrics.get('preset', 'default')} --workdir {shlex.quote(str(workdir))}"
+    recipe = (metrics.get("config") or {}).get("recipe")
+    if recipe is not None and recipe != PipelineConfig.model_fields["recipe"].default:
+        command += f" --recipe {recipe}"
+    return command
+
+
 def _record(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if not (args.workdir / "metrics.json").is_file():
         parser.error(f"--workdir {args.workdir} has no metrics.json: finish the run first")
@@ -38,8 +50,7 @@ def _record(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     from training.experiments.record import write_record
 
-    preset = json.loads((args.workdir / "metrics.json").read_text()).get("preset", "default")
-    command = args.run_command or f"monosemantic run --preset {preset} --workdir {shlex.quote(str(args.workdir))}"
+    command = args.run_command or run_command(json.loads((args.workdir / "metrics.json").read_text()), args.workdir)
     record = write_record(args.workdir, args.out, command, Path(__file__).resolve().parents[2])
     holding = sum(1 for s in record["saes"] if s["holds"])
     print(f"wrote {args.out}/record.json: {holding} of {len(record['saes'])} SAEs hold; commit {record['commit']}")
