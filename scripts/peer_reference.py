@@ -605,25 +605,30 @@ def _frontier_point(
 
 
 def _frontier_figure(points: list[dict], sizes: list[int], path: Path) -> None:
-    """FVU against L0 (log-log), one panel per size, a series per trainer, rows and learning rate."""
+    """FVU against L0 (log-log), one panel per size, a series per trainer, rows and learning rate (2 digits)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(sizes), figsize=(5 * len(sizes), 4), squeeze=False)
+    def key(p: dict) -> tuple[str, int, float]:
+        return p["trainer"], p["rows"] or 0, float(f"{p['lr']:.2g}") if p["lr"] else 0.0
+
+    series = sorted({key(p) for p in points})
+    colours = {s: plt.get_cmap("tab10")(i % 10) for i, s in enumerate(series)}
+    fig, axes = plt.subplots(1, len(sizes), figsize=(5 * len(sizes) + 3, 4.5), squeeze=False)
     for ax, size in zip(axes[0], sizes, strict=True):
-        series = sorted({(p["trainer"], p["rows"] or 0, p["lr"] or 0.0) for p in points if p["size"] == size}, key=str)
         for trainer, rows, lr in series:
             mine = sorted(
-                (p["l0"], p["fvu"], p["l1"])
-                for p in points
-                if (p["trainer"], p["rows"] or 0, p["lr"] or 0.0, p["size"]) == (trainer, rows, lr, size)
+                (p["l0"], p["fvu"], p["l1"]) for p in points if p["size"] == size and key(p) == (trainer, rows, lr)
             )
+            if not mine:
+                continue
             label = "ours (relu)" if trainer == "ours" else "dictionary-learning April"
-            label += f", lr {lr:.2g}" if lr else ""
+            label += f", lr {lr:g}" if lr else ""
             label += f", {rows / 1e6:.0f}M rows" if rows else ""
-            ax.plot([m[0] for m in mine], [m[1] for m in mine], "o-" if trainer == "ours" else "s--", label=label)
+            style = "o-" if trainer == "ours" else "s--"
+            ax.plot([m[0] for m in mine], [m[1] for m in mine], style, color=colours[(trainer, rows, lr)], label=label)
             for l0, fvu, l1 in mine:
                 ax.annotate(f"{l1:g}", (l0, fvu), textcoords="offset points", xytext=(4, 4), fontsize=7)
         ax.set_xscale("log")
@@ -631,8 +636,14 @@ def _frontier_figure(points: list[dict], sizes: list[int], path: Path) -> None:
         ax.set_xlabel("L0 (held-out rows)")
         ax.set_ylabel("FVU")
         ax.set_title(f"{size} latents (labels: l1)")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    for ax in axes[0][1:]:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            if label not in labels:
+                handles.append(handle)
+                labels.append(label)
+    fig.legend(handles, labels, loc="center right", fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1 - 3 / (5 * len(sizes) + 3), 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
