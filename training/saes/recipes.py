@@ -41,7 +41,7 @@ the inputs' mean, which made dense latents and the drift above.
 reach the same held-out objective over 12M rows but at a higher L0 for their FVU, while L0 is still falling.
 Beside the dictionary-learning package's April trainer on the same rows, v5's relu at 4096 latents and l1
 0.3 reconstructs worse at its L0 (FVU 1.26 times the peer's), the same SAEs at 3e-3 better (0.75-0.79), at
-2-3 times v5's dead latents, still fewer than the peer's (``docs/results/study/peer_frontier.json``).
+1.8-4.4 times v5's dead latents, still fewer than the peer's (``docs/results/study/peer_frontier.json``).
 """
 
 from __future__ import annotations
