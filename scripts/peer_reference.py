@@ -526,6 +526,8 @@ def interpolate_fvu(points: list[tuple[float, float]], l0: float) -> float | Non
 
 
 def frontier(args: argparse.Namespace) -> None:
+    """Every relu SAE of ours and every April SAE of the sizes, measured on the held-out rows, each of ours
+    beside the peer's FVU at its L0: a comparison at equal L0 that no single pair gives."""
     torch.set_num_threads(args.threads)
     source = ScaledSource(ActivationSource(args.run / "activations"))
     eval_rows, firings, firings_basis = run_heldout(args.run, source, args.eval_rows)
@@ -535,8 +537,9 @@ def frontier(args: argparse.Namespace) -> None:
         meta = json.loads((folder / PEER_FILE).read_text())
         if meta["kind"] != "april" or meta["trainer_args"]["dict_size"] not in args.sizes:
             continue
-        sae = fold(meta, load_file(str(folder / WEIGHTS_FILE)))
-        fold_check(meta, load_file(str(folder / WEIGHTS_FILE)), sae, held_out)
+        tensors = load_file(str(folder / WEIGHTS_FILE))
+        sae = fold(meta, tensors)
+        fold_check(meta, tensors, sae, held_out)
         lr = meta["trainer_config"].get("lr")
         points.append(_frontier_point("peer", "/".join(folder.parts[-2:]), meta["rows"], lr, sae, held_out, firings))
     for ours_dir in args.ours:
